@@ -1,0 +1,56 @@
+"""Atomic, checksummed files: checkpoints that resume exactly and results that are never half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAGIC = b"CONCRETE-SUBSPACE-CKPT-1\n"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is corrupted, truncated, of another format, or from a different run configuration."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temporary file beside ``path``, fsync, then rename over it: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (non-JSON values are stringified)."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Serialise ``payload`` (tensors, numbers, strings, lists, dicts) with a SHA-256 header, atomically."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    return atomic_write_bytes(path, MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Verify the checksum, then load with ``weights_only=True``; raise :class:`CheckpointError` on any mismatch."""
+    raw = Path(path).read_bytes()
+    if not raw.startswith(MAGIC):
+        raise CheckpointError(f"{path}: not a concrete_subspace checkpoint (bad header); delete it to start over")
+    header_end = raw.index(b"\n", len(MAGIC))
+    digest, data = raw[len(MAGIC):header_end].decode(), raw[header_end + 1:]
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CheckpointError(f"{path}: checksum mismatch (corrupted or truncated checkpoint); delete it to start over")
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)

@@ -1,0 +1,160 @@
+"""The test-time optimisation loop shared by AdaMerging and the Concrete methods.
+
+It owns the things every long run needs and no method should re-implement: the entropy objective with a
+memory-lean per-task backward, the progress bar, the history log, periodic atomic checkpoints, and exact resume
+(data batches are a function of the step, and the generator / optimizer states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .evaluation import average, evaluate, to_device
+from .functional import forward
+from .problem import MergeProblem
+from .task_vectors import ParamLayout
+
+# Parameters that change how a run is reported or saved, not what it computes (excluded from the fingerprint).
+NON_SEMANTIC = ("progress", "checkpoint_dir", "checkpoint_every", "resume", "log_every", "eval_every")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """'bfloat16' -> torch.bfloat16; None stays None (keep the model's dtype)."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {list(DTYPES)}")
+    return DTYPES[name]
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Per-example Shannon entropy −Σ p log p of softmax(logits), finite even for saturated logits."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def entropy_loss(logits: Tensor) -> Tensor:
+    """Batch-mean prediction entropy: the unsupervised objective of AdaMerging and Concrete merging."""
+    return entropy(logits).mean()
+
+
+def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int) -> dict[str, float]:
+    """Backpropagate Σ_tasks entropy(batch of ``data_step``) into ``flat``'s graph; return the per-task losses.
+
+    Each task's forward/backward runs alone into a detached copy of the merged parameters, then the summed
+    gradient goes once through the merge graph: peak memory is one task's activations, not T of them.
+    """
+    leaf = flat.detach().requires_grad_(True)
+    params = layout.unflatten(leaf)
+    losses = {}
+    for task in problem.task_names:
+        inputs = to_device(problem.unlabeled_batch(task, data_step), problem.device)
+        loss = entropy_loss(problem.task_logits(task, forward(problem.model, params, inputs)))
+        loss.backward()
+        losses[task] = float(loss.detach())
+    if flat.requires_grad:
+        flat.backward(leaf.grad)
+    return losses
+
+
+@dataclass
+class RunState:
+    """What a run must checkpoint to resume exactly: trainable tensors, optimizers, the generator, the history."""
+
+    tensors: dict[str, Tensor]
+    optimizers: dict[str, torch.optim.Optimizer]
+    generator: torch.Generator
+    history: list[dict] = field(default_factory=list)
+
+    def payload(self, stage: str, step: int, fingerprint: str) -> dict:
+        return {"stage": stage, "step": step, "fingerprint": fingerprint,
+                "tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "generator": self.generator.get_state(), "history": self.history}
+
+    def restore(self, payload: Mapping[str, Any]) -> None:
+        with torch.no_grad():
+            for k, v in payload["tensors"].items():
+                self.tensors[k].copy_(v)
+        for k, state in payload["optimizers"].items():
+            self.optimizers[k].load_state_dict(state)
+        self.generator.set_state(payload["generator"])
+        self.history[:] = payload["history"]
+
+
+class Checkpointer:
+    """Saves the run every ``every`` steps to ``<directory>/checkpoint.ckpt`` and finds it again on restart."""
+
+    def __init__(self, directory: str | Path | None, every: int, params: Mapping[str, Any], problem: MergeProblem):
+        self.path = Path(directory) / "checkpoint.ckpt" if directory else None
+        self.every = int(every)
+        if self.path is not None and self.every <= 0:
+            raise ValueError(f"checkpoint_every must be positive, got {every}")
+        semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
+        self.fingerprint = json.dumps({"params": semantic, "tasks": list(problem.task_names),
+                                       "num_params": sum(v.numel() for v in problem.pretrained.values())}, sort_keys=True, default=str)
+
+    def load(self) -> dict | None:
+        """The saved payload of this run, None if there is none; an error if it belongs to another configuration."""
+        if self.path is None or not self.path.exists():
+            return None
+        payload = load_checkpoint(self.path)
+        if payload.get("fingerprint") != self.fingerprint:
+            raise CheckpointError(f"{self.path}: written by a run with different parameters or tasks; "
+                                  f"use another checkpoint_dir or delete it (saved: {payload.get('fingerprint')})")
+        return payload
+
+    def maybe_save(self, state: RunState, stage: str, step: int, last: bool) -> None:
+        if self.path is not None and (step % self.every == 0 or last):
+            save_checkpoint(self.path, state.payload(stage, step, self.fingerprint))
+
+
+def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], state: RunState, checkpointer: Checkpointer, *,
+             start: int = 0, progress: bool = True, log_every: int = 10,
+             eval_fn: Callable[[], Mapping[str, float]] | None = None, eval_every: int = 0,
+             log_fn: Callable[[], dict] | None = None) -> None:
+    """Run ``step_fn(step)`` for steps start..steps-1, logging, evaluating and checkpointing along the way.
+
+    ``log_fn`` adds values (e.g. mask density) to logged rows only, keeping them out of the per-step path.
+    """
+    if steps < 0:
+        raise ValueError(f"{stage}: number of steps must be >= 0, got {steps}")
+
+    def log_eval(row: dict) -> None:
+        scores = eval_fn()
+        row.update({f"acc/{t}": s for t, s in scores.items()}, avg_accuracy=average(scores))
+
+    if start == 0 and eval_fn is not None and eval_every:
+        row = {"stage": stage, "step": 0}
+        log_eval(row)
+        state.history.append(row)
+    bar = tqdm(range(start, steps), desc=stage, disable=not progress, initial=start, total=steps)
+    for step in bar:
+        values = step_fn(step)
+        done = step + 1
+        evaluate_now = eval_fn is not None and eval_every and (done % eval_every == 0 or done == steps)
+        if done % max(log_every, 1) == 0 or done == steps or step == 0 or evaluate_now:
+            row = {"stage": stage, "step": done, **values, **(log_fn() if log_fn else {})}
+            if evaluate_now:
+                log_eval(row)
+            state.history.append(row)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+        checkpointer.maybe_save(state, stage, done, last=done == steps)
+
+
+def evaluator(problem: MergeProblem, layout: ParamLayout, make_flat: Callable[[], Tensor]) -> Callable[[], dict[str, float]]:
+    """A no-argument function scoring the current merged parameters (for accuracy-over-steps curves)."""
+    def run() -> dict[str, float]:
+        with torch.no_grad():
+            return evaluate(problem, layout.unflatten(make_flat()))
+    return run

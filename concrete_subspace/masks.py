@@ -1,0 +1,93 @@
+"""The Concrete (relaxed Bernoulli) mask: logits, sampling, per-tensor rescaling, evaluation masks, density.
+
+Reference semantics (DESIGN.md §2): ONE mask shared by all tasks, one logit per element of every merged tensor,
+logits start at 0 (p = 0.5); a sample is m = σ((log u − log(1−u) + x)/λ) with u ~ U(0,1) clamped away from 0 and 1
+(exactly ``torch.distributions.RelaxedBernoulli(λ, logits=x).rsample()``); the mask is applied per tensor as
+τ ⊙ m / mean(m). Every function works on a single tensor, a flat vector with a :class:`ParamLayout`, or both.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .task_vectors import ParamLayout
+
+EvalMask = Literal["sample", "expected", "hard", "bernoulli"]
+EVAL_MASKS: tuple[str, ...] = ("sample", "expected", "hard", "bernoulli")
+
+
+def init_logits(num_params: int, value: float = 0.0, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Mask logits, one per merged element, all ``value`` (0 → keep probability 0.5)."""
+    return torch.full((num_params,), float(value), device=device, dtype=dtype)
+
+
+def check_temperature(temperature: float) -> float:
+    """The Concrete temperature λ must be a positive finite number."""
+    if not (isinstance(temperature, (int, float)) and 0 < float(temperature) < float("inf")):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return float(temperature)
+
+
+def sample_concrete(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+    """One relaxed-Bernoulli sample per logit, differentiable in the logits (reparameterised)."""
+    temperature = check_temperature(temperature)
+    eps = torch.finfo(logits.dtype).eps
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype).clamp(eps, 1 - eps)
+    return torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature)
+
+
+def rescale(mask: Tensor) -> Tensor:
+    """m / mean(m) over one tensor, so the masked task vector keeps its expected scale (an all-zero mask stays 0)."""
+    return mask / mask.mean().clamp_min(torch.finfo(mask.dtype).tiny)
+
+
+def segment_means(flat: Tensor, layout: ParamLayout) -> Tensor:
+    """Mean of ``flat`` over each tensor of the layout: a vector of length K."""
+    lengths = torch.tensor(layout.numels, device=flat.device)
+    return torch.segment_reduce(flat, "mean", lengths=lengths)
+
+
+def rescale_flat(mask: Tensor, layout: ParamLayout) -> Tensor:
+    """Per-tensor m / mean(m) on a flat mask, in one fused pass (no Python loop over tensors)."""
+    means = segment_means(mask, layout).clamp_min(torch.finfo(mask.dtype).tiny)
+    return mask / torch.repeat_interleave(means, torch.tensor(layout.numels, device=mask.device))
+
+
+def evaluation_mask(logits: Tensor, kind: EvalMask = "sample", *, temperature: float = 0.5,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """The (unrescaled) mask used to evaluate a learned mask.
+
+    ``sample``: one continuous Concrete sample (the paper's evaluation); ``expected``: σ(x); ``hard``: σ(x) > 0.5;
+    ``bernoulli``: a binary draw with probability σ(x).
+    """
+    with torch.no_grad():
+        if kind == "sample":
+            if generator is None:
+                raise ValueError("evaluation_mask(kind='sample') needs a torch.Generator")
+            return sample_concrete(logits, temperature, generator)
+        if kind == "expected":
+            return torch.sigmoid(logits)
+        if kind == "hard":
+            return (logits > 0).to(logits.dtype)
+        if kind == "bernoulli":
+            if generator is None:
+                raise ValueError("evaluation_mask(kind='bernoulli') needs a torch.Generator")
+            return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+    raise ValueError(f"unknown evaluation mask {kind!r}; choose one of {list(EVAL_MASKS)}")
+
+
+def density(logits: Tensor, layout: ParamLayout | None = None) -> dict:
+    """Fraction of kept elements (σ(x) > 0.5) and mean keep probability, overall and (with a layout) per tensor."""
+    with torch.no_grad():
+        kept = (logits > 0).float()
+        probs = torch.sigmoid(logits.float())
+        stats = {"density": float(kept.mean()), "mean_keep_probability": float(probs.mean())}
+        if layout is not None:
+            stats["per_tensor"] = {
+                key: {"density": float(d), "mean_keep_probability": float(p)}
+                for key, d, p in zip(layout.keys, segment_means(kept, layout), segment_means(probs, layout))
+            }
+        return stats

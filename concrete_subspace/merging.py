@@ -1,0 +1,236 @@
+"""Merge methods: small pure functions over state dicts / flat task vectors, and the explicit ``METHODS`` registry.
+
+Data-free merges (weight averaging, task arithmetic, TIES) take the pre-trained state and task vectors.
+Test-time methods (AdaMerging, Concrete TA / AdaMerging) live in :mod:`adamerging` and :mod:`concrete` and are
+reached through the same registry: ``run_method(name, problem, **params)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .masks import rescale, rescale_flat
+from .problem import MergeProblem
+from .task_vectors import ParamLayout, StateDict, apply_to, float_keys, task_vector
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure functions on state dicts
+# ----------------------------------------------------------------------------------------------------------------
+def task_arithmetic(pretrained: StateDict, task_vectors: Iterable[StateDict], scaling: float = 0.3) -> dict[str, Tensor]:
+    """θ0 + λ Σ_i τ_i (Ilharco et al.); task vectors may be a generator, so only a running sum is held."""
+    total: dict[str, Tensor] | None = None
+    for vector in task_vectors:
+        total = {k: v.clone() for k, v in vector.items()} if total is None else {k: total[k] + vector[k] for k in total}
+    if total is None:
+        raise ValueError("task_arithmetic needs at least one task vector")
+    return apply_to(pretrained, total, scaling)
+
+
+def weight_averaging(pretrained: StateDict, task_vectors: Iterable[StateDict]) -> dict[str, Tensor]:
+    """Mean of the fine-tuned models, (1/T) Σ_i θ_i = θ0 + (1/T) Σ_i τ_i."""
+    vectors = list(task_vectors)
+    return task_arithmetic(pretrained, vectors, scaling=1.0 / len(vectors))
+
+
+def masked_merge(pretrained: StateDict, task_vectors: Sequence[StateDict], weights: Sequence[float] | Tensor,
+                 mask: StateDict) -> dict[str, Tensor]:
+    """θ0 + Σ_i w_i τ_i ⊙ m / mean(m), with one shared mask rescaled per tensor (the paper's merged model)."""
+    out = dict(pretrained)
+    for key in task_vectors[0]:
+        scaled_mask = rescale(mask[key])
+        out[key] = pretrained[key] + sum(w * v[key] for w, v in zip(weights, task_vectors)) * scaled_mask
+    return out
+
+
+def trim_top_k(vectors: Tensor, density: float = 0.2) -> Tensor:
+    """TIES trim: per row keep entries with |x| ≥ the k-th smallest |x|, k = d − int(density·d) (ties kept)."""
+    d = vectors.shape[-1]
+    k = d - int(d * density)
+    if k < 1:
+        return vectors.clone()
+    threshold = vectors.abs().kthvalue(k, dim=-1, keepdim=True).values
+    return vectors * (vectors.abs() >= threshold)
+
+
+def elect_sign(trimmed: Tensor) -> Tensor:
+    """TIES sign election: sign of Σ_i trimmed_i per entry; zeros take the overall majority sign."""
+    sign = torch.sign(trimmed.sum(dim=0))
+    majority = torch.sign(sign.sum())
+    return torch.where(sign == 0, majority, sign)
+
+
+def disjoint_sum(trimmed: Tensor, sign: Tensor) -> Tensor:
+    """TIES disjoint merge ("dis-sum", as the paper ran it): sum only the entries that agree with the elected sign."""
+    agrees = torch.where(sign > 0, trimmed > 0, trimmed < 0)
+    return (trimmed * agrees).sum(dim=0)
+
+
+def ties_flat(vectors: Tensor, density: float = 0.2) -> Tensor:
+    """Trim → elect sign → disjoint sum over a [T, P] matrix of flat task vectors."""
+    trimmed = trim_top_k(vectors, density)
+    return disjoint_sum(trimmed, elect_sign(trimmed))
+
+
+def ties_merging(pretrained: StateDict, task_vectors: Sequence[StateDict], scaling: float = 0.3, density: float = 0.2) -> dict[str, Tensor]:
+    """TIES-Merging (Yadav et al.) over task vectors flattened across all float tensors; θ0 + λ · merged."""
+    layout = ParamLayout.of(task_vectors[0])
+    stacked = torch.stack([layout.flatten(v) for v in task_vectors])
+    return apply_to(pretrained, layout.unflatten(ties_flat(stacked, density)), scaling)
+
+
+def ties_preprocess(vectors: Tensor, density: float = 0.2) -> Tensor:
+    """AdaMerging++ task vectors: each trimmed and restricted to the entries that agree with the elected sign."""
+    trimmed = trim_top_k(vectors, density)
+    sign = elect_sign(trimmed)
+    return trimmed * torch.where(sign > 0, trimmed > 0, trimmed < 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The same merges on flat buffers (the hot loop of the test-time methods)
+# ----------------------------------------------------------------------------------------------------------------
+def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
+    """Σ_i w_i τ_i on a [T, P] matrix: w is [T] (task-wise) or [T, K] (layer-wise, one weight per tensor)."""
+    if weights.shape[0] != vectors.shape[0]:
+        raise ValueError(f"combine: {vectors.shape[0]} task vectors but weights of shape {tuple(weights.shape)}")
+    if weights.dim() == 1 and vectors.dtype == weights.dtype:
+        return weights @ vectors
+    lengths = torch.tensor(layout.numels, device=vectors.device)
+    total = None
+    for w, vector in zip(weights, vectors):
+        coefficient = w if w.dim() == 0 else torch.repeat_interleave(w, lengths)
+        term = coefficient * vector.to(weights.dtype)
+        total = term if total is None else total + term
+    return total
+
+
+def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: ParamLayout) -> Tensor:
+    """Flat θ0 + δ ⊙ m / mean(m) (per tensor); θ0 + δ when there is no mask."""
+    return theta0 + (delta if mask is None else delta * rescale_flat(mask, layout))
+
+
+def merge_flat(theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None) -> Tensor:
+    """Flat θ = θ0 + Σ_i w_i τ_i (⊙ m / mean(m) per tensor when a mask is given)."""
+    return apply_mask_flat(theta0, combine(vectors, weights, layout), mask, layout)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class MergeResult:
+    """A merged state (the merged float params), the logged history, the resolved parameters, and extras."""
+
+    state: dict[str, Tensor]
+    params: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registry entry: ``run(problem, **params) -> MergeResult``; ``defaults`` are its keyword defaults."""
+
+    name: str
+    pretty_name: str
+    reference: str
+    run: Callable[..., MergeResult]
+    needs_data: bool
+    data_free: Callable[..., dict[str, Tensor]] | None = None  # (pretrained, task_vectors, **params) for the CLI
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        sig = inspect.signature(self.run)
+        return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+
+class UnknownMethodError(KeyError):
+    """Unknown method or parameter name; the message lists the valid names and the closest match."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+def _closest(name: str, valid: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(valid), n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registry entry for ``name``, or an error listing the valid names."""
+    if name not in METHODS:
+        raise UnknownMethodError(f"unknown method {name!r}.{_closest(name, METHODS)} Valid methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def resolve_params(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The method's defaults updated with ``overrides``; unknown parameter names are an error naming the valid ones."""
+    spec = get_method(name)
+    params = spec.defaults
+    for key, value in (overrides or {}).items():
+        if key not in params:
+            raise UnknownMethodError(f"unknown parameter {key!r} for method {name!r}.{_closest(key, params)} Valid parameters: {', '.join(params)}")
+        params[key] = value
+    return params
+
+
+def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
+    """Run a registered method on a problem with its defaults overridden by ``params``."""
+    resolved = resolve_params(name, params)
+    return get_method(name).run(problem, **resolved)
+
+
+def stream_task_vectors(problem: MergeProblem) -> Iterable[dict[str, Tensor]]:
+    """Task vectors of the problem, computed one fine-tuned model at a time."""
+    for task in problem.task_names:
+        yield task_vector(problem.pretrained, problem.load_finetuned(task), name=f"fine-tuned model {task!r}")
+
+
+def _run_weight_averaging(problem: MergeProblem) -> MergeResult:
+    return MergeResult(weight_averaging(problem.pretrained, stream_task_vectors(problem)), {})
+
+
+def _run_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3) -> MergeResult:
+    return MergeResult(task_arithmetic(problem.pretrained, stream_task_vectors(problem), scaling), {"scaling": scaling})
+
+
+def _run_ties_merging(problem: MergeProblem, *, scaling: float = 0.3, density: float = 0.2) -> MergeResult:
+    state = ties_merging(problem.pretrained, list(stream_task_vectors(problem)), scaling, density)
+    return MergeResult(state, {"scaling": scaling, "density": density})
+
+
+from . import adamerging as _adamerging  # noqa: E402  (loops import the pure functions above)
+from . import baselines as _baselines  # noqa: E402
+from . import concrete as _concrete  # noqa: E402
+
+METHODS: dict[str, MethodSpec] = {
+    "weight_averaging": MethodSpec("weight_averaging", "Weight Averaging", "https://arxiv.org/abs/2203.05482",
+                                   _run_weight_averaging, False, lambda pre, tvs: weight_averaging(pre, tvs)),
+    "task_arithmetic": MethodSpec("task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089",
+                                  _run_task_arithmetic, False, task_arithmetic),
+    "ties_merging": MethodSpec("ties_merging", "TIES-Merging", "https://arxiv.org/abs/2306.01708",
+                               _run_ties_merging, False, lambda pre, tvs, **p: ties_merging(pre, list(tvs), **p)),
+    "fisher_merging": MethodSpec("fisher_merging", "Fisher Merging", "https://arxiv.org/abs/2111.09832",
+                                 _baselines.fisher_merging, True),
+    "regmean": MethodSpec("regmean", "RegMean", "https://arxiv.org/abs/2212.09849", _baselines.regmean, True),
+    "task_wise_adamerging": MethodSpec("task_wise_adamerging", "Task-wise AdaMerging", "https://arxiv.org/abs/2310.02575",
+                                       _adamerging.task_wise_adamerging, True),
+    "layer_wise_adamerging": MethodSpec("layer_wise_adamerging", "Layer-wise AdaMerging", "https://arxiv.org/abs/2310.02575",
+                                        _adamerging.layer_wise_adamerging, True),
+    "task_wise_adamerging_pp": MethodSpec("task_wise_adamerging_pp", "Task-wise AdaMerging++", "https://arxiv.org/abs/2310.02575",
+                                          _adamerging.task_wise_adamerging_pp, True),
+    "layer_wise_adamerging_pp": MethodSpec("layer_wise_adamerging_pp", "Layer-wise AdaMerging++", "https://arxiv.org/abs/2310.02575",
+                                           _adamerging.layer_wise_adamerging_pp, True),
+    "concrete_task_arithmetic": MethodSpec("concrete_task_arithmetic", "Concrete Task Arithmetic", "https://arxiv.org/abs/2312.06173",
+                                           _concrete.concrete_task_arithmetic, True),
+    "task_wise_concrete_adamerging": MethodSpec("task_wise_concrete_adamerging", "Task-wise Concrete AdaMerging",
+                                                "https://arxiv.org/abs/2312.06173", _concrete.task_wise_concrete_adamerging, True),
+    "layer_wise_concrete_adamerging": MethodSpec("layer_wise_concrete_adamerging", "Layer-wise Concrete AdaMerging",
+                                                 "https://arxiv.org/abs/2312.06173", _concrete.layer_wise_concrete_adamerging, True),
+}

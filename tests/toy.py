@@ -1,0 +1,60 @@
+"""A tiny, fast MergeProblem for unit tests: an MLP encoder, 3 tasks with frozen random heads, fine-tuned in-test."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from concrete_subspace.problem import MergeProblem
+from concrete_subspace.data.batching import step_indices
+
+
+class Encoder(nn.Module):
+    def __init__(self, dim_in: int = 8, hidden: int = 16, dim_out: int = 8):
+        super().__init__()
+        self.fc1 = nn.Linear(dim_in, hidden)
+        self.fc2 = nn.Linear(hidden, dim_out)
+        self.register_buffer("position_ids", torch.arange(4))  # an integer buffer: never merged
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16) -> MergeProblem:
+    g = torch.Generator().manual_seed(seed)
+    model = Encoder()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    model.eval().requires_grad_(False)
+    pretrained = {k: v.detach().clone() for k, v in model.named_parameters()}
+    tasks = tuple(f"task{i}" for i in range(num_tasks))
+    heads, data, finetuned = {}, {}, {}
+    for i, task in enumerate(tasks):
+        heads[task] = torch.randn(3, 8, generator=g)
+        x = torch.randn(n, 8, generator=g)
+        teacher = torch.randn(8, 3, generator=g)
+        y = (x @ teacher).argmax(-1)
+        data[task] = (x, y)
+        params = {k: v.clone().requires_grad_(True) for k, v in pretrained.items()}
+        opt = torch.optim.Adam(params.values(), lr=0.05)
+        for _ in range(finetune_steps):
+            logits = torch.func.functional_call(model, params, (x,)) @ heads[task].T
+            loss = nn.functional.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        finetuned[task] = {k: v.detach().clone() for k, v in params.items()}
+
+    def eval_batches(task):
+        x, y = data[task]
+        for s in range(0, n, 32):
+            yield x[s:s + 32], y[s:s + 32]
+
+    return MergeProblem(
+        model=model, pretrained=pretrained, task_names=tasks,
+        load_finetuned=lambda t: {k: v.clone() for k, v in finetuned[t].items()},
+        task_logits=lambda t, f: f @ heads[t].T,
+        unlabeled_batch=lambda t, step: data[t][0][step_indices(n, batch_size, step, seed)],
+        eval_batches=eval_batches, train_batches=eval_batches,
+    )
