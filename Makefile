@@ -1,0 +1,55 @@
+# concrete_subspace: `make figures` regenerates every table and figure; `make test` runs the test suite.
+# Both install what they need into .venv first (idempotent). `make help` lists the targets.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/concrete-subspace
+STAMP  := $(VENV)/.installed
+SCALE  ?= mini
+DEVICE ?= cpu
+SEED   ?= 0
+PYTEST_ARGS ?=
+
+# The mini scale and the tests never touch the network (a hub call would hang before failing).
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast zoo zoo-smoke bench download clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
+	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)"
+
+install: $(STAMP) ## create .venv and install the package with its dev extras (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: install ## run the whole test suite (unit, adapters, zoo smoke build, notebooks via nbval), offline
+	$(OFFLINE) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install ## the unit tests only (skips the zoo build and the notebooks)
+	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not notebooks" $(PYTEST_ARGS)
+
+zoo: install ## build (or reuse) the offline mini model zoo in the cache directory
+	$(OFFLINE) $(CLI) zoo build --seed $(SEED)
+
+zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and notebook tests
+	$(OFFLINE) $(CLI) zoo build --seed $(SEED) --smoke
+
+bench: install ## benchmark step time and peak memory of the merge loops (prints a table, writes JSON)
+	$(OFFLINE) $(CLI) bench
+
+download: install ## prefetch every paper-scale model and dataset into the Hugging Face cache (needs network)
+	$(CLI) download
+
+clean: ## remove executed notebooks and Python caches (keeps .venv, the zoo cache and figures/)
+	rm -rf notebooks/executed .pytest_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+# Figures: one target per notebook, plus `figures` for all of them (notebooks.mk).
+-include notebooks.mk
