@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .loop import Checkpointer, RunState, entropy_backward, evaluator, optimise, parse_dtype
+from .loop import Checkpointer, RunState, check_test_time_data, entropy_backward, evaluator, optimise, parse_dtype
 from .merging import MergeResult, merge_flat, ties_preprocess
 from .problem import MergeProblem
 from .task_vectors import ParamLayout, stack_task_vectors
@@ -43,6 +43,7 @@ def check_init(init: float, clamp: bool) -> None:
 def prepare_vectors(problem: MergeProblem, vector_dtype: str | None, progress: bool, ties_density: float | None = None
                     ) -> tuple[ParamLayout, Tensor, Tensor]:
     """Flat θ0 and the [T, P] task vectors (streamed in; TIES-processed for AdaMerging++ when a density is given)."""
+    check_test_time_data(problem)
     layout, vectors = stack_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
                                          dtype=parse_dtype(vector_dtype), progress=progress)
     if ties_density is not None:

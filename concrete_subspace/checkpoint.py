@@ -23,11 +23,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous ``path`` (if any) is untouched
+        raise
     return path
 
 
@@ -49,8 +53,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     raw = Path(path).read_bytes()
     if not raw.startswith(MAGIC):
         raise CheckpointError(f"{path}: not a concrete_subspace checkpoint (bad header); delete it to start over")
-    header_end = raw.index(b"\n", len(MAGIC))
-    digest, data = raw[len(MAGIC):header_end].decode(), raw[header_end + 1:]
-    if hashlib.sha256(data).hexdigest() != digest:
+    header_end = raw.find(b"\n", len(MAGIC))
+    digest, data = raw[len(MAGIC):max(header_end, len(MAGIC))], raw[header_end + 1:]
+    if header_end < 0 or hashlib.sha256(data).hexdigest().encode() != digest:
         raise CheckpointError(f"{path}: checksum mismatch (corrupted or truncated checkpoint); delete it to start over")
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as err:  # weights_only refuses globals that could run code: report in one line, never execute
+        raise CheckpointError(f"{path}: refused to load (not plain tensors and containers): {load_error_reason(err)}") from None
+
+
+def load_error_reason(err: BaseException) -> str:
+    """The informative line of a ``torch.load(weights_only=True)`` error (skipping its generic preamble and advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    useful = [line for line in lines if not line.startswith(skip)]
+    return (useful or lines or [type(err).__name__])[0]

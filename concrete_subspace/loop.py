@@ -8,6 +8,7 @@ memory-lean per-task backward, the progress bar, the history log, periodic atomi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -48,6 +49,28 @@ def entropy_loss(logits: Tensor) -> Tensor:
     return entropy(logits).mean()
 
 
+def unlabeled(problem: MergeProblem, task: str, step: int) -> Any:
+    """``problem.unlabeled_batch(task, step)`` on the problem's device; a data source that runs dry is an error."""
+    try:
+        return to_device(problem.unlabeled_batch(task, step), problem.device)
+    except StopIteration:
+        raise RuntimeError(f"task {task!r}: unlabeled data exhausted at step {step}; "
+                           "unlabeled_batch must return a batch for every step (cycle the data)") from None
+
+
+def check_test_time_data(problem: MergeProblem) -> None:
+    """Fail fast, before task vectors are built: each task needs a non-empty unlabeled batch and a head."""
+    with torch.no_grad():
+        for task in problem.task_names:
+            features = forward(problem.model, None, unlabeled(problem, task, 0))
+            try:
+                logits = problem.task_logits(task, features)
+            except KeyError as err:
+                raise ValueError(f"task {task!r} has no head (task_logits raised KeyError: {err})") from None
+            if logits.numel() == 0:
+                raise ValueError(f"task {task!r}: the unlabeled batch of step 0 is empty (no test-time data)")
+
+
 def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int) -> dict[str, float]:
     """Backpropagate Σ_tasks entropy(batch of ``data_step``) into ``flat``'s graph; return the per-task losses.
 
@@ -58,10 +81,15 @@ def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, d
     params = layout.unflatten(leaf)
     losses = {}
     for task in problem.task_names:
-        inputs = to_device(problem.unlabeled_batch(task, data_step), problem.device)
-        loss = entropy_loss(problem.task_logits(task, forward(problem.model, params, inputs)))
-        loss.backward()
+        logits = problem.task_logits(task, forward(problem.model, params, unlabeled(problem, task, data_step)))
+        if logits.numel() == 0:
+            raise ValueError(f"task {task!r}: the unlabeled batch of step {data_step} is empty (no test-time data)")
+        loss = entropy_loss(logits)
         losses[task] = float(loss.detach())
+        if not math.isfinite(losses[task]):
+            raise FloatingPointError(f"task {task!r}: non-finite entropy ({losses[task]}) at data step {data_step}; "
+                                     "check the inputs, the learning rates and the task vectors")
+        loss.backward()
     if flat.requires_grad:
         flat.backward(leaf.grad)
     return losses
@@ -92,6 +120,18 @@ class RunState:
         self.history[:] = payload["history"]
 
 
+def fingerprint_difference(saved: Any, current: str) -> str:
+    """Which parameters (or tasks / model size) differ between a saved and the current run fingerprint."""
+    try:
+        old, new = json.loads(saved), json.loads(current)
+        flat_old = {**old.pop("params"), **old}
+        flat_new = {**new.pop("params"), **new}
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return "no readable fingerprint"
+    keys = sorted(k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k))
+    return ", ".join(f"{k}: saved {flat_old.get(k)!r}, now {flat_new.get(k)!r}" for k in keys) or "unknown difference"
+
+
 class Checkpointer:
     """Saves the run every ``every`` steps to ``<directory>/checkpoint.ckpt`` and finds it again on restart."""
 
@@ -109,9 +149,10 @@ class Checkpointer:
         if self.path is None or not self.path.exists():
             return None
         payload = load_checkpoint(self.path)
-        if payload.get("fingerprint") != self.fingerprint:
-            raise CheckpointError(f"{self.path}: written by a run with different parameters or tasks; "
-                                  f"use another checkpoint_dir or delete it (saved: {payload.get('fingerprint')})")
+        saved = payload.get("fingerprint") if isinstance(payload, dict) else None
+        if saved != self.fingerprint:
+            raise CheckpointError(f"{self.path}: written by a run with a different configuration "
+                                  f"({fingerprint_difference(saved, self.fingerprint)}); use another checkpoint_dir or delete it")
         return payload
 
     def maybe_save(self, state: RunState, stage: str, step: int, last: bool) -> None:

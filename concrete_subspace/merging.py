@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .masks import rescale, rescale_flat
 from .problem import MergeProblem
-from .task_vectors import ParamLayout, StateDict, apply_to, float_keys, task_vector
+from .task_vectors import ParamLayout, StateDict, apply_to, check_finite, float_keys, task_vector
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -36,6 +38,8 @@ def task_arithmetic(pretrained: StateDict, task_vectors: Iterable[StateDict], sc
 def weight_averaging(pretrained: StateDict, task_vectors: Iterable[StateDict]) -> dict[str, Tensor]:
     """Mean of the fine-tuned models, (1/T) Σ_i θ_i = θ0 + (1/T) Σ_i τ_i."""
     vectors = list(task_vectors)
+    if not vectors:
+        raise ValueError("weight_averaging needs at least one task vector")
     return task_arithmetic(pretrained, vectors, scaling=1.0 / len(vectors))
 
 
@@ -180,14 +184,39 @@ def resolve_params(name: str, overrides: Mapping[str, Any] | None = None) -> dic
     return params
 
 
+def check_param_type(method: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a value whose type contradicts the default's (e.g. the string "10" for steps, "False" for a flag)."""
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, (bool, np.bool_)), "bool"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)), "int"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)), "float"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, (str, torch.dtype)), "str"
+    elif isinstance(default, tuple):
+        ok, expected = isinstance(value, (tuple, list)) and len(value) == len(default), f"sequence of {len(default)}"
+    else:
+        return
+    if not ok:
+        raise TypeError(f"parameter {key!r} of method {method!r} must be {expected} (default {default!r}), "
+                        f"got {type(value).__name__} {value!r}")
+
+
 def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
-    """Run a registered method on a problem with its defaults overridden by ``params``."""
+    """Run a registered method on a problem with its defaults overridden by ``params`` (types checked)."""
     resolved = resolve_params(name, params)
+    defaults = get_method(name).defaults
+    for key in params:
+        check_param_type(name, key, resolved[key], defaults[key])
     return get_method(name).run(problem, **resolved)
 
 
 def stream_task_vectors(problem: MergeProblem) -> Iterable[dict[str, Tensor]]:
     """Task vectors of the problem, computed one fine-tuned model at a time."""
+    check_finite(problem.pretrained, name="pre-trained model")
     for task in problem.task_names:
         yield task_vector(problem.pretrained, problem.load_finetuned(task), name=f"fine-tuned model {task!r}")
 

@@ -122,6 +122,7 @@ def stack_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], St
     in a narrower type to halve their memory.
     """
     tasks = list(tasks)
+    check_finite(pretrained, name="pre-trained model")
     layout = ParamLayout.of(pretrained)
     theta0 = layout.flatten(pretrained)
     stacked = torch.empty(len(tasks), layout.num_params, dtype=dtype or theta0.dtype, device=theta0.device)

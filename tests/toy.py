@@ -1,6 +1,14 @@
-"""A tiny, fast MergeProblem for unit tests: an MLP encoder, 3 tasks with frozen random heads, fine-tuned in-test."""
+"""A tiny, fast MergeProblem for unit tests: an MLP encoder, 3 tasks with frozen random heads, fine-tuned in-test.
+
+Run as a script (``python tests/toy.py '{"checkpoint_dir": ..., "out": ...}'``) it runs one method on the toy problem
+and saves the result: the subprocess kill-and-resume tests restart exactly this command.
+"""
 
 from __future__ import annotations
+
+import json
+import sys
+import time
 
 import torch
 from torch import nn
@@ -20,7 +28,9 @@ class Encoder(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
-def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16) -> MergeProblem:
+def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16,
+                     delay: float = 0.0) -> MergeProblem:
+    """The toy problem; ``delay`` seconds of sleep per unlabeled batch slow a run down enough to kill it mid-stage."""
     g = torch.Generator().manual_seed(seed)
     model = Encoder()
     with torch.no_grad():
@@ -46,6 +56,16 @@ def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60
             opt.step()
         finetuned[task] = {k: v.detach().clone() for k, v in params.items()}
 
+    def task_logits(task, features):
+        if task not in heads:
+            raise KeyError(f"task {task!r} has no head; known tasks: {list(heads)}")
+        return features @ heads[task].T
+
+    def unlabeled_batch(task, step):
+        if delay:
+            time.sleep(delay)
+        return data[task][0][step_indices(n, batch_size, step, seed)]
+
     def eval_batches(task):
         x, y = data[task]
         for s in range(0, n, 32):
@@ -54,7 +74,20 @@ def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60
     return MergeProblem(
         model=model, pretrained=pretrained, task_names=tasks,
         load_finetuned=lambda t: {k: v.clone() for k, v in finetuned[t].items()},
-        task_logits=lambda t, f: f @ heads[t].T,
-        unlabeled_batch=lambda t, step: data[t][0][step_indices(n, batch_size, step, seed)],
+        task_logits=task_logits, unlabeled_batch=unlabeled_batch,
         eval_batches=eval_batches, train_batches=eval_batches,
     )
+
+
+def run_toy_job(out: str, method: str = "layer_wise_concrete_adamerging", delay: float = 0.0, **params) -> None:
+    """Run ``method`` on the toy problem (one thread, no progress bar) and save state + history atomically to ``out``."""
+    from concrete_subspace.checkpoint import save_checkpoint
+    from concrete_subspace.merging import run_method
+
+    torch.set_num_threads(1)
+    result = run_method(method, make_toy_problem(delay=delay), progress=False, **params)
+    save_checkpoint(out, {"state": result.state, "history": result.history})
+
+
+if __name__ == "__main__":
+    run_toy_job(**json.loads(sys.argv[1]))
