@@ -1,0 +1,838 @@
+"""Experiment configs and runners behind the notebooks: one frozen dataclass per notebook, tidy tables, results JSON.
+
+Each notebook's papermill ``parameters`` cell holds exactly the fields of its config dataclass
+(:func:`config_from` builds the config from the notebook's variables). Runners take a config, return tidy
+``pandas`` tables (one row per method x task), and :func:`write_outputs` saves them as CSV + Markdown next to a
+results JSON (resolved parameters, seed, package versions, device, wall time), written atomically.
+
+Merge runs are cached on disk under a key that hashes everything that changes their result (scale, seed,
+smoke, zoo identity, data variant, tasks, method and its resolved parameters): the notebooks share runs (the
+curves notebook reuses the table's runs, the mask notebook reuses their mask logits), and an interrupted run
+resumes from its checkpoint. Cache root: ``$CONCRETE_SUBSPACE_CACHE/results`` or
+``~/.cache/concrete_subspace/results`` (never inside git).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .evaluation import average, evaluate
+from .merging import METHODS, get_method, masked_merge, run_method, stream_task_vectors, task_arithmetic
+from .masks import evaluation_mask
+from .problem import MergeProblem
+from .task_vectors import task_vector
+
+SCALES = ("mini", "paper")
+STEP_KEYS = ("steps", "meta_steps", "tta_steps")
+SMOKE_STEPS = 2
+CURVE_POINTS = 10  # accuracy is evaluated this many times along every test-time run (curves for free)
+# Used when the zoo's MINI_DEFAULTS has no step count for a method (chosen for the 45-minute `make figures`).
+MINI_FALLBACK_STEPS: dict[str, int] = {"steps": 300, "meta_steps": 300, "tta_steps": 150}
+NON_SEMANTIC = ("progress", "checkpoint_dir", "checkpoint_every", "resume", "log_every")
+
+# Paper-scale task sets and their mini-zoo analogues (same roles: which tasks are held out / corrupted).
+PAPER_GENERALIZATION_SPLITS = {"exp1": ("mnist", "eurosat"), "exp2": ("resisc45", "svhn")}
+MINI_GENERALIZATION_SPLITS = {"exp1": ("mnist", "landcover"), "exp2": ("textures", "digits")}
+PAPER_ROBUSTNESS_TASKS = ("cars", "eurosat", "resisc45", "gtsrb")
+MINI_ROBUSTNESS_TASKS = ("letters", "landcover", "textures", "signs")
+TEST_TIME_METHODS = ("concrete_task_arithmetic", "task_wise_adamerging", "layer_wise_adamerging",
+                     "task_wise_concrete_adamerging", "layer_wise_concrete_adamerging")
+HEADLINE_METHODS = ("task_arithmetic", "ties_merging", "concrete_task_arithmetic", "layer_wise_adamerging",
+                    "layer_wise_concrete_adamerging")
+
+
+# ================================================================================================ configs
+def _as_tuple(value: Any, name: str) -> tuple | None:
+    """None stays None; a comma-separated string or any sequence becomes a tuple (papermill passes lists/strings)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise TypeError(f"{name} must be None, a comma-separated string or a list, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Fields shared by every notebook: scale (mini|paper), device, seed, tasks (None = all), steps (None = defaults), smoke."""
+
+    scale: str = "mini"
+    device: str = "cpu"
+    seed: int = 0
+    tasks: tuple[str, ...] | None = None
+    steps: int | None = None
+    smoke: bool = False
+    figures_dir: str = "figures"
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 0):
+            raise ValueError(f"steps must be None or a non-negative int, got {self.steps!r}")
+        if not isinstance(self.smoke, bool):
+            raise TypeError(f"smoke must be True or False, got {self.smoke!r}")
+        for f in fields(self):
+            if f.name in ("tasks", "methods", "corruptions", "temperatures", "scalings", "eval_masks", "task_counts",
+                          "ta_scalings"):
+                object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name), f.name))
+        if self.scale == "paper" and self.smoke:
+            raise ValueError("smoke=True is a mini-scale option (tiny zoo); use scale='mini' with smoke=True")
+
+
+@dataclass(frozen=True)
+class WalkthroughConfig(BaseConfig):
+    """00_walkthrough: the method step by step on the mini zoo (or the paper models)."""
+
+    temperatures: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class MultitaskConfig(BaseConfig):
+    """01_multitask_table: every registry method + individual + zero-shot rows on all tasks."""
+
+    methods: tuple[str, ...] | None = None
+    arch: str = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class FlanT5Config(BaseConfig):
+    """02_flan_t5_glue: Flan-T5 + LoRA-16 on eight GLUE tasks (paper scale only)."""
+
+    methods: tuple[str, ...] | None = ("weight_averaging", "task_arithmetic", "ties_merging", "concrete_task_arithmetic",
+                                       "layer_wise_adamerging", "layer_wise_concrete_adamerging")
+    model: str = "flan-t5-base"
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class GeneralizationConfig(BaseConfig):
+    """03_generalization: merge 6 seen tasks, evaluate on them and on 2 unseen ones (two splits)."""
+
+    methods: tuple[str, ...] | None = HEADLINE_METHODS
+    arch: str = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class RobustnessConfig(BaseConfig):
+    """04_robustness: merge 4 tasks on corrupted unlabeled test data, evaluate on the same corruption."""
+
+    methods: tuple[str, ...] | None = HEADLINE_METHODS
+    corruptions: tuple[str, ...] | None = None
+    severity: int = 3
+    arch: str = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class CurvesConfig(BaseConfig):
+    """05_curves: accuracy over meta-learning and TTA steps, Concrete AdaMerging vs AdaMerging."""
+
+    methods: tuple[str, ...] | None = TEST_TIME_METHODS
+    arch: str = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class MaskConfig(BaseConfig):
+    """06_mask_analysis: learned-mask density per layer and masked individual models."""
+
+    methods: tuple[str, ...] | None = ("concrete_task_arithmetic", "layer_wise_concrete_adamerging")
+    arch: str = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class AblationConfig(BaseConfig):
+    """07_ablations: temperature, steps, λ_TA, evaluation mask, number of tasks (Concrete TA vs TA)."""
+
+    temperatures: tuple[float, ...] | None = (0.2, 0.5, 1.0, 2.0)
+    scalings: tuple[float, ...] | None = (0.3, 0.5, 0.7)
+    ta_scalings: tuple[float, ...] | None = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    eval_masks: tuple[str, ...] | None = ("sample", "expected", "hard", "bernoulli")
+    task_counts: tuple[int, ...] | None = (2, 4, 6, 8)
+    arch: str = "ViT-B-32"
+
+
+CONFIGS: dict[str, type[BaseConfig]] = {
+    "00_walkthrough": WalkthroughConfig, "01_multitask_table": MultitaskConfig, "02_flan_t5_glue": FlanT5Config,
+    "03_generalization": GeneralizationConfig, "04_robustness": RobustnessConfig, "05_curves": CurvesConfig,
+    "06_mask_analysis": MaskConfig, "07_ablations": AblationConfig,
+}
+
+
+def config_from(cls: type[BaseConfig], namespace: Mapping[str, Any]) -> BaseConfig:
+    """Build ``cls`` from a notebook's variables (exactly its fields); names a missing parameter clearly."""
+    missing = [f.name for f in fields(cls) if f.name not in namespace]
+    if missing:
+        raise KeyError(f"{cls.__name__}: the parameters cell lacks {missing}; it must define every field "
+                       f"{[f.name for f in fields(cls)]}")
+    return cls(**{f.name: namespace[f.name] for f in fields(cls)})
+
+
+def out_dir(config: BaseConfig, name: str) -> Path:
+    """Where a notebook writes its outputs: <figures_dir>/<scale>[-smoke]/<name>/."""
+    return Path(config.figures_dir) / f"{config.scale}{'-smoke' if config.smoke else ''}" / name
+
+
+def cache_root(config: BaseConfig) -> Path:
+    """The run cache: config.cache_dir, else $CONCRETE_SUBSPACE_CACHE/results, else ~/.cache/concrete_subspace/results."""
+    if config.cache_dir:
+        return Path(config.cache_dir)
+    root = os.environ.get("CONCRETE_SUBSPACE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "concrete_subspace") / "results"
+
+
+# ================================================================================================ problems
+def ensure_zoo(seed: int = 0, smoke: bool = False, progress: bool = True) -> Path:
+    """The cached mini zoo for (seed, smoke), built first if it is missing (minutes; seconds when smoke)."""
+    from . import zoo
+
+    return zoo.build_zoo(seed=seed, smoke=smoke, progress=progress)
+
+
+def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device: str = "cpu", split: str = "test",
+                 seed: int = 0, smoke: bool = False, *, arch: str = "ViT-B-32", model: str = "flan-t5-base",
+                 batch_size: int = 16, limit: int | None = None, zoo_dir: str | Path | None = None) -> MergeProblem:
+    """The MergeProblem of a scale: the mini zoo (built if missing) or the paper's Hub models (CLIP or Flan-T5).
+
+    ``split`` picks the mini zoo's test-time/evaluation split ('test' as in the paper, 'validation' for tuning);
+    the paper scale always uses the test sets. ``model`` ('flan-t5-base'|'flan-t5-large') selects the GLUE problem
+    at paper scale when ``arch='flan-t5'``.
+    """
+    if scale == "mini":
+        from . import zoo
+
+        directory = Path(zoo_dir) if zoo_dir is not None else ensure_zoo(seed, smoke, progress=False)
+        return zoo.load_zoo_problem(directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device)
+    if scale != "paper":
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if smoke:
+        raise ValueError("smoke=True exists only at scale='mini'")
+    if split != "test":
+        raise ValueError(f"the paper scale adapts and evaluates on the test sets; split={split!r} is mini-only")
+    if arch == "flan-t5":
+        from .data.paper import GLUE_TASKS
+        from .models.flan_t5 import build_flan_t5_problem
+
+        size = model.removeprefix("flan-t5-")
+        return build_flan_t5_problem(size, tuple(tasks or GLUE_TASKS), device=device, batch_size=batch_size,
+                                     seed=seed, limit=limit)
+    from .models.clip_hub import build_clip_hub_problem
+    from .models.templates import VISION_TASKS
+
+    return build_clip_hub_problem(arch, tuple(tasks or VISION_TASKS), device=device, batch_size=batch_size, seed=seed,
+                                  limit=limit, progress=True)
+
+
+def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs) -> MergeProblem:
+    """load_problem with the config's scale, device, seed and smoke (and its arch when it has one)."""
+    if hasattr(config, "arch"):
+        kwargs.setdefault("arch", config.arch)
+    return load_problem(config.scale, tasks if tasks is not None else config.tasks, config.device, "test",
+                        config.seed, config.smoke, **kwargs)
+
+
+def restrict(problem: MergeProblem, tasks: Sequence[str]) -> MergeProblem:
+    """The same problem with only ``tasks`` merged (heads and data of the others stay available for evaluation)."""
+    unknown = [t for t in tasks if t not in problem.task_names]
+    if unknown:
+        raise KeyError(f"restrict: task(s) {unknown} not in the problem; its tasks: {list(problem.task_names)}")
+    return dataclasses.replace(problem, task_names=tuple(tasks))
+
+
+def problem_identity(problem: MergeProblem) -> dict:
+    """What identifies the models and data behind a problem (for cache keys): zoo manifest stamp or Hub ids."""
+    info = dict(problem.info)
+    if info.get("scale") == "mini" and info.get("manifest"):
+        manifest = json.loads(Path(info["manifest"]).read_text())
+        return {"scale": "mini", "zoo_created": manifest.get("created"), "seed": manifest.get("seed"),
+                "smoke": manifest.get("smoke"), "format_version": manifest.get("format_version"),
+                "split": info.get("split"), "variant": info.get("variant", "clean")}
+    return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, dict, list)) or v is None}
+
+
+# ================================================================================================ parameters
+def mini_defaults() -> dict[str, dict[str, Any]]:
+    """Per-method mini-scale defaults from the zoo (chosen on the validation split); {} if the zoo has none."""
+    try:
+        from .zoo import MINI_DEFAULTS
+    except ImportError:
+        return {}
+    return {k: dict(v) for k, v in MINI_DEFAULTS.items()}
+
+
+def method_params(name: str, *, scale: str = "mini", steps: int | None = None, smoke: bool = False,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters a notebook runs ``name`` with: registry defaults <- mini defaults <- steps/smoke <- overrides.
+
+    Test-time methods also get ``eval_every`` (accuracy logged CURVE_POINTS times per stage, so every run yields
+    its accuracy curve) and a quiet progress bar at mini scale.
+    """
+    defaults = get_method(name).defaults
+    params: dict[str, Any] = {}
+    if scale == "mini":
+        params.update(mini_defaults().get(name, {}))
+    for key in STEP_KEYS:
+        if key not in defaults:
+            continue
+        if steps is not None:
+            params[key] = steps
+        elif smoke:
+            params[key] = SMOKE_STEPS
+        elif scale == "mini" and key not in params:
+            params[key] = MINI_FALLBACK_STEPS[key]
+    params.update(overrides or {})
+    unknown = [k for k in params if k not in defaults]
+    if unknown:
+        raise KeyError(f"method_params: {name!r} has no parameter(s) {unknown}; valid: {list(defaults)}")
+    step_counts = [params.get(k, defaults[k]) for k in STEP_KEYS if k in defaults]
+    if step_counts:
+        params.setdefault("eval_every", max(1, max(step_counts) // CURVE_POINTS))
+    if "progress" in defaults:
+        params.setdefault("progress", scale == "paper")
+    return params
+
+
+# ================================================================================================ run cache
+@dataclass
+class RunRecord:
+    """One cached merge run: its scores (percent), history, resolved params, JSON-able extras and wall time."""
+
+    key: str
+    method: str
+    tasks: tuple[str, ...]
+    params: dict
+    scores: dict[str, float]
+    history: list[dict]
+    extras: dict
+    seconds: float
+    directory: Path
+    cached: bool = False
+
+    @property
+    def average(self) -> float:
+        return average(self.scores)
+
+    def tensor(self, name: str) -> Tensor:
+        """A tensor saved with the run (e.g. 'mask_logits'), loaded from safetensors."""
+        from safetensors.torch import load_file
+
+        path = self.directory / f"{name}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"run {self.method} ({self.key}) saved no tensor {name!r} (looked for {path})")
+        return load_file(str(path))[name]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def run_key(method: str, params: Mapping[str, Any], tasks: Sequence[str], context: Mapping[str, Any]) -> str:
+    """Hash of everything that changes a run's result (non-semantic params such as progress excluded)."""
+    semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
+    blob = json.dumps({"method": method, "params": _jsonable(semantic), "tasks": list(tasks),
+                       "context": _jsonable(dict(context))}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *, cache_dir: str | Path,
+               eval_problem: MergeProblem | None = None, context: Mapping[str, Any] | None = None,
+               force: bool = False, verbose: bool = True) -> RunRecord:
+    """Run a registry method (or reuse the cached run with the same key); evaluate on ``eval_problem``'s tasks.
+
+    Saved per run: record.json (scores, history, params, extras, seconds) and tensors (mask logits,
+    coefficients) as safetensors. Test-time methods checkpoint into the run's folder, so a killed run resumes.
+    """
+    from safetensors.torch import save_file
+
+    eval_problem = eval_problem or problem
+    context = {**problem_identity(problem), **(context or {}), "eval_tasks": list(eval_problem.task_names)}
+    key = run_key(method, params, problem.task_names, context)
+    directory = Path(cache_dir) / f"{method}-{key}"
+    record_path = directory / "record.json"
+    if record_path.exists() and not force:
+        saved = json.loads(record_path.read_text())
+        record = RunRecord(key, method, tuple(saved["tasks"]), saved["params"], saved["scores"], saved["history"],
+                           saved["extras"], saved["seconds"], directory, cached=True)
+        if verbose:
+            print(f"{method}: cached run {key} (avg {record.average:.1f}, {record.seconds:.0f} s when computed)")
+        return record
+    run_params = dict(params)
+    if "checkpoint_dir" in get_method(method).defaults:
+        run_params["checkpoint_dir"] = str(directory / "checkpoint")
+    started = time.perf_counter()
+    result = run_method(method, problem, **run_params)
+    scores = evaluate(eval_problem, result.state)
+    seconds = time.perf_counter() - started
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in result.extras.items() if isinstance(v, Tensor)}
+    extras = {k: _jsonable(v) for k, v in result.extras.items() if not isinstance(v, Tensor)}
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, tensor in tensors.items():
+        tmp = directory / f".{name}.tmp.safetensors"
+        save_file({name: tensor}, str(tmp))
+        os.replace(tmp, directory / f"{name}.safetensors")
+    atomic_write_json(record_path, {"method": method, "key": key, "tasks": list(problem.task_names),
+                                    "params": _jsonable(result.params), "context": _jsonable(context), "scores": scores,
+                                    "history": _jsonable(result.history), "extras": extras,
+                                    "tensors": sorted(tensors), "seconds": round(seconds, 2)})
+    shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # finished: the record replaces the checkpoint
+    if verbose:
+        print(f"{method}: avg {average(scores):.1f} in {seconds:.0f} s (run {key})")
+    return RunRecord(key, method, tuple(problem.task_names), _jsonable(result.params), scores,
+                     _jsonable(result.history), extras, seconds, directory)
+
+
+def reference_rows(problem: MergeProblem, *, cache_dir: str | Path, context: Mapping[str, Any] | None = None,
+                   verbose: bool = True) -> dict[str, dict[str, float]]:
+    """Zero-shot (θ0 on every task) and individual (θ_i on task i) scores, cached like runs."""
+    context = {**problem_identity(problem), **(context or {})}
+    key = run_key("_reference_rows", {}, problem.task_names, context)
+    path = Path(cache_dir) / f"reference_rows-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())["scores"]
+    started = time.perf_counter()
+    zero_shot = evaluate(problem)
+    individual = {}
+    for task in problem.task_names:
+        state = problem.load_finetuned(task)
+        individual.update(evaluate(problem, {k: state[k] for k in problem.pretrained}, tasks=[task]))
+        del state
+    scores = {"zero_shot": zero_shot, "individual": individual}
+    atomic_write_json(path, {"scores": scores, "context": _jsonable(context), "seconds": time.perf_counter() - started})
+    if verbose:
+        print(f"zero-shot avg {average(zero_shot):.1f}, individual avg {average(individual):.1f}")
+    return scores
+
+
+# ================================================================================================ tables
+def tidy_scores(method: str, scores: Mapping[str, float], **columns: Any) -> pd.DataFrame:
+    """Long rows (method, task, accuracy, **columns) for one method, including the task 'average'."""
+    rows = [{"method": method, "task": t, "accuracy": float(s), **columns} for t, s in scores.items()]
+    rows.append({"method": method, "task": "average", "accuracy": float(average(scores)), **columns})
+    return pd.DataFrame(rows)
+
+
+def wide(table: pd.DataFrame, index: str | list[str] = "method", columns: str = "task",
+         values: str = "accuracy") -> pd.DataFrame:
+    """Pivot a tidy table to methods x tasks (task order and row order as first seen; 'average' last)."""
+    index_cols = [index] if isinstance(index, str) else list(index)
+    order = list(dict.fromkeys(table[columns]))
+    if "average" in order:
+        order = [c for c in order if c != "average"] + ["average"]
+    rows = list(dict.fromkeys(map(tuple, table[index_cols].itertuples(index=False))))
+    out = table.pivot_table(index=index_cols, columns=columns, values=values, aggfunc="first")
+    out = out.reindex(pd.MultiIndex.from_tuples(rows, names=index_cols) if len(index_cols) > 1 else [r[0] for r in rows])
+    out.columns.name = None
+    return out[order]
+
+
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """A GitHub Markdown table (no tabulate dependency); index included when it is named."""
+    df = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    def cell(v):
+        if isinstance(v, float):
+            return "" if pd.isna(v) else format(v, floatfmt)
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return str(v)
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool else "---"
+                          for c in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def pretty(method: str) -> str:
+    """The registry's pretty name for a method ('Zero-shot' / 'Individual' for the reference rows)."""
+    special = {"zero_shot": "Zero-shot (pre-trained)", "individual": "Individual (fine-tuned)"}
+    return special.get(method, METHODS[method].pretty_name if method in METHODS else method)
+
+
+# ================================================================================================ outputs
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that change results."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("concrete_subspace", "torch", "transformers", "numpy", "pandas", "matplotlib", "seaborn"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """The device a run used, in words (GPU name when CUDA), and the CPU thread count."""
+    info: dict[str, Any] = {"device": device, "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def write_outputs(config: BaseConfig, name: str, tables: Mapping[str, pd.DataFrame], *, started: float,
+                  runs: Iterable[RunRecord] = (), extra: Mapping[str, Any] | None = None) -> Path:
+    """Save each table as CSV + Markdown and the results JSON (config, seed, versions, device, wall time, runs)."""
+    directory = out_dir(config, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    for table_name, frame in tables.items():
+        atomic_write_bytes(directory / f"{table_name}.csv", frame.to_csv(index=False, float_format="%.4g").encode())
+        atomic_write_bytes(directory / f"{table_name}.md", to_markdown(frame).encode())
+    payload = {
+        "experiment": name, "config": _jsonable(dataclasses.asdict(config)), "seed": config.seed,
+        "scale": config.scale, "smoke": config.smoke, "versions": package_versions(), "device": device_info(config.device),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "runs": [{"method": r.method, "key": r.key, "tasks": list(r.tasks), "params": r.params,
+                  "seconds": round(r.seconds, 1), "cached": r.cached, "average": round(r.average, 3)} for r in runs],
+        "tables": {k: f"{k}.csv" for k in tables}, **_jsonable(dict(extra or {})),
+    }
+    atomic_write_json(directory / "results.json", payload)
+    return directory
+
+
+# ================================================================================================ runners
+def _cache(config: BaseConfig) -> Path:
+    path = cache_root(config)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_methods(problem: MergeProblem, methods: Sequence[str], config: BaseConfig, *,
+                eval_problem: MergeProblem | None = None, context: Mapping[str, Any] | None = None,
+                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, RunRecord]:
+    """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke."""
+    records = {}
+    for name in methods:
+        params = method_params(name, scale=config.scale, steps=config.steps, smoke=config.smoke,
+                               overrides=(overrides or {}).get(name))
+        records[name] = run_cached(problem, name, params, cache_dir=_cache(config), eval_problem=eval_problem,
+                                   context=context)
+    return records
+
+
+def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Table 1/2: zero-shot, individual and every method on all tasks. Tidy rows: method, task, accuracy."""
+    problem = problem_for(config)
+    methods = config.methods or tuple(METHODS)
+    rows = reference_rows(problem, cache_dir=_cache(config))
+    records = run_methods(problem, methods, config)
+    table = pd.concat([tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
+                      + [tidy_scores(m, r.scores) for m, r in records.items()], ignore_index=True)
+    return table, records
+
+
+def generalization_splits(config: BaseConfig) -> dict[str, tuple[str, ...]]:
+    """Unseen tasks of each split (the paper's two splits, or their mini-zoo analogues)."""
+    return dict(PAPER_GENERALIZATION_SPLITS if config.scale == "paper" else MINI_GENERALIZATION_SPLITS)
+
+
+def run_generalization(config: GeneralizationConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Table: merge the 6 seen tasks, score on seen and unseen tasks. Rows: split, method, task, seen, accuracy."""
+    full = problem_for(config)
+    frames, records = [], {}
+    for split, unseen in generalization_splits(config).items():
+        missing = [t for t in unseen if t not in full.task_names]
+        if missing:
+            raise KeyError(f"generalization split {split}: unseen task(s) {missing} are not among the loaded tasks")
+        seen = tuple(t for t in full.task_names if t not in unseen)
+        problem = restrict(full, seen)
+        runs = run_methods(problem, config.methods, config, eval_problem=full, context={"experiment": "generalization"})
+        for method, record in runs.items():
+            records[f"{split}/{method}"] = record
+            for task, score in record.scores.items():
+                frames.append({"split": split, "method": method, "task": task, "seen": task in seen, "accuracy": score})
+    table = pd.DataFrame(frames)
+    return table, records
+
+
+def generalization_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Average over seen and over unseen tasks per split and method (the paper's table layout)."""
+    out = table.groupby(["split", "method", "seen"], sort=False)["accuracy"].mean().unstack("seen")
+    out = out.rename(columns={True: "avg_seen", False: "avg_unseen"})[["avg_seen", "avg_unseen"]].reset_index()
+    return out
+
+
+def corrupted_problem(problem: MergeProblem, corruption: str, severity: int, seed: int, zoo_dir: str | Path) -> MergeProblem:
+    """The mini problem with every test image corrupted (fixed per image, batch-wise generator from the seed)."""
+    from .data.batching import step_indices
+    from .data.corruptions import corrupt
+    from .zoo import load_task_split
+
+    pixels, labels = {}, {}
+    for i, task in enumerate(problem.task_names):
+        images, y = load_task_split(zoo_dir, task, problem.info.get("split", "test"))
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        if corruption != "clean":
+            x = corrupt(x, corruption, severity, generator=torch.Generator().manual_seed(seed * 1_000_003 + i))
+        pixels[task] = ((x.clamp(0, 1) - 0.5) / 0.5).to(problem.device)
+        labels[task] = y
+
+    def unlabeled_batch(task: str, step: int) -> Tensor:
+        return pixels[task][step_indices(len(labels[task]), 16, step, seed)]
+
+    def eval_batches(task: str):
+        for start in range(0, len(labels[task]), 256):
+            yield pixels[task][start:start + 256], labels[task][start:start + 256]
+
+    info = {**problem.info, "variant": f"{corruption}-s{severity}"}
+    return dataclasses.replace(problem, unlabeled_batch=unlabeled_batch, eval_batches=eval_batches, info=info)
+
+
+def corruption_names(config: RobustnessConfig) -> tuple[str, ...]:
+    """'clean' plus the configured corruptions (default: all seven of the paper)."""
+    from .data.corruptions import CORRUPTIONS
+
+    return ("clean",) + tuple(config.corruptions or CORRUPTIONS)
+
+
+def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Robustness table: per corruption, each method adapts on and is scored on the corrupted test images."""
+    tasks = config.tasks or (PAPER_ROBUSTNESS_TASKS if config.scale == "paper" else MINI_ROBUSTNESS_TASKS)
+    if config.scale == "paper":
+        return _run_robustness_paper(config, tasks)
+    clean = problem_for(config, tasks=tasks)
+    zoo_dir = clean.info["zoo_dir"]
+    rows, records = [], {}
+    for corruption in corruption_names(config):
+        problem = corrupted_problem(clean, corruption, config.severity, config.seed, zoo_dir)
+        ref = reference_rows(problem, cache_dir=_cache(config))
+        for method in ("zero_shot", "individual"):
+            rows += [{"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in ref[method].items()]
+        runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
+        for method, record in runs.items():
+            records[f"{corruption}/{method}"] = record
+            rows += [{"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()]
+    table = pd.DataFrame(rows)
+    averages = table.groupby(["corruption", "method"], sort=False)["accuracy"].mean().reset_index().assign(task="average")
+    return pd.concat([table, averages], ignore_index=True), records
+
+
+def _run_robustness_paper(config: RobustnessConfig, tasks: Sequence[str]):
+    """Paper scale: Hub CLIP with each test set corrupted after resize/crop (data.paper.clip_image_transform)."""
+    from .data.corruptions import corruption_transform
+    from .data.paper import clip_image_transform, load_vision_test_set
+
+    rows, records = [], {}
+    for corruption in corruption_names(config):
+        size = 224 if config.arch == "ViT-B-32" else 224
+        transform = clip_image_transform(size, corruption=None if corruption == "clean" else
+                                         corruption_transform(corruption, config.severity, config.seed))
+        test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
+        from .models.clip_hub import build_clip_hub_problem
+
+        problem = build_clip_hub_problem(config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets)
+        problem = dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})
+        runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
+        for method, record in runs.items():
+            records[f"{corruption}/{method}"] = record
+            rows += [{"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()]
+    table = pd.DataFrame(rows)
+    averages = table.groupby(["corruption", "method"], sort=False)["accuracy"].mean().reset_index().assign(task="average")
+    return pd.concat([table, averages], ignore_index=True), records
+
+
+def curves_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
+    """Accuracy over steps from the runs' histories: method, stage (tta|meta), step, task, accuracy."""
+    rows = []
+    for method, record in records.items():
+        for row in record.history:
+            if "avg_accuracy" not in row:
+                continue
+            stage = row.get("stage", "tta")
+            stage = "concrete" if stage == "concrete_task_arithmetic" else stage
+            rows.append({"method": method, "stage": stage, "step": row["step"], "task": "average", "accuracy": row["avg_accuracy"]})
+            rows += [{"method": method, "stage": stage, "step": row["step"], "task": k.removeprefix("acc/"), "accuracy": v}
+                     for k, v in row.items() if k.startswith("acc/")]
+    return pd.DataFrame(rows, columns=["method", "stage", "step", "task", "accuracy"])
+
+
+def run_curves(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Accuracy curves of the test-time methods (reusing the table's cached runs: same parameters, same key)."""
+    problem = problem_for(config)
+    records = run_methods(problem, config.methods, config)
+    return curves_table(records), records
+
+
+def mask_density_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
+    """Per merged tensor: method, tensor, layer (block index or 'other'), density (σ(x) > 0.5), mean keep probability."""
+    rows = []
+    for method, record in records.items():
+        per_tensor = record.extras.get("mask_density", {}).get("per_tensor", {})
+        for i, (key, stats) in enumerate(per_tensor.items()):
+            rows.append({"method": method, "tensor": key, "index": i, "layer": layer_of(key),
+                         "kind": "weight" if key.endswith("weight") else "bias", **stats})
+    return pd.DataFrame(rows)
+
+
+def layer_of(key: str) -> str:
+    """'vision_model.encoder.layers.3.mlp.fc1.weight' -> 'layer 3'; embeddings / final norms -> their module."""
+    parts = key.split(".")
+    if "layers" in parts:
+        return f"layer {parts[parts.index('layers') + 1]}"
+    if "embeddings" in parts:
+        return "embeddings"
+    return parts[-2] if len(parts) > 1 else key
+
+
+def mask_of(record: RunRecord, problem: MergeProblem, kind: str = "sample", temperature: float | None = None,
+            seed: int | None = None) -> dict[str, Tensor]:
+    """The run's learned mask as a state dict (unrescaled), drawn as the method evaluates it (seed + 1 for samples)."""
+    from .task_vectors import ParamLayout
+
+    logits = record.tensor("mask_logits").to(problem.device)
+    layout = ParamLayout.of(problem.pretrained)
+    temperature = record.params.get("temperature", 0.5) if temperature is None else temperature
+    seed = record.params.get("seed", 0) if seed is None else seed
+    generator = torch.Generator(device=logits.device).manual_seed(seed + 1)
+    return layout.unflatten(evaluation_mask(logits, kind, temperature=temperature, generator=generator))
+
+
+def masked_individual_table(problem: MergeProblem, records: Mapping[str, RunRecord]) -> pd.DataFrame:
+    """Each task's fine-tuned model with the learned mask applied to its own task vector (θ0 + τ_i ⊙ m/mean m)."""
+    rows = []
+    masks = {m: mask_of(r, problem) for m, r in records.items()}
+    for task in problem.task_names:
+        vector = task_vector(problem.pretrained, problem.load_finetuned(task))
+        full = {k: problem.pretrained[k] + vector[k] for k in vector}
+        rows.append({"model": "individual", "task": task, "accuracy": evaluate(problem, full, tasks=[task])[task]})
+        for method, mask in masks.items():
+            state = masked_merge(problem.pretrained, [vector], [1.0], mask)
+            rows.append({"model": f"masked by {method}", "task": task, "accuracy": evaluate(problem, state, tasks=[task])[task]})
+    table = pd.DataFrame(rows)
+    averages = table.groupby("model", sort=False)["accuracy"].mean().reset_index().assign(task="average")
+    return pd.concat([table, averages], ignore_index=True)
+
+
+def eval_mask_table(problem: MergeProblem, record: RunRecord, kinds: Sequence[str]) -> pd.DataFrame:
+    """A Concrete TA run's learned mask evaluated with each kind of evaluation mask (no re-training)."""
+    vectors = list(stream_task_vectors(problem))
+    scaling = record.params.get("scaling", 0.3)
+    rows = []
+    for kind in kinds:
+        state = masked_merge(problem.pretrained, vectors, [scaling] * len(vectors), mask_of(record, problem, kind))
+        rows.append(tidy_scores("concrete_task_arithmetic", evaluate(problem, state), eval_mask=kind))
+    return pd.concat(rows, ignore_index=True)
+
+
+def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict[str, RunRecord]]:
+    """Temperature, steps, λ_TA, evaluation mask and number of tasks, all for Concrete TA (TA beside it)."""
+    problem = problem_for(config)
+    cache = _cache(config)
+    base = method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke)
+    records: dict[str, RunRecord] = {}
+    tables: dict[str, pd.DataFrame] = {}
+
+    def cta(overrides: Mapping[str, Any], target: MergeProblem = problem) -> RunRecord:
+        return run_cached(target, "concrete_task_arithmetic", {**base, **overrides}, cache_dir=cache)
+
+    frames = []
+    for temperature in config.temperatures or ():
+        record = records[f"temperature={temperature}"] = cta({"temperature": float(temperature)})
+        frames.append(tidy_scores("concrete_task_arithmetic", record.scores, temperature=float(temperature)))
+    tables["temperature"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    default_run = records.get(f"temperature={base.get('temperature', 0.5)}") or cta({})
+    records["default"] = default_run
+    steps = curves_table({"concrete_task_arithmetic": default_run})
+    tables["steps"] = steps
+
+    frames = []
+    vectors = list(stream_task_vectors(problem))
+    for scaling in config.ta_scalings or ():
+        state = task_arithmetic(problem.pretrained, vectors, float(scaling))
+        frames.append(tidy_scores("task_arithmetic", evaluate(problem, state), scaling=float(scaling)))
+    del vectors
+    for scaling in config.scalings or ():
+        record = records[f"scaling={scaling}"] = cta({"scaling": float(scaling)})
+        frames.append(tidy_scores("concrete_task_arithmetic", record.scores, scaling=float(scaling)))
+    tables["scaling"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    tables["eval_mask"] = eval_mask_table(problem, default_run, config.eval_masks or ())
+
+    frames = []
+    for count in config.task_counts or ():
+        count = int(count)
+        if not 1 <= count <= len(problem.task_names):
+            raise ValueError(f"task_counts: {count} is outside 1..{len(problem.task_names)}")
+        subset = restrict(problem, problem.task_names[:count])
+        vectors = list(stream_task_vectors(subset))
+        ta = evaluate(subset, task_arithmetic(subset.pretrained, vectors, 0.3))
+        frames.append(tidy_scores("task_arithmetic", ta, num_tasks=count))
+        record = records[f"num_tasks={count}"] = default_run if count == len(problem.task_names) else cta({}, subset)
+        frames.append(tidy_scores("concrete_task_arithmetic", record.scores, num_tasks=count))
+    tables["num_tasks"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return tables, records
+
+
+# ================================================================================================ claims
+@dataclass(frozen=True)
+class Claim:
+    """A qualitative claim of the paper, checked on our numbers: 'a' beats 'b' on average accuracy."""
+
+    text: str
+    better: str
+    worse: str
+
+
+MULTITASK_CLAIMS = (
+    Claim("Merging interferes: Task Arithmetic is below the individual models", "individual", "task_arithmetic"),
+    Claim("Concrete TA beats Task Arithmetic", "concrete_task_arithmetic", "task_arithmetic"),
+    Claim("Task-wise Concrete AdaMerging beats task-wise AdaMerging", "task_wise_concrete_adamerging", "task_wise_adamerging"),
+    Claim("Layer-wise Concrete AdaMerging beats layer-wise AdaMerging", "layer_wise_concrete_adamerging", "layer_wise_adamerging"),
+    Claim("TIES-Merging beats Task Arithmetic", "ties_merging", "task_arithmetic"),
+    Claim("Layer-wise AdaMerging beats task-wise AdaMerging", "layer_wise_adamerging", "task_wise_adamerging"),
+    Claim("Every merge beats the zero-shot model (Task Arithmetic > zero-shot)", "task_arithmetic", "zero_shot"),
+)
+
+
+def check_claims(averages: Mapping[str, float], claims: Sequence[Claim], margin: float = 0.0) -> pd.DataFrame:
+    """For each claim whose methods were run: both averages, their difference and whether the claim holds."""
+    rows = []
+    for claim in claims:
+        if claim.better not in averages or claim.worse not in averages:
+            continue
+        a, b = averages[claim.better], averages[claim.worse]
+        rows.append({"claim": claim.text, claim_col("better"): a, claim_col("worse"): b, "difference": a - b,
+                     "holds": bool(a - b > margin)})
+    return pd.DataFrame(rows, columns=["claim", claim_col("better"), claim_col("worse"), "difference", "holds"])
+
+
+def claim_col(which: str) -> str:
+    return {"better": "avg (claimed better)", "worse": "avg (claimed worse)"}[which]
+
+
+def best_method_claim(averages: Mapping[str, float], expected: str = "layer_wise_concrete_adamerging") -> pd.DataFrame:
+    """Is ``expected`` the best merge (highest average among merged models, i.e. excluding individual/zero-shot)?"""
+    merged = {m: v for m, v in averages.items() if m not in ("individual", "zero_shot")}
+    if expected not in merged:
+        return pd.DataFrame(columns=["claim", "best method", "best avg", "holds"])
+    best = max(merged, key=merged.get)
+    return pd.DataFrame([{"claim": f"{pretty(expected)} is the best merging method", "best method": best,
+                          "best avg": merged[best], "holds": best == expected}])
+
+
+def averages_of(table: pd.DataFrame, by: str = "method") -> dict[str, float]:
+    """Average accuracy per method from a tidy table (its 'average' rows)."""
+    rows = table[table["task"] == "average"]
+    return dict(zip(rows[by], rows["accuracy"]))
