@@ -460,3 +460,20 @@ def test_flan_t5_merge_end_to_end(t5_problem):
     scores = evaluate(t5_problem, result.state)
     assert set(scores) == {"rte", "stsb"}
     assert 0 <= scores["rte"] <= 100
+
+
+def test_flan_t5_concrete_task_arithmetic_runs(t5_problem):
+    """The entropy path: first-step logits over the vocabulary, gradients through functional_call to the mask."""
+    from concrete_subspace.merging import run_method
+    result = run_method("concrete_task_arithmetic", t5_problem, steps=2, log_every=1, progress=False)
+    losses = [float(h["loss"]) for h in result.history if "loss" in h]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert all(loss > 0 for loss in losses)  # summed vocabulary entropies of the first decoder step
+    assert all(torch.isfinite(v).all() for v in result.state.values())
+
+
+def test_clip_hub_layer_wise_adamerging_runs(clip_problem):
+    from concrete_subspace.merging import run_method
+    result = run_method("layer_wise_adamerging", clip_problem, steps=2, log_every=1, progress=False)
+    assert set(clip_problem.pretrained) <= set(result.state)
+    assert all(torch.isfinite(v).all() for v in result.state.values())
