@@ -36,12 +36,18 @@ def sample_concrete(logits: Tensor, temperature: float, generator: torch.Generat
     temperature = check_temperature(temperature)
     eps = torch.finfo(logits.dtype).eps
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype).clamp(eps, 1 - eps)
-    return torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature)
+    # clipped like torch's SigmoidTransform, so a sample is strictly inside (0, 1) even where σ rounds to 0 or 1
+    return torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
+
+
+def mean_floor(dtype: torch.dtype) -> float:
+    """Smallest mask mean divided by: machine epsilon, so a collapsed (≈0) mask gives ≈0 and finite gradients, not NaN."""
+    return torch.finfo(dtype).eps
 
 
 def rescale(mask: Tensor) -> Tensor:
     """m / mean(m) over one tensor, so the masked task vector keeps its expected scale (an all-zero mask stays 0)."""
-    return mask / mask.mean().clamp_min(torch.finfo(mask.dtype).tiny)
+    return mask / mask.mean().clamp_min(mean_floor(mask.dtype))
 
 
 def segment_means(flat: Tensor, layout: ParamLayout) -> Tensor:
@@ -52,7 +58,7 @@ def segment_means(flat: Tensor, layout: ParamLayout) -> Tensor:
 
 def rescale_flat(mask: Tensor, layout: ParamLayout) -> Tensor:
     """Per-tensor m / mean(m) on a flat mask, in one fused pass (no Python loop over tensors)."""
-    means = segment_means(mask, layout).clamp_min(torch.finfo(mask.dtype).tiny)
+    means = segment_means(mask, layout).clamp_min(mean_floor(mask.dtype))
     return mask / torch.repeat_interleave(means, torch.tensor(layout.numels, device=mask.device))
 
 
