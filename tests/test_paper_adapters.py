@@ -477,3 +477,39 @@ def test_clip_hub_layer_wise_adamerging_runs(clip_problem):
     result = run_method("layer_wise_adamerging", clip_problem, steps=2, log_every=1, progress=False)
     assert set(clip_problem.pretrained) <= set(result.state)
     assert all(torch.isfinite(v).all() for v in result.state.values())
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+def test_download_plan_and_dry_run(capsys):
+    from concrete_subspace.download import GROUPS, download_all, main, plan
+    items = plan(["clip-b32", "flan-t5-large", "vision-data"])
+    ids = [i.id for i in items]
+    assert ids[0] == "openai/clip-vit-base-patch32" and "tanganke/clip-vit-base-patch32_stanford-cars" in ids
+    assert "tanganke/flan-t5-large_glue-qqp_lora-16" in ids and "google/flan-t5-large" in ids
+    assert ("ufldl-stanford/svhn", "cropped_digits") in {(i.id, i.config) for i in items}
+    assert len(plan()) == 2 * 9 + 8 + 8 + 2 * 9 + 2 and len(GROUPS) == 7
+    assert all(o.ok and o.detail == "dry run" for o in download_all(["glue"], dry_run=True, progress=False))
+    assert main(["--what", "glue", "--dry-run"]) == 0
+    assert main(["--what", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_download_verifies_offline_without_network(tmp_path, monkeypatch, hf_clip_dirs):
+    from concrete_subspace.download import Item, download_all, fetch
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    outcomes = download_all(["clip-b32"], cache_dir=str(tmp_path / "empty_cache"), progress=False,
+                            manifest=tmp_path / "manifest.json")
+    assert len(outcomes) == 9 and not any(o.ok for o in outcomes)
+    assert "openai/clip-vit-base-patch32@main" in outcomes[0].detail and "not in the local" in outcomes[0].detail
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(manifest["items"]) == 9 and manifest["items"][0]["ok"] is False
+    local = fetch(Item("model", hf_clip_dirs["finetuned"]["mnist"]))
+    assert local.ok and "tensors" in local.detail
+
+
+def test_dataset_offline_error_names_id_config_and_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.NotCachedError, match=r"ufldl-stanford/svhn@main \(config 'cropped_digits', split 'test'\)"):
+        hub.load_dataset_split("ufldl-stanford/svhn", "test", name="cropped_digits", cache_dir=str(tmp_path))
