@@ -179,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manifest", default=None, help="write a JSON manifest of ids, commits and outcomes here")
     parser.add_argument("--no-verify", action="store_true", help="skip the checks after fetching")
     parser.add_argument("--dry-run", action="store_true", help="only list what would be fetched")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `concrete-subspace download -- --what ...` passes the separator through
+        argv = argv[1:]
+    args = parser.parse_args(argv)
     revisions = {}
     for pin in args.revision:
         if "=" not in pin:

@@ -117,6 +117,8 @@ def test_resolved_commit_and_memory_helpers(tmp_path):
     assert memory.as_dtype("bf16") is torch.bfloat16 and memory.as_dtype(None) is torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         memory.as_dtype("int8")
+    with pytest.warns(UserWarning, match="vector_dtype"):
+        memory.warn_low_precision_states(torch.bfloat16, "test")
 
 
 # ---------------------------------------------------------------------------------------------- templates and data

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .clip_hf import ImageEncoder, build_clip_problem, merge_keys, zero_shot_head
 from .hub import describe, resolve, resolved_commit
-from .memory import as_device, as_dtype
+from .memory import as_device, as_dtype, warn_low_precision_states
 from .templates import VISION_TASKS, classnames, templates
 
 #: Architecture -> pre-trained CLIP on the Hub.
@@ -129,6 +129,7 @@ def build_clip_hub_problem(arch: str = "ViT-B-32", tasks: Sequence[str] = VISION
     tasks = tuple(tasks)
     revisions = dict(revisions or {})
     device, dtype = as_device(device), as_dtype(dtype)
+    warn_low_precision_states(dtype, "build_clip_hub_problem")
     pretrained = pretrained or pretrained_id(arch)
     sources = {t: (finetuned or {}).get(t) or finetuned_id(t, arch) for t in tasks}
     clip_model, processor, tokenizer = load_clip(pretrained, revisions.get("pretrained"), device=device, dtype=dtype,

@@ -30,7 +30,7 @@ from ..data.batching import step_indices
 from ..data.paper import GLUE_TASKS, load_glue
 from ..problem import MergeProblem
 from .hub import resolve, resolved_commit
-from .memory import as_device, as_dtype
+from .memory import as_device, as_dtype, warn_low_precision_states
 
 BASE_IDS: dict[str, str] = {"base": "google/flan-t5-base", "large": "google/flan-t5-large"}
 IGNORE_INDEX = -100
@@ -261,6 +261,7 @@ def build_flan_t5_problem(size: str = "base", tasks: Sequence[str] = GLUE_TASKS,
         raise ValueError(f"merge_keys must be 'lora' or 'all', got {merge_keys!r}")
     revisions = dict(revisions or {})
     device, dtype = as_device(device), as_dtype(dtype)
+    warn_low_precision_states(dtype, "build_flan_t5_problem")
     base = base or base_id(size)
     sources = {t: (adapters or {}).get(t) or adapter_id(t, size) for t in tasks}
     model, tokenizer = load_seq2seq(base, revisions.get("base"), device=device, dtype=dtype, cache_dir=cache_dir)

@@ -29,6 +29,16 @@ def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
+def warn_low_precision_states(dtype: torch.dtype, where: str) -> None:
+    """Warn that fine-tuned weights rounded to a 16-bit dtype before θ_t − θ0 lose most of the task vector."""
+    if dtype != torch.float32:
+        import warnings
+        warnings.warn(f"{where}: dtype={str(dtype).removeprefix('torch.')} rounds θ0 and θ_t before the task vector "
+                      f"θ_t − θ0 is formed (its rounding error is as large as the vector); load in float32 and "
+                      f"store task vectors in bfloat16 with the methods' vector_dtype='bfloat16' instead",
+                      UserWarning, stacklevel=3)
+
+
 def reset_peak_memory(device: torch.device | str | None) -> None:
     """Reset the CUDA peak-memory counter of ``device`` (no-op on CPU)."""
     device = as_device(device)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .clip_hf import ImageEncoder, build_clip_problem, merge_keys
-from .memory import as_device, as_dtype
+from .memory import as_device, as_dtype, warn_low_precision_states
 from .templates import VISION_TASKS, classnames, templates
 
 #: Task key -> task_vectors dataset directory / head name.
@@ -279,6 +279,7 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
     from tqdm.auto import tqdm
     tasks = tuple(tasks)
     device, dtype = as_device(device), as_dtype(dtype)
+    warn_low_precision_states(dtype, "build_open_clip_problem")
     paths = checkpoint_paths(checkpoint_dir, arch, tasks)
     if clip_model is None:
         clip_model, _, tokenizer = create_open_clip(arch, pretrained, device=device, dtype=dtype)

@@ -22,7 +22,7 @@ VISION_TASKS: tuple[str, ...] = ("sun397", "cars", "resisc45", "eurosat", "svhn"
 
 
 def _formats(*patterns: str) -> tuple[Template, ...]:
-    """Templates as callables from '{}' format strings (picklable-free, so they print and compare)."""
+    """Templates as callables ``classname -> prompt`` from '{}' format strings (the strings stay inspectable)."""
     return tuple((lambda c, p=p: p.format(c)) for p in patterns)
 
 
