@@ -129,16 +129,20 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def run_bench(argv: Sequence[str]) -> int:
     from .bench import main as bench_main
 
-    return int(bench_main(args.rest) or 0)
+    return int(bench_main(list(argv)) or 0)
 
 
-def cmd_download(args: argparse.Namespace) -> int:
+def run_download(argv: Sequence[str]) -> int:
     from .download import main as download_main
 
-    return int(download_main(args.rest) or 0)
+    return int(download_main(list(argv)) or 0)
+
+
+# Sub-commands with their own argument parsers: everything after the name is passed through unparsed.
+PASSTHROUGH = {"bench": run_bench, "download": run_download}
 
 
 def _methods():
@@ -175,15 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=cmd_zoo_build)
 
-    for name, func, text in (("bench", cmd_bench, "benchmark the merge loops (see `concrete-subspace bench --help`)"),
-                             ("download", cmd_download, "prefetch paper-scale models and datasets into the HF cache")):
-        command = sub.add_parser(name, help=text, add_help=False)
-        command.add_argument("rest", nargs=argparse.REMAINDER)
-        command.set_defaults(func=func)
+    sub.add_parser("bench", help="benchmark the merge loops (see `concrete-subspace bench --help`)", add_help=False)
+    sub.add_parser("download", help="prefetch paper-scale models and datasets into the HF cache (see its --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return PASSTHROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .merging import UnknownMethodError
