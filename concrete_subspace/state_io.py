@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,14 +14,16 @@ from safetensors.torch import load_file, save
 from .checkpoint import atomic_write_bytes
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(ValueError, pickle.UnpicklingError):
     """A checkpoint that cannot be loaded as plain tensors (e.g. a pickle that would run code) is refused."""
 
 
 def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)``: tensors and plain containers only; anything else is refused, never executed."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint ({first})") from None

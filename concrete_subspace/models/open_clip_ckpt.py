@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..state_io import UnsafeCheckpointError
 from .clip_hf import ImageEncoder, build_clip_problem, merge_keys
 from .memory import as_device, as_dtype, warn_low_precision_states
 from .templates import VISION_TASKS, classnames, templates
@@ -41,10 +42,6 @@ TASK_DIRS: dict[str, str] = {"sun397": "SUN397", "cars": "Cars", "resisc45": "RE
                              "svhn": "SVHN", "gtsrb": "GTSRB", "mnist": "MNIST", "dtd": "DTD"}
 VISUAL_PREFIX = "visual."
 MERGED_PREFIX = "vision_model."
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint needs full unpickling (a pickled module) or references a refused global."""
 
 
 # ---------------------------------------------------------------------------------------------- safe loading
