@@ -18,6 +18,14 @@ def to_device(inputs, device):
     return inputs.to(device) if torch.is_tensor(inputs) else inputs
 
 
+def head_logits(problem: MergeProblem, task: str, features: Tensor) -> Tensor:
+    """``problem.task_logits``, with a missing head reported by task name instead of a bare KeyError."""
+    try:
+        return problem.task_logits(task, features)
+    except KeyError as err:
+        raise ValueError(f"task {task!r} has no head (task_logits raised KeyError: {err})") from None
+
+
 @torch.no_grad()
 def evaluate(problem: MergeProblem, params: Mapping[str, Tensor] | None = None, tasks: Iterable[str] | None = None,
              *, progress: bool = False) -> dict[str, float]:
@@ -28,7 +36,7 @@ def evaluate(problem: MergeProblem, params: Mapping[str, Tensor] | None = None, 
         total, count = 0.0, 0
         for inputs, targets in problem.eval_batches(task):
             features = forward(problem.model, params, to_device(inputs, problem.device))
-            batch_total, batch_count = problem.score(task, problem.task_logits(task, features), targets.to(problem.device))
+            batch_total, batch_count = problem.score(task, head_logits(problem, task, features), targets.to(problem.device))
             total, count = total + batch_total, count + batch_count
         if count == 0:
             raise ValueError(f"task {task!r}: evaluation data is empty")

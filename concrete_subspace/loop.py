@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .evaluation import average, evaluate, to_device
+from .evaluation import average, evaluate, head_logits, to_device
 from .functional import forward
 from .problem import MergeProblem
 from .task_vectors import ParamLayout
@@ -63,10 +63,7 @@ def check_test_time_data(problem: MergeProblem) -> None:
     with torch.no_grad():
         for task in problem.task_names:
             features = forward(problem.model, None, unlabeled(problem, task, 0))
-            try:
-                logits = problem.task_logits(task, features)
-            except KeyError as err:
-                raise ValueError(f"task {task!r} has no head (task_logits raised KeyError: {err})") from None
+            logits = head_logits(problem, task, features)
             if logits.numel() == 0:
                 raise ValueError(f"task {task!r}: the unlabeled batch of step 0 is empty (no test-time data)")
 
