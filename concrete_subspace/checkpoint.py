@@ -64,8 +64,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
 
 def load_error_reason(err: BaseException) -> str:
-    """The informative line of a ``torch.load(weights_only=True)`` error (skipping its generic preamble and advice)."""
+    """The reason inside a ``torch.load(weights_only=True)`` error (e.g. the refused global), without torch's advice."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    useful = [line for line in lines if not line.startswith(skip)]
-    return (useful or lines or [type(err).__name__])[0]
+    for line in lines:
+        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if line.startswith(("Unsupported", "Trying to load")):
+            return line.split(". ", 1)[0].rstrip(".")
+    return (lines or [type(err).__name__])[0][:200]
