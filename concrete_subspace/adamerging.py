@@ -90,9 +90,9 @@ def adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float
     """Task-wise or layer-wise AdaMerging (AdaMerging++ when ``ties_density`` is set)."""
     params = {k: v for k, v in locals().items() if k != "problem"}
     check_init(init, clamp)
-    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, ties_density)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
-    payload = checkpointer.load() if resume else None
+    payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
+    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, ties_density)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)
     history: list = []
     weights = adapt_coefficients(problem, layout, theta0, vectors, stage="tta", granularity=granularity, init=init,

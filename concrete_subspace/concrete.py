@@ -57,6 +57,8 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed."""
     params = {k: v for k, v in locals().items() if k != "problem"}
     _check_common(temperature, eval_mask)
+    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
+    payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
     layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress)
     summed = combine(vectors, torch.full((len(vectors),), float(scaling), device=theta0.device), layout)
     del vectors  # only λ Σ τ_i is needed from here on
@@ -64,8 +66,6 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)
     state = RunState({"logits": logits}, {"optimizer": optimizer}, generator)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
-    payload = checkpointer.load() if resume else None
     start = 0
     if payload is not None:
         state.restore(payload)
@@ -110,6 +110,8 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
     params["clamp"] = clamp
     _check_common(temperature, eval_mask)
     check_init(init, clamp)
+    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
+    payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
     layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress)
     device = theta0.device
     initial = init_coefficients(len(vectors), len(layout.keys), granularity, init, device)
@@ -121,8 +123,6 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
     generator = torch.Generator(device=device).manual_seed(seed)
     state = RunState({"logits": logits, "weights": weights, "previous_weights": previous},
                      {"inner": inner, "outer": outer}, generator)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
-    payload = checkpointer.load() if resume else None
     meta_start = 0
     if payload is not None and payload["stage"] == "meta":
         state.restore(payload)

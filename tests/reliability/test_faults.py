@@ -112,6 +112,19 @@ def test_checkpoint_from_another_configuration_is_refused_and_named(toy, tmp_pat
     assert fresh.params["lr"] == 1e-3
 
 
+@pytest.mark.parametrize("name,params", [("concrete_task_arithmetic", {"steps": 2}), ("layer_wise_adamerging", {"steps": 2}),
+                                         ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 1})])
+def test_foreign_checkpoint_is_refused_before_any_model_is_loaded(toy, tmp_path, name, params):
+    run_method(name, toy, checkpoint_dir=str(tmp_path), seed=1, progress=False, **params)
+
+    def load(task):
+        raise AssertionError("a fine-tuned model was loaded before the checkpoint was checked")
+
+    with pytest.raises(CheckpointError, match=r"seed: saved 1, now 2"):
+        run_method(name, dataclasses.replace(toy, load_finetuned=load), checkpoint_dir=str(tmp_path), seed=2,
+                   progress=False, **params)
+
+
 def test_checkpoint_every_must_be_positive(toy, tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be positive, got 0"):
         run_method("concrete_task_arithmetic", toy, steps=2, checkpoint_dir=str(tmp_path), checkpoint_every=0,
