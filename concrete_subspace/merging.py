@@ -211,6 +211,8 @@ def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
     defaults = get_method(name).defaults
     for key in params:
         check_param_type(name, key, resolved[key], defaults[key])
+        if isinstance(resolved[key], np.generic):  # numpy scalars -> Python, so params and fingerprints stay plain JSON
+            resolved[key] = resolved[key].item()
     return get_method(name).run(problem, **resolved)
 
 
