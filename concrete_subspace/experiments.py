@@ -542,6 +542,19 @@ def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunR
     return table, records
 
 
+def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Table 3 (paper scale only): Flan-T5 + LoRA-16 on GLUE; rows as in the multi-task table (STS-B: Spearman x 100)."""
+    if config.scale != "paper":
+        raise ValueError("the Flan-T5 GLUE table exists only at scale='paper' (there is no mini Flan-T5 zoo)")
+    problem = load_problem("paper", config.tasks, config.device, "test", config.seed, False, arch="flan-t5",
+                           model=config.model, limit=config.limit)
+    rows = reference_rows(problem, cache_dir=_cache(config))
+    records = run_methods(problem, config.methods or tuple(METHODS), config)
+    table = pd.concat([tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
+                      + [tidy_scores(m, r.scores) for m, r in records.items()], ignore_index=True)
+    return table, records
+
+
 def generalization_splits(config: BaseConfig) -> dict[str, tuple[str, ...]]:
     """Unseen tasks of each split (the paper's two splits, or their mini-zoo analogues)."""
     return dict(PAPER_GENERALIZATION_SPLITS if config.scale == "paper" else MINI_GENERALIZATION_SPLITS)
