@@ -137,6 +137,9 @@ class Checkpointer:
         self.every = int(every)
         if self.path is not None and self.every <= 0:
             raise ValueError(f"checkpoint_every must be positive, got {every}")
+        if self.path is not None:  # temp files of writers killed mid-write (the checkpoint itself is intact)
+            for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+                stale.unlink(missing_ok=True)
         semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
         self.fingerprint = json.dumps({"params": semantic, "tasks": list(problem.task_names),
                                        "num_params": sum(v.numel() for v in problem.pretrained.values())}, sort_keys=True, default=str)

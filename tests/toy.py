@@ -6,6 +6,7 @@ and saves the result: the subprocess kill-and-resume tests restart exactly this 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -28,9 +29,8 @@ class Encoder(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
-def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16,
-                     delay: float = 0.0) -> MergeProblem:
-    """The toy problem; ``delay`` seconds of sleep per unlabeled batch slow a run down enough to kill it mid-stage."""
+def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16) -> MergeProblem:
+    """Three tasks over one random MLP encoder, each fine-tuned for ``finetune_steps`` Adam steps (about a second)."""
     g = torch.Generator().manual_seed(seed)
     model = Encoder()
     with torch.no_grad():
@@ -62,8 +62,6 @@ def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60
         return features @ heads[task].T
 
     def unlabeled_batch(task, step):
-        if delay:
-            time.sleep(delay)
         return data[task][0][step_indices(n, batch_size, step, seed)]
 
     def eval_batches(task):
@@ -79,13 +77,34 @@ def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60
     )
 
 
-def run_toy_job(out: str, method: str = "layer_wise_concrete_adamerging", delay: float = 0.0, **params) -> None:
-    """Run ``method`` on the toy problem (one thread, no progress bar) and save state + history atomically to ``out``."""
+def pausing(problem: MergeProblem, after_calls: int, marker: str) -> MergeProblem:
+    """``problem`` whose data source, on call ``after_calls`` + 1, touches ``marker`` and sleeps (to be killed there)."""
+    calls = [0]
+
+    def unlabeled_batch(task, step):
+        calls[0] += 1
+        if calls[0] > after_calls:
+            open(marker, "w").close()
+            time.sleep(3600)
+        return problem.unlabeled_batch(task, step)
+
+    return dataclasses.replace(problem, unlabeled_batch=unlabeled_batch)
+
+
+def run_toy_job(out: str, method: str = "layer_wise_concrete_adamerging", pause_after_calls: int | None = None,
+                pause_marker: str | None = None, **params) -> None:
+    """Run ``method`` on the toy problem (one thread, no progress bar) and save state + history atomically to ``out``.
+
+    With ``pause_after_calls`` the job stops mid-step at that data call (see :func:`pausing`), waiting to be killed.
+    """
     from concrete_subspace.checkpoint import save_checkpoint
     from concrete_subspace.merging import run_method
 
     torch.set_num_threads(1)
-    result = run_method(method, make_toy_problem(delay=delay), progress=False, **params)
+    problem = make_toy_problem()
+    if pause_after_calls is not None:
+        problem = pausing(problem, pause_after_calls, pause_marker)
+    result = run_method(method, problem, progress=False, **params)
     save_checkpoint(out, {"state": result.state, "history": result.history})
 
 

@@ -136,32 +136,34 @@ def test_checkpoint_every_must_be_positive(toy, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 KILL_JOB = {"method": "layer_wise_concrete_adamerging", "meta_steps": 40, "tta_steps": 30, "outer_lr": 1e-2,
             "checkpoint_every": 4, "log_every": 5}
+META, TTA, CHECK = 6, 3, 3  # data calls per meta step, per TTA step, and by the fail-fast check at start-up
+
+# Each restart resumes from the last checkpoint before the previous kill; the job pauses in the middle of the step
+# after ``after_calls`` data calls (deterministic, whatever the machine's load) and is killed there.
+KILLS = [  # (signal, data calls before the pause, expected checkpoint (stage, step) at the kill)
+    (signal.SIGTERM, CHECK + META * 10 + 2, ("meta", 8)),                       # fresh start; paused in meta step 11
+    (signal.SIGKILL, CHECK + META * (21 - 8) + 4, ("meta", 20)),                # resumed at meta 8; paused in meta step 22
+    (signal.SIGTERM, CHECK + META * (40 - 20) + TTA * 6 + 1, ("tta", 4)),       # resumed at meta 20; paused in TTA step 7
+    (signal.SIGKILL, CHECK + TTA * (17 - 4) + 2, ("tta", 16)),                  # resumed at TTA 4; paused in TTA step 18
+]
 
 
-def start_job(checkpoint_dir: Path, out: Path, delay: float) -> subprocess.Popen:
-    spec = {**KILL_JOB, "checkpoint_dir": str(checkpoint_dir), "out": str(out), "delay": delay}
+def start_job(directory: Path, out: Path, **extra) -> subprocess.Popen:
+    spec = {**KILL_JOB, "checkpoint_dir": str(directory), "out": str(out), **extra}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, str(TESTS / "toy.py"), json.dumps(spec)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, path: Path, stage: str, min_step: int, timeout: float = 120.0) -> dict:
-    """Poll the checkpoint until it is from ``stage`` at ``min_step`` or later (the job must still be running)."""
+def wait_for(proc: subprocess.Popen, marker: Path, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"job ended before reaching {stage} step {min_step}: {proc.stderr.read().decode()}"
-        if path.exists():
-            payload = load_checkpoint(path)  # atomic writes: never a half-written file
-            if payload["stage"] == stage and payload["step"] >= min_step:
-                return payload
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail(f"no {stage} checkpoint at step >= {min_step} within {timeout}s")
-
-
-def kill(proc: subprocess.Popen, sig: int) -> None:
-    proc.send_signal(sig)
-    assert proc.wait(timeout=60) == -sig
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"job ended (rc {proc.returncode}) before pausing: {proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"job did not pause within {timeout}s")
+        time.sleep(0.02)
 
 
 def test_killed_concrete_adamerging_job_resumes_to_the_uninterrupted_result(toy, tmp_path):
@@ -169,17 +171,26 @@ def test_killed_concrete_adamerging_job_resumes_to_the_uninterrupted_result(toy,
     params = {k: v for k, v in KILL_JOB.items() if k != "method"}
     reference = run_method(KILL_JOB["method"], toy, progress=False, **params)
     directory, out = tmp_path / "ckpt", tmp_path / "result.ckpt"
-    checkpoint = directory / "checkpoint.ckpt"
-    for stage, min_step, sig in [("meta", 8, signal.SIGTERM), ("meta", 20, signal.SIGKILL),
-                                 ("tta", 4, signal.SIGTERM), ("tta", 16, signal.SIGKILL)]:
-        job = start_job(directory, out, delay=0.01)  # the same command each time
-        wait_for_checkpoint(job, checkpoint, stage, min_step)
-        kill(job, sig)
-        assert not out.exists(), f"the job finished before {sig!r} reached it"
-        assert load_checkpoint(checkpoint)["stage"] == stage
-    job = start_job(directory, out, delay=0.0)
-    assert job.wait(timeout=300) == 0, job.stderr.read().decode()
+    for i, (sig, after_calls, (stage, step)) in enumerate(KILLS):
+        marker = tmp_path / f"paused{i}"
+        job = start_job(directory, out, pause_after_calls=after_calls, pause_marker=str(marker))  # the same command
+        wait_for(job, marker)
+        payload = load_checkpoint(directory / "checkpoint.ckpt")
+        assert (payload["stage"], payload["step"]) == (stage, step)
+        job.send_signal(sig)
+        assert job.wait(timeout=60) == -sig
+        assert not out.exists()
+    job = start_job(directory, out)
+    assert job.wait(timeout=300) == 0, job.stderr.read().decode()[-2000:]
     result = load_checkpoint(out)
     for k, v in reference.state.items():
         assert torch.equal(result["state"][k], v), k
     assert result["history"] == reference.history
+    assert [p.name for p in directory.iterdir()] == ["checkpoint.ckpt"]  # no temp file left behind
+
+
+def test_stale_temp_files_of_killed_writers_are_removed_on_restart(toy, tmp_path):
+    stale = tmp_path / ".checkpoint.ckpt.tmp-999999"
+    stale.write_bytes(b"half a checkpoint")
+    run_method("concrete_task_arithmetic", toy, steps=1, checkpoint_dir=str(tmp_path), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.ckpt"]
