@@ -172,3 +172,140 @@ def test_concrete_adamerging_variants_are_distinct_and_finite(toy):
 def test_cta_every_eval_mask_gives_finite_merged_state(toy, kind):
     state = run_method("concrete_task_arithmetic", toy, steps=2, eval_mask=kind, **QUIET).state
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loops against a direct, dict-based re-implementation of DESIGN.md §2 (no flat buffers, no per-task backward)
+# ---------------------------------------------------------------------------------------------------------------
+class Reference:
+    """DESIGN.md §2 written out plainly on state dicts; draws its uniforms in the library's order."""
+
+    def __init__(self, toy, temperature=0.5):
+        self.toy, self.temperature = toy, temperature
+        self.keys = list(toy.pretrained)
+        self.tvs = toy_task_vectors(toy)
+        self.sizes = [toy.pretrained[k].numel() for k in self.keys]
+
+    def sample(self, logits: dict, generator) -> dict:
+        """m = σ((log u − log(1−u) + x)/λ), one uniform per merged element in key order, clipped like torch."""
+        flat_x = torch.cat([logits[k].reshape(-1) for k in self.keys])
+        eps, tiny = torch.finfo(flat_x.dtype).eps, torch.finfo(flat_x.dtype).tiny
+        u = torch.rand(flat_x.shape, generator=generator).clamp(eps, 1 - eps)
+        m = torch.sigmoid((torch.log(u) - torch.log(1 - u) + flat_x) / self.temperature).clamp(tiny, 1 - eps)
+        return {k: part.view_as(logits[k]) for k, part in zip(self.keys, torch.split(m, self.sizes))}
+
+    def merged(self, w, mask=None) -> dict:
+        """θ0 + Σ_i w_i τ_i ⊙ m / mean(m); w is [T] or [T, K]."""
+        out = {}
+        for j, k in enumerate(self.keys):
+            delta = sum((w[i] if w.dim() == 1 else w[i, j]) * tv[k] for i, tv in enumerate(self.tvs))
+            out[k] = self.toy.pretrained[k] + (delta if mask is None else delta * mask[k] / mask[k].mean())
+        return out
+
+    def loss(self, params, data_step):
+        """Σ_tasks batch-mean entropy on the batch of ``data_step``."""
+        total = 0.0
+        for task in self.toy.task_names:
+            features = torch.func.functional_call(self.toy.model, params, (self.toy.unlabeled_batch(task, data_step),))
+            logits = self.toy.task_logits(task, features)
+            p = torch.softmax(logits, -1)
+            total = total + (-(p * torch.log_softmax(logits, -1)).sum(-1)).mean()
+        return total
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+def test_cta_matches_direct_implementation(toy):
+    steps, lr, seed = 6, 1e-2, 5
+    ref = Reference(toy)
+    x = {k: torch.zeros_like(v, requires_grad=True) for k, v in toy.pretrained.items()}
+    adam = torch.optim.Adam(x.values(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for s in range(steps):
+        adam.zero_grad()
+        ref.loss(ref.merged(torch.full((3,), 0.3), ref.sample(x, g)), s).backward()
+        adam.step()
+    with torch.no_grad():
+        expected = ref.merged(torch.full((3,), 0.3), ref.sample(x, torch.Generator().manual_seed(seed + 1)))
+    result = run_method("concrete_task_arithmetic", toy, steps=steps, lr=lr, seed=seed, **QUIET)
+    close(result.extras["mask_logits"], torch.cat([x[k].detach().reshape(-1) for k in ref.keys]))
+    for k in ref.keys:
+        close(result.state[k], expected[k])
+
+
+def test_layer_wise_adamerging_matches_direct_implementation(toy):
+    steps, lr = 6, 5e-2
+    ref = Reference(toy)
+    w = torch.full((3, len(ref.keys)), 0.3, requires_grad=True)
+    adam = torch.optim.Adam([w], lr=lr)
+    for s in range(steps):
+        adam.zero_grad()
+        ref.loss(ref.merged(w.clamp(0, 1)), s).backward()
+        adam.step()
+    result = run_method("layer_wise_adamerging", toy, steps=steps, lr=lr, **QUIET)
+    close(result.extras["coefficients"], w.detach().clamp(0, 1))
+    with torch.no_grad():
+        for k, v in ref.merged(w.clamp(0, 1)).items():
+            close(result.state[k], v)
+
+
+@pytest.mark.parametrize("variant", ["paper", "fusion_bench"])
+def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, variant):
+    meta_steps, tta_steps, seed, inner_lr, outer_lr, tta_lr = 4, 4, 2, 0.2, 1e-2, 5e-2
+    ref = Reference(toy)
+    clamp = (lambda w: w.clamp(0, 1)) if variant == "paper" else (lambda w: w)
+    init = torch.full((3, len(ref.keys)), 0.3)
+    x = {k: torch.zeros_like(v, requires_grad=True) for k, v in toy.pretrained.items()}
+    w = init.clone().requires_grad_(True)
+    inner, outer = torch.optim.Adam([w], lr=inner_lr), torch.optim.Adam(x.values(), lr=outer_lr)
+    g = torch.Generator().manual_seed(seed)
+    for s in range(meta_steps):
+        m = ref.sample(x, g)
+        with torch.no_grad():
+            w.copy_(init)                                                        # reset w
+        inner.zero_grad()
+        ref.loss(ref.merged(clamp(w), {k: v.detach() for k, v in m.items()}), 2 * s).backward()
+        inner.step()                                                             # ONE inner step (Adam state persists)
+        if variant == "paper":
+            m = ref.sample(x, g)                                                 # a new sample for the outer step
+        outer.zero_grad()
+        ref.loss(ref.merged(clamp(w).detach(), m), 2 * s + 1).backward()        # first order: w constant
+        outer.step()
+    with torch.no_grad():
+        kept = ref.sample(x, torch.Generator().manual_seed(seed + 2))            # stage 2: one sample, kept
+    w = init.clone().requires_grad_(True)
+    tta = torch.optim.Adam([w], lr=tta_lr)
+    for s in range(tta_steps):
+        tta.zero_grad()
+        ref.loss(ref.merged(clamp(w), kept), s).backward()
+        tta.step()
+    result = run_method("layer_wise_concrete_adamerging", toy, meta_steps=meta_steps, tta_steps=tta_steps, seed=seed,
+                        inner_lr=inner_lr, outer_lr=outer_lr, tta_lr=tta_lr, variant=variant, **QUIET)
+    close(result.extras["mask_logits"], torch.cat([x[k].detach().reshape(-1) for k in ref.keys]))
+    close(result.extras["coefficients"], clamp(w.detach()))
+    with torch.no_grad():
+        for k, v in ref.merged(clamp(w), kept).items():
+            close(result.state[k], v)
+
+
+def test_per_task_backward_equals_backward_of_the_summed_loss(toy, toy_vectors):
+    from concrete_subspace.loop import entropy_backward
+    from concrete_subspace.masks import sample_concrete
+    from concrete_subspace.merging import merge_flat
+
+    layout, theta0, vectors = toy_vectors
+    grads = []
+    for per_task in (True, False):
+        logits = torch.zeros(layout.num_params, requires_grad=True)
+        w = torch.full((3, len(layout.keys)), 0.3, requires_grad=True)
+        flat = merge_flat(theta0, vectors, w, layout, sample_concrete(logits, 0.5, torch.Generator().manual_seed(0)))
+        if per_task:
+            entropy_backward(toy, flat, layout, data_step=3)
+        else:
+            Reference(toy).loss(layout.unflatten(flat), 3).backward()
+        grads.append((logits.grad, w.grad))
+    for a, b in zip(*grads):
+        assert a.abs().sum() > 0
+        close(a, b)
