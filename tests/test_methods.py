@@ -251,8 +251,9 @@ def test_layer_wise_adamerging_matches_direct_implementation(toy):
             close(result.state[k], v)
 
 
-@pytest.mark.parametrize("variant", ["paper", "fusion_bench"])
-def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, variant):
+@pytest.mark.parametrize("variant,persist,previous", [("paper", True, False), ("fusion_bench", True, False),
+                                                      ("paper", False, False), ("paper", True, True)])
+def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, variant, persist, previous):
     meta_steps, tta_steps, seed, inner_lr, outer_lr, tta_lr = 4, 4, 2, 0.2, 1e-2, 5e-2
     ref = Reference(toy)
     clamp = (lambda w: w.clamp(0, 1)) if variant == "paper" else (lambda w: w)
@@ -261,13 +262,20 @@ def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, varia
     w = init.clone().requires_grad_(True)
     inner, outer = torch.optim.Adam([w], lr=inner_lr), torch.optim.Adam(x.values(), lr=outer_lr)
     g = torch.Generator().manual_seed(seed)
+    adapted = init.clone()
     for s in range(meta_steps):
         m = ref.sample(x, g)
         with torch.no_grad():
-            w.copy_(init)                                                        # reset w
+            w.copy_(adapted if previous else init)                               # reset w (quirk: forward at previous w)
+        if not persist:
+            inner = torch.optim.Adam([w], lr=inner_lr)                           # fresh inner Adam each iteration
         inner.zero_grad()
         ref.loss(ref.merged(clamp(w), {k: v.detach() for k, v in m.items()}), 2 * s).backward()
-        inner.step()                                                             # ONE inner step (Adam state persists)
+        if previous:
+            with torch.no_grad():
+                w.copy_(init)                                                    # the step is applied to the reset w
+        inner.step()                                                             # ONE inner step
+        adapted = w.detach().clone()
         if variant == "paper":
             m = ref.sample(x, g)                                                 # a new sample for the outer step
         outer.zero_grad()
@@ -282,7 +290,8 @@ def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, varia
         ref.loss(ref.merged(clamp(w), kept), s).backward()
         tta.step()
     result = run_method("layer_wise_concrete_adamerging", toy, meta_steps=meta_steps, tta_steps=tta_steps, seed=seed,
-                        inner_lr=inner_lr, outer_lr=outer_lr, tta_lr=tta_lr, variant=variant, **QUIET)
+                        inner_lr=inner_lr, outer_lr=outer_lr, tta_lr=tta_lr, variant=variant,
+                        persist_inner_optimizer=persist, inner_uses_previous_weights=previous, **QUIET)
     close(result.extras["mask_logits"], torch.cat([x[k].detach().reshape(-1) for k in ref.keys]))
     close(result.extras["coefficients"], clamp(w.detach()))
     with torch.no_grad():
