@@ -35,9 +35,11 @@ def sample_concrete(logits: Tensor, temperature: float, generator: torch.Generat
     """One relaxed-Bernoulli sample per logit, differentiable in the logits (reparameterised)."""
     temperature = check_temperature(temperature)
     eps = torch.finfo(logits.dtype).eps
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype).clamp(eps, 1 - eps)
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype).clamp_(eps, 1 - eps)
+    noise = torch.log(u).sub_(u.neg_().log1p_())  # log u − log(1 − u), in place: two P-sized buffers, not five
+    del u
     # clipped like torch's SigmoidTransform, so a sample is strictly inside (0, 1) even where σ rounds to 0 or 1
-    return torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
+    return torch.sigmoid(noise.add_(logits).div_(temperature)).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
 
 
 def mean_floor(dtype: torch.dtype) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .masks import rescale, rescale_flat
+from .masks import mean_floor, rescale, rescale_flat
 from .problem import MergeProblem
 from .task_vectors import ParamLayout, StateDict, apply_to, check_finite, float_keys, task_vector
 
@@ -105,18 +105,63 @@ def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
         raise ValueError(f"combine: {vectors.shape[0]} task vectors but weights of shape {tuple(weights.shape)}")
     if weights.dim() == 1 and vectors.dtype == weights.dtype:
         return weights @ vectors
-    lengths = torch.tensor(layout.numels, device=vectors.device)
-    total = None
-    for w, vector in zip(weights, vectors):
-        coefficient = w if w.dim() == 0 else torch.repeat_interleave(w, lengths)
-        term = coefficient * vector.to(weights.dtype)
-        total = term if total is None else total + term
-    return total
+    if weights.dim() == 1:  # narrower stored vectors (bf16): widen one task at a time
+        total = None
+        for w, vector in zip(weights, vectors):
+            term = w * vector.to(weights.dtype)
+            total = term if total is None else total + term
+        return total
+    if weights.shape[1] != len(layout.numels):
+        raise ValueError(f"combine: layer-wise weights of shape {tuple(weights.shape)} for {len(layout.numels)} tensors")
+    # layer-wise: one [T] @ [T, n_k] product per tensor on views of the matrix: a single pass over it, no P-sized
+    # per-task coefficient vectors (and only the [T, n_k] slice is widened when the vectors are stored narrower)
+    parts = [column @ block.to(weights.dtype)
+             for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))]
+    return torch.cat(parts)
+
+
+class _RescaledMaskMerge(torch.autograd.Function):
+    """θ0 + δ ⊙ m / mean_s(m), per tensor s, keeping only m, δ and the K means for backward.
+
+    Same values as ``theta0 + delta * rescale_flat(mask, layout)`` (same operations in the same order), without the
+    P-sized intermediates that autograd would keep (the repeated means, m / mean); the backward runs tensor by tensor
+    on views, so its only P-sized buffers are the gradients it returns.
+    """
+
+    @staticmethod
+    def forward(ctx, theta0: Tensor, delta: Tensor, mask: Tensor, numels: tuple[int, ...], floor: float) -> Tensor:
+        raw = torch.segment_reduce(mask, "mean", lengths=torch.tensor(numels, device=mask.device))
+        means = raw.clamp_min(floor)
+        out = torch.empty(mask.shape, dtype=torch.result_type(delta, mask), device=mask.device)
+        for m, o, mean in zip(mask.split(numels), out.split(numels), means):
+            torch.div(m, mean, out=o)
+        out.mul_(delta).add_(theta0)  # == θ0 + δ ⊙ (m / mean): elementwise ops commute exactly
+        ctx.save_for_backward(delta, mask, means, raw >= floor)
+        ctx.numels = numels
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        delta, mask, means, unclamped = ctx.saved_tensors
+        numels = ctx.numels
+        grad_delta = grad_mask = None
+        if ctx.needs_input_grad[1]:  # ∂/∂δ = g ⊙ m / mean
+            grad_delta = torch.empty_like(grad)
+            for g, m, o, mean in zip(grad.split(numels), mask.split(numels), grad_delta.split(numels), means):
+                torch.div(m, mean, out=o).mul_(g)
+        if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_k g_k δ_k m_k / (n μ²)
+            grad_mask = grad * delta
+            for t, m, n, mean, free in zip(grad_mask.split(numels), mask.split(numels), numels, means, unclamped):
+                correction = torch.dot(t, m.to(t.dtype)) / (n * mean * mean) * free
+                t.div_(mean).sub_(correction)
+        return (grad if ctx.needs_input_grad[0] else None), grad_delta, grad_mask, None, None
 
 
 def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: ParamLayout) -> Tensor:
     """Flat θ0 + δ ⊙ m / mean(m) (per tensor); θ0 + δ when there is no mask."""
-    return theta0 + (delta if mask is None else delta * rescale_flat(mask, layout))
+    if mask is None:
+        return theta0 + delta
+    return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype))
 
 
 def merge_flat(theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None) -> Tensor:
