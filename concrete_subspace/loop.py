@@ -62,7 +62,7 @@ def check_test_time_data(problem: MergeProblem) -> None:
     """Fail fast, before task vectors are built: each task needs a non-empty unlabeled batch and a head."""
     with torch.no_grad():
         for task in problem.task_names:
-            features = forward(problem.model, None, unlabeled(problem, task, 0))
+            features = forward(problem.model, problem.pretrained, unlabeled(problem, task, 0))
             logits = head_logits(problem, task, features)
             if logits.numel() == 0:
                 raise ValueError(f"task {task!r}: the unlabeled batch of step 0 is empty (no test-time data)")
