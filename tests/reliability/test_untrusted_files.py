@@ -227,3 +227,37 @@ def test_failed_checkpoint_save_mid_run_keeps_the_previous_checkpoint_resumable(
     for k, v in reference.state.items():
         assert torch.equal(resumed.state[k], v)
     assert resumed.history == reference.history
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Static guards over the package source
+# ---------------------------------------------------------------------------------------------------------------
+def package_calls():
+    """(file, ast.Call) for every call in concrete_subspace/**/*.py."""
+    import ast
+    root = Path(ckpt.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call):
+                yield path.relative_to(root.parent), node
+
+
+def test_package_never_evals_or_execs():
+    import ast
+    bad = [f"{path}:{node.lineno}" for path, node in package_calls()
+           if isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec")]
+    assert not bad, f"eval/exec in the package: {bad}"
+
+
+def test_every_torch_load_is_weights_only_or_restricted():
+    """torch.load must pass weights_only=True, or (the explicit opt-in path) a restricted pickle_module."""
+    import ast
+    bad = []
+    for path, node in package_calls():
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name) and func.value.id == "torch":
+            keywords = {k.arg: k.value for k in node.keywords}
+            safe = isinstance(keywords.get("weights_only"), ast.Constant) and keywords["weights_only"].value is True
+            if not (safe or "pickle_module" in keywords):
+                bad.append(f"{path}:{node.lineno}")
+    assert not bad, f"torch.load without weights_only=True: {bad}"
