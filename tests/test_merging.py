@@ -230,3 +230,38 @@ def test_data_free_methods_through_registry_match_pure_functions(toy):
         spec = METHODS[name]
         out = spec.data_free(toy.pretrained, iter(tvs), **spec.defaults)
         assert all(torch.equal(out[k], run_method(name, toy).state[k]) for k in toy.pretrained)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fisher merging and RegMean
+# ---------------------------------------------------------------------------------------------------------------
+def test_fisher_and_regmean_of_identical_models_return_that_model(toy):
+    import dataclasses
+    same = toy.load_finetuned("task1")
+    problem = dataclasses.replace(toy, load_finetuned=lambda t: {k: v.clone() for k, v in same.items()})
+    for name in ("fisher_merging", "regmean"):
+        state = run_method(name, problem, num_examples=64, progress=False).state
+        for k, v in same.items():
+            torch.testing.assert_close(state[k], v, atol=1e-4, rtol=1e-4)
+
+
+def test_fisher_with_a_dominant_floor_is_the_plain_average(toy):
+    state = run_method("fisher_merging", toy, num_examples=8, minimal_fisher_weight=1e6, progress=False).state
+    for k in toy.pretrained:
+        mean = torch.stack([toy.load_finetuned(t)[k] for t in toy.task_names]).mean(0)
+        torch.testing.assert_close(state[k], mean, atol=1e-5, rtol=1e-5)
+
+
+def test_regmean_first_layer_by_hand(toy):
+    """W* = (Σ_i G_i)⁻¹ Σ_i G_i W_iᵀ (transposed), G_i = XᵢᵀXᵢ/n with off-diagonals × 0.6; biases averaged."""
+    state = run_method("regmean", toy, num_examples=256, reduce_non_diagonal_ratio=0.6, progress=False).state
+    grams, weighted = 0, 0
+    for task in toy.task_names:
+        x = torch.cat([inputs for inputs, _ in toy.train_batches(task)])
+        gram = x.T @ x / len(x)
+        gram = gram * (torch.full_like(gram, 0.6).fill_diagonal_(1.0))
+        grams = grams + gram
+        weighted = weighted + gram @ toy.load_finetuned(task)["fc1.weight"].T
+    torch.testing.assert_close(state["fc1.weight"], torch.linalg.solve(grams, weighted).T, atol=1e-4, rtol=1e-4)
+    bias = torch.stack([toy.load_finetuned(t)["fc1.bias"] for t in toy.task_names]).mean(0)
+    torch.testing.assert_close(state["fc1.bias"], bias)
