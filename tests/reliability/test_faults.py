@@ -55,9 +55,9 @@ def assert_same_result(a, b):
 
 # T = 3 tasks: the fail-fast data check reads 3 batches; a CTA / AdaMerging step reads 3, a Concrete AM meta step 6.
 CASES = {
-    "cta": ("concrete_task_arithmetic", {"steps": 12, "lr": 1e-2}, [3 + 3 * 7 + 1]),
+    "cta": ("concrete_task_arithmetic", {"steps": 12, "lr": 1e-2, "eval_every": 5}, [3 + 3 * 7 + 1]),
     "adamerging": ("layer_wise_adamerging", {"steps": 12, "lr": 1e-2}, [3 + 3 * 7 + 2]),
-    "concrete_am": ("layer_wise_concrete_adamerging", {"meta_steps": 10, "tta_steps": 8, "outer_lr": 1e-2},
+    "concrete_am": ("layer_wise_concrete_adamerging", {"meta_steps": 10, "tta_steps": 8, "outer_lr": 1e-2, "eval_every": 4},
                     [3 + 6 * 5 + 4,         # meta step 6 (last checkpoint: meta 3)
                      3 + 6 * 10 + 1,        # first TTA step (last checkpoint: end of meta)
                      3 + 6 * 10 + 3 * 5 + 1]),  # TTA step 6 (last checkpoint: tta 3)
