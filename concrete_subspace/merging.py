@@ -158,10 +158,11 @@ class _RescaledMaskMerge(torch.autograd.Function):
 
 
 def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: ParamLayout) -> Tensor:
-    """Flat θ0 + δ ⊙ m / mean(m) (per tensor); θ0 + δ when there is no mask."""
+    """Flat θ0 + δ ⊙ m / mean(m) (per tensor); θ0 + δ when there is no mask. Computed in float32 or wider, returned
+    in θ0's dtype (a bf16 model runs with bf16 merged weights)."""
     if mask is None:
-        return theta0 + delta
-    return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype))
+        return (theta0 + delta).to(theta0.dtype)
+    return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype)).to(theta0.dtype)
 
 
 def merge_flat(theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None) -> Tensor:

@@ -130,7 +130,8 @@ def stack_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], St
         finetuned = load_finetuned(task)
         check_compatible(pretrained, finetuned, name=f"fine-tuned model {task!r}")
         check_finite(finetuned, name=f"fine-tuned model {task!r}")
-        stacked[row] = layout.flatten(finetuned).to(theta0.device, theta0.dtype) - theta0
+        work = torch.promote_types(theta0.dtype, torch.float32)  # differences of bf16/fp16 models in float32
+        stacked[row] = layout.flatten(finetuned).to(theta0.device, work) - theta0.to(work)
         del finetuned
         if not stacked[row].any():
             warnings.warn(f"fine-tuned model {task!r}: task vector is all zeros (identical to the pre-trained model)", ZeroTaskVectorWarning, stacklevel=2)

@@ -77,3 +77,27 @@ def test_bfloat16_task_vectors_same_accuracy_within_half_a_point(toy, name, para
     accuracy = {dtype: average(evaluate(toy, run_method(name, toy, vector_dtype=dtype, **params, **QUIET).state))
                 for dtype in ("float32", "bfloat16")}
     assert abs(accuracy["bfloat16"] - accuracy["float32"]) <= 0.5, accuracy
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("name,params", [
+    ("task_arithmetic", {}),
+    ("concrete_task_arithmetic", {"steps": 3, **QUIET}),
+    ("layer_wise_adamerging", {"steps": 3, **QUIET}),
+    ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 2, **QUIET}),
+])
+def test_models_in_other_float_dtypes_merge_in_their_dtype(dtype, name, params):
+    """A bf16 / fp16 / fp64 model: every method runs and returns merged weights in the model's dtype."""
+    from toy import make_toy_problem
+    toy = make_toy_problem(finetune_steps=20)
+    toy.model.to(dtype)
+    problem = dataclasses.replace(
+        toy, pretrained={k: v.to(dtype) for k, v in toy.pretrained.items()},
+        load_finetuned=lambda t: {k: v.to(dtype) for k, v in toy.load_finetuned(t).items()},
+        unlabeled_batch=lambda t, s: toy.unlabeled_batch(t, s).to(dtype),
+        eval_batches=lambda t: ((x.to(dtype), y) for x, y in toy.eval_batches(t)),
+        task_logits=lambda t, f: toy.task_logits(t, f.float()))
+    state = run_method(name, problem, **params).state
+    assert {v.dtype for v in state.values()} == {dtype}
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert 0 <= average(evaluate(problem, state)) <= 100
