@@ -230,24 +230,34 @@ def resolve_params(name: str, overrides: Mapping[str, Any] | None = None) -> dic
     return params
 
 
-def check_param_type(method: str, key: str, value: Any, default: Any) -> None:
-    """Refuse a value whose type contradicts the default's (e.g. the string "10" for steps, "False" for a flag)."""
-    if default is None:
-        return
+def _type_matches(value: Any, default: Any) -> tuple[bool, str] | None:
+    """(whether ``value`` has the kind of type ``default`` has, that kind's name); None if the default says nothing."""
     if isinstance(default, bool):
-        ok, expected = isinstance(value, (bool, np.bool_)), "bool"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)), "int"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)), "float"
-    elif isinstance(default, str):
-        ok, expected = isinstance(value, (str, torch.dtype)), "str"
-    elif isinstance(default, tuple):
-        ok, expected = isinstance(value, (tuple, list)) and len(value) == len(default), f"sequence of {len(default)}"
-    else:
-        return
-    if not ok:
-        raise TypeError(f"parameter {key!r} of method {method!r} must be {expected} (default {default!r}), "
+        return isinstance(value, (bool, np.bool_)), "bool"
+    if isinstance(default, int):
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)), "int"
+    if isinstance(default, float):
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)), "float"
+    if isinstance(default, str):
+        return isinstance(value, (str, torch.dtype)), "str"
+    if isinstance(default, tuple):
+        return isinstance(value, (tuple, list)) and len(value) == len(default), f"sequence of {len(default)}"
+    return None
+
+
+def check_param_type(method: str, key: str, value: Any, default: Any, annotation: str = "") -> None:
+    """Refuse a value whose type contradicts the default's (e.g. the string "10" for steps, "False" for a flag).
+
+    For a ``None`` default the annotation decides (``bool | None``, ``float | None``, ``int | None``); None passes.
+    """
+    reference = default
+    if default is None:
+        if value is None:
+            return
+        reference = next((d for name, d in (("bool", False), ("float", 0.0), ("int", 0)) if name in str(annotation)), None)
+    match = _type_matches(value, reference)
+    if match is not None and not match[0]:
+        raise TypeError(f"parameter {key!r} of method {method!r} must be {match[1]} (default {default!r}), "
                         f"got {type(value).__name__} {value!r}")
 
 
@@ -255,8 +265,9 @@ def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
     """Run a registered method on a problem with its defaults overridden by ``params`` (types checked)."""
     resolved = resolve_params(name, params)
     defaults = get_method(name).defaults
+    signature = inspect.signature(get_method(name).run).parameters
     for key in params:
-        check_param_type(name, key, resolved[key], defaults[key])
+        check_param_type(name, key, resolved[key], defaults[key], str(signature[key].annotation))
         if isinstance(resolved[key], np.generic):  # numpy scalars -> Python, so params and fingerprints stay plain JSON
             resolved[key] = resolved[key].item()
     return get_method(name).run(problem, **resolved)

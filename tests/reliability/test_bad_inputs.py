@@ -170,6 +170,21 @@ def test_parameter_of_the_wrong_type_is_refused(toy, params, message):
     one_line(info)
 
 
+@pytest.mark.parametrize("method,params,message", [
+    ("layer_wise_concrete_adamerging", {"clamp": "False"}, r"parameter 'clamp' .* must be bool \(default None\), got str 'False'"),
+    ("task_wise_adamerging", {"ties_density": "0.2"}, r"parameter 'ties_density' .* must be float \(default None\)"),
+])
+def test_optional_parameter_of_the_wrong_type_is_refused(toy, method, params, message):
+    with pytest.raises(TypeError, match=message):
+        run_method(method, never_loads(toy), **params)
+
+
+def test_optional_parameters_accept_none_and_their_type(toy, tmp_path):
+    run_method("layer_wise_concrete_adamerging", toy, clamp=None, meta_steps=1, tta_steps=1, **QUIET)
+    run_method("layer_wise_concrete_adamerging", toy, clamp=False, meta_steps=1, tta_steps=1, **QUIET)
+    run_method("task_wise_adamerging", toy, ties_density=0.5, steps=1, checkpoint_dir=tmp_path, **QUIET)  # a Path is fine
+
+
 def test_numpy_scalars_and_lists_are_accepted(toy):
     result = run_method("concrete_task_arithmetic", toy, steps=np.int64(1), lr=np.float64(1e-3), scaling=1,
                         betas=[0.9, 0.99], progress=np.bool_(False))
