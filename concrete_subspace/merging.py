@@ -55,6 +55,8 @@ def masked_merge(pretrained: StateDict, task_vectors: Sequence[StateDict], weigh
 
 def trim_top_k(vectors: Tensor, density: float = 0.2) -> Tensor:
     """TIES trim: per row keep entries with |x| ≥ the k-th smallest |x|, k = d − int(density·d) (ties kept)."""
+    if not 0.0 <= float(density) <= 1.0:
+        raise ValueError(f"TIES density (fraction of entries kept) must be in [0, 1], got {density}")
     d = vectors.shape[-1]
     k = d - int(d * density)
     if k < 1:

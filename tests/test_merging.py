@@ -31,6 +31,12 @@ def test_trim_density_one_keeps_everything():
     assert torch.equal(trim_top_k(VECTORS, 1.0), VECTORS)
 
 
+@pytest.mark.parametrize("density", [-0.1, 1.5])
+def test_trim_density_outside_unit_interval_is_refused(density):
+    with pytest.raises(ValueError, match=rf"TIES density \(fraction of entries kept\) must be in \[0, 1\], got {density}"):
+        trim_top_k(VECTORS, density)
+
+
 def test_elect_sign_zero_sum_takes_majority_sign():
     assert torch.equal(elect_sign(TRIMMED), SIGN)
 
