@@ -33,10 +33,10 @@ def parameters(name: str):
     """The tagged parameters cell: one assignment per config field, with its default."""
     cls = CONFIGS[name]
     lines = ["# Parameters (papermill overrides these; names = fields of experiments." + cls.__name__ + ")"]
-    comments = {"scale": '"mini" (offline zoo, CPU) or "paper" (Hub models, GPU)', "device": '"cpu" or "cuda"',
-                "tasks": "None = all tasks of the scale", "steps": "None = defaults (mini: zoo MINI_DEFAULTS)",
-                "smoke": "True = tiny zoo and 2 steps (CI)", "figures_dir": "outputs go to <figures_dir>/<scale>/<name>/",
-                "cache_dir": "None = ~/.cache/concrete_subspace/results (shared by notebooks)"}
+    comments = {"scale": "mini: offline zoo on CPU; paper: Hub models on a GPU", "device": "cpu or cuda",
+                "tasks": "None: all tasks of the scale", "steps": "None: the scale defaults, at mini the zoo MINI_DEFAULTS",
+                "smoke": "True: tiny zoo and 2 steps, for CI", "figures_dir": "outputs go to figures_dir/scale/name/",
+                "cache_dir": "None: ~/.cache/concrete_subspace/results, shared by the notebooks"}
     for f in dataclasses.fields(cls):
         default = f.default
         value = repr(default)
@@ -554,7 +554,7 @@ fig = pl.keep_probability_histogram(probs, path=out / "keep_probability")
 """),
         md("Masked individual models (mask drawn as the method evaluates it: one Concrete sample, rescaled per tensor):"),
         code("""
-masked = ex.masked_individual_table(problem, records)
+masked = ex.masked_individuals(config, problem, records)
 masked.pivot_table(index="model", columns="task", values="accuracy", sort=False)
 """),
         code("""
