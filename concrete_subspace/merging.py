@@ -126,36 +126,32 @@ class _RescaledMaskMerge(torch.autograd.Function):
     """θ0 + δ ⊙ m / mean_s(m), per tensor s, keeping only m, δ and the K means for backward.
 
     Same values as ``theta0 + delta * rescale_flat(mask, layout)`` (same operations in the same order), without the
-    P-sized intermediates that autograd would keep (the repeated means, m / mean); the backward runs tensor by tensor
-    on views, so its only P-sized buffers are the gradients it returns.
+    P-sized intermediates that autograd would keep alive until the backward (the repeated means, m / mean, the
+    products); the backward recomputes the repeated means and frees each temporary as soon as it is used.
     """
 
     @staticmethod
     def forward(ctx, theta0: Tensor, delta: Tensor, mask: Tensor, numels: tuple[int, ...], floor: float) -> Tensor:
-        raw = torch.segment_reduce(mask, "mean", lengths=torch.tensor(numels, device=mask.device))
+        lengths = torch.tensor(numels, device=mask.device)
+        raw = torch.segment_reduce(mask, "mean", lengths=lengths)
         means = raw.clamp_min(floor)
-        out = torch.empty(mask.shape, dtype=torch.result_type(delta, mask), device=mask.device)
-        for m, o, mean in zip(mask.split(numels), out.split(numels), means):
-            torch.div(m, mean, out=o)
+        out = torch.div(mask, torch.repeat_interleave(means, lengths, output_size=mask.numel()))
         out.mul_(delta).add_(theta0)  # == θ0 + δ ⊙ (m / mean): elementwise ops commute exactly
-        ctx.save_for_backward(delta, mask, means, raw >= floor)
-        ctx.numels = numels
+        ctx.save_for_backward(delta, mask, means, raw >= floor, lengths)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        delta, mask, means, unclamped = ctx.saved_tensors
-        numels = ctx.numels
+        delta, mask, means, unclamped, lengths = ctx.saved_tensors
+        repeated = torch.repeat_interleave(means, lengths, output_size=mask.numel())
         grad_delta = grad_mask = None
         if ctx.needs_input_grad[1]:  # ∂/∂δ = g ⊙ m / mean
-            grad_delta = torch.empty_like(grad)
-            for g, m, o, mean in zip(grad.split(numels), mask.split(numels), grad_delta.split(numels), means):
-                torch.div(m, mean, out=o).mul_(g)
-        if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_k g_k δ_k m_k / (n μ²)
+            grad_delta = torch.div(mask, repeated).mul_(grad)
+        if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_{k in tensor} g_k δ_k m_k / (n μ²)
             grad_mask = grad * delta
-            for t, m, n, mean, free in zip(grad_mask.split(numels), mask.split(numels), numels, means, unclamped):
-                correction = torch.dot(t, m.to(t.dtype)) / (n * mean * mean) * free
-                t.div_(mean).sub_(correction)
+            dots = torch.segment_reduce(grad_mask * mask, "sum", lengths=lengths)
+            correction = dots / (lengths * means * means) * unclamped
+            grad_mask.div_(repeated).sub_(torch.repeat_interleave(correction, lengths, output_size=mask.numel()))
         return (grad if ctx.needs_input_grad[0] else None), grad_delta, grad_mask, None, None
 
 
