@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# Shorter sweeps for CI (every code path still runs; `make figures SMOKE=True` runs the full lists).
+CI_PARAMETERS = {"04_robustness": {"corruptions": ["gaussian_noise", "jpeg_compression"]},
+                 "07_ablations": {"temperatures": [0.5, 1.0], "scalings": [0.3], "ta_scalings": [0.0, 0.3, 1.0],
+                                  "task_counts": [4, 8]}}
 
 
 def parameters_cell(path: Path) -> nbformat.NotebookNode:
@@ -80,7 +84,7 @@ def executed(tmp_path_factory):
     for name in sorted(CONFIGS):
         papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp / f"{name}.ipynb"), kernel_name="python3",
                                    parameters={"scale": "mini", "smoke": True, "figures_dir": str(figures),
-                                               "cache_dir": str(cache)},
+                                               "cache_dir": str(cache), **CI_PARAMETERS.get(name, {})},
                                    cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
     return tmp
 

@@ -1,0 +1,106 @@
+"""experiments.py / reference.py / plotting.py on the toy problem: configs, parameters, run cache, tables, claims."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from concrete_subspace import experiments as ex
+from concrete_subspace import reference as ref
+from toy import make_toy_problem
+
+
+def test_config_coerces_lists_and_validates():
+    cfg = ex.MultitaskConfig(tasks="a, b", methods=["task_arithmetic"])
+    assert cfg.tasks == ("a", "b") and cfg.methods == ("task_arithmetic",)
+    with pytest.raises(ValueError, match="scale"):
+        ex.MultitaskConfig(scale="huge")
+    with pytest.raises(ValueError, match="steps"):
+        ex.MultitaskConfig(steps=-1)
+    with pytest.raises(ValueError, match="smoke"):
+        ex.MultitaskConfig(scale="paper", smoke=True)
+
+
+def test_config_from_names_missing_parameters():
+    with pytest.raises(KeyError, match="lacks"):
+        ex.config_from(ex.CurvesConfig, {"scale": "mini"})
+    names = {f: getattr(ex.CurvesConfig(), f) for f in ex.CurvesConfig.__dataclass_fields__}
+    assert ex.config_from(ex.CurvesConfig, {**names, "unrelated": 1}) == ex.CurvesConfig()
+
+
+def test_method_params_steps_smoke_and_curves():
+    smoke = ex.method_params("layer_wise_concrete_adamerging", smoke=True)
+    assert smoke["meta_steps"] == smoke["tta_steps"] == ex.SMOKE_STEPS and smoke["eval_every"] == ex.SMOKE_STEPS
+    fixed = ex.method_params("concrete_task_arithmetic", steps=50)
+    assert fixed["steps"] == 50 and fixed["eval_every"] == 50 // ex.CURVE_POINTS
+    assert "eval_every" not in ex.method_params("task_arithmetic")
+    paper = ex.method_params("concrete_task_arithmetic", scale="paper")
+    assert "steps" not in paper and paper["eval_every"] == 2000 // ex.CURVE_POINTS  # registry default: paper's 2000
+    with pytest.raises(KeyError, match="no parameter"):
+        ex.method_params("task_arithmetic", overrides={"temperature": 1.0})
+
+
+def test_run_cached_reuses_and_keys_on_parameters(tmp_path):
+    problem = make_toy_problem()
+    params = ex.method_params("concrete_task_arithmetic", steps=3)
+    first = ex.run_cached(problem, "concrete_task_arithmetic", params, cache_dir=tmp_path, verbose=False)
+    again = ex.run_cached(problem, "concrete_task_arithmetic", params, cache_dir=tmp_path, verbose=False)
+    assert again.cached and not first.cached and again.scores == first.scores and again.key == first.key
+    assert again.tensor("mask_logits").shape == first.tensor("mask_logits").shape
+    other = ex.run_cached(problem, "concrete_task_arithmetic", {**params, "temperature": 1.0}, cache_dir=tmp_path,
+                          verbose=False)
+    assert other.key != first.key
+    quiet = ex.run_cached(problem, "concrete_task_arithmetic", {**params, "progress": True}, cache_dir=tmp_path,
+                          verbose=False)
+    assert quiet.cached  # progress does not change the result, so it does not change the key
+    saved = json.loads((first.directory / "record.json").read_text())
+    assert saved["params"]["steps"] == 3 and not (first.directory / "checkpoint").exists()
+
+
+def test_tables_curves_and_claims(tmp_path):
+    problem = make_toy_problem()
+    runs = {m: ex.run_cached(problem, m, ex.method_params(m, steps=5), cache_dir=tmp_path, verbose=False)
+            for m in ("task_arithmetic", "concrete_task_arithmetic", "layer_wise_concrete_adamerging")}
+    table = pd.concat([ex.tidy_scores(m, r.scores) for m, r in runs.items()])
+    wide = ex.wide(table)
+    assert list(wide.columns)[-1] == "average" and list(wide.index) == list(runs)
+    assert "| method |" in ex.to_markdown(wide)
+    curves = ex.curves_table(runs)
+    assert set(curves["stage"]) == {"concrete", "meta", "tta"}
+    assert curves.groupby(["method", "stage"])["step"].max().min() == 5
+    claims = ex.check_claims({"a": 2.0, "b": 1.0}, [ex.Claim("a beats b", "a", "b"), ex.Claim("b beats a", "b", "a"),
+                                                    ex.Claim("skipped", "a", "missing")])
+    assert list(claims["holds"]) == [True, False] and len(claims) == 2
+    best = ex.best_method_claim({"individual": 99.0, "task_arithmetic": 50.0, "layer_wise_concrete_adamerging": 60.0})
+    assert bool(best["holds"].iloc[0])
+
+
+def test_masked_individual_and_eval_masks(tmp_path):
+    problem = make_toy_problem()
+    run = ex.run_cached(problem, "concrete_task_arithmetic", ex.method_params("concrete_task_arithmetic", steps=2),
+                        cache_dir=tmp_path, verbose=False)
+    masked = ex.masked_individual_table(problem, {"cta": run})
+    assert set(masked["model"]) == {"individual", "masked by cta"}
+    kinds = ex.eval_mask_table(problem, run, ["sample", "expected", "hard"])
+    sample = kinds[(kinds["eval_mask"] == "sample") & (kinds["task"] == "average")]["accuracy"].iloc[0]
+    assert sample == pytest.approx(run.average)  # the run itself is evaluated with the 'sample' mask
+
+
+def test_reference_data_is_shipped_and_labelled():
+    table = ref.reference_long("clip_vit_b32_8tasks")
+    assert {"zero_shot", "individual", "task_arithmetic", "layer_wise_concrete_adamerging"} <= set(table["method"])
+    avg = table[(table["method"] == "layer_wise_concrete_adamerging") & (table["task"] == "average")]["accuracy"]
+    assert avg.iloc[0] == pytest.approx(84.0)
+    assert "subspace_fusion" in ref.readme()
+    ours = pd.DataFrame({"method": ["task_arithmetic"], "task": ["average"], "accuracy": [70.0]})
+    both = ref.beside(ours, table, on=["method", "task"])
+    assert both["accuracy (published)"].iloc[0] == pytest.approx(69.0) and "published source" in both
+
+
+def test_figures_save_png_and_pdf(tmp_path):
+    from concrete_subspace import plotting as pl
+
+    pl.temperature_figure(path=tmp_path / "t")
+    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.pdf").stat().st_size > 0
