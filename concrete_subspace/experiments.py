@@ -42,7 +42,9 @@ SMOKE_STEPS = 2
 SMOKE_OVERRIDES: dict[str, dict[str, Any]] = {"fisher_merging": {"num_examples": 16}, "regmean": {"num_examples": 32}}
 CURVE_POINTS = 5  # accuracy is evaluated this many times along every test-time run (curves for free)
 # Used when the zoo's MINI_DEFAULTS has no step count for a method (chosen for the 45-minute `make figures`).
-MINI_FALLBACK_STEPS: dict[str, int] = {"steps": 300, "meta_steps": 300, "tta_steps": 150}
+MINI_FALLBACK_STEPS: dict[str, int] = {"steps": 100, "meta_steps": 60, "tta_steps": 60}
+# Robustness repeats every test-time run for 8 conditions: at mini scale (steps=None) each runs this many steps.
+MINI_ROBUSTNESS_STEPS = 50
 NON_SEMANTIC = ("progress", "checkpoint_dir", "checkpoint_every", "resume", "log_every")
 
 # Paper-scale task sets and their mini-zoo analogues (same roles: which tasks are held out / corrupted).
@@ -509,6 +511,22 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
+def models_info(config: BaseConfig) -> dict[str, Any]:
+    """Which models the results came from: the mini zoo's directory and manifest stamp, or the paper scale's arch."""
+    if config.scale != "mini":
+        return {"scale": "paper", "arch": getattr(config, "arch", None), "model": getattr(config, "model", None)}
+    from .zoo import default_zoo_dir
+
+    directory = default_zoo_dir(config.seed, config.smoke)
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        return {"scale": "mini", "zoo_dir": str(directory), "manifest": "missing"}
+    manifest = json.loads(manifest_path.read_text())
+    return {"scale": "mini", "zoo_dir": str(directory), "zoo_created": manifest.get("created"),
+            "zoo_format_version": manifest.get("format_version"), "zoo_seed": manifest.get("seed"),
+            "zoo_smoke": manifest.get("smoke"), "zoo_accuracy_test": manifest.get("accuracy", {}).get("test")}
+
+
 def write_outputs(config: BaseConfig, name: str, tables: Mapping[str, pd.DataFrame], *, started: float,
                   runs: Iterable[RunRecord] = (), extra: Mapping[str, Any] | None = None) -> Path:
     """Save each table as CSV + Markdown and the results JSON (config, seed, versions, device, wall time, runs)."""
@@ -523,7 +541,7 @@ def write_outputs(config: BaseConfig, name: str, tables: Mapping[str, pd.DataFra
         "wall_seconds": round(time.perf_counter() - started, 1),
         "runs": [{"method": r.method, "key": r.key, "tasks": list(r.tasks), "params": r.params,
                   "seconds": round(r.seconds, 1), "cached": r.cached, "average": round(r.average, 3)} for r in runs],
-        "tables": {k: f"{k}.csv" for k in tables}, **_jsonable(dict(extra or {})),
+        "tables": {k: f"{k}.csv" for k in tables}, "models": models_info(config), **_jsonable(dict(extra or {})),
     }
     atomic_write_json(directory / "results.json", payload)
     return directory
@@ -644,6 +662,8 @@ def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, Ru
         return _run_robustness_paper(config, tasks)
     clean = problem_for(config, tasks=tasks)
     zoo_dir = clean.info["zoo_dir"]
+    if config.steps is None and not config.smoke:
+        config = dataclasses.replace(config, steps=MINI_ROBUSTNESS_STEPS)
     rows, records = [], {}
     for corruption in corruption_names(config):
         problem = corrupted_problem(clean, corruption, config.severity, config.seed, zoo_dir)

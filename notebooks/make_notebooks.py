@@ -430,7 +430,9 @@ Four tasks are merged while the unlabeled test data are corrupted (motion blur, 
 pixelate, spatter, contrast, JPEG; `concrete_subspace.data.corruptions`, ImageNet-C severities). Test-time methods
 adapt on the corrupted images and are scored on them, as fusion_bench's robustness configurations do; "clean" is
 the reference column. Paper scale: Cars, EuroSAT, RESISC45, GTSRB; mini scale: `ex.MINI_ROBUSTNESS_TASKS`.
-The reference data of this project hold no published robustness numbers, so none are shown.
+The reference data of this project hold no published robustness numbers, so none are shown. At mini scale with
+`steps=None`, every test-time run here uses `ex.MINI_ROBUSTNESS_STEPS` steps (eight conditions repeat every run; this
+keeps `make figures` within its time budget on two CPU cores).
 """ + SCALE_NOTE),
         parameters(n),
         setup(n),
