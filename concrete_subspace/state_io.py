@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, load_error_reason
 
 
 class UnsafeCheckpointError(ValueError, pickle.UnpicklingError):
@@ -25,8 +25,7 @@ def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint ({first})") from None
+        raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint ({load_error_reason(err)})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import load_error_reason
 from ..state_io import UnsafeCheckpointError
 from .clip_hf import ImageEncoder, build_clip_problem, merge_keys
 from .memory import as_device, as_dtype, warn_low_precision_states
@@ -134,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False,
         if not allow_pickle:
             raise UnsafeCheckpointError(
                 f"{path} is not a plain state dict (torch.load(weights_only=True) refused it: "
-                f"{str(err).splitlines()[0][:200]}). If it is a task_vectors checkpoint you trust, pass "
+                f"{load_error_reason(err)}). If it is a task_vectors checkpoint you trust, pass "
                 f"allow_pickle=True once and convert it with convert_checkpoint().") from None
     warnings.warn(f"allow_pickle=True: unpickling {path} with a restricted unpickler; only do this for files "
                   f"from a source you trust", UserWarning, stacklevel=2)
