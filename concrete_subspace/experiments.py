@@ -769,7 +769,7 @@ def masked_individual_table(problem: MergeProblem, records: Mapping[str, RunReco
         rows.append({"model": "individual", "task": task, "accuracy": evaluate(problem, full, tasks=[task])[task]})
         for method, mask in masks.items():
             state = masked_merge(problem.pretrained, [vector], [1.0], mask)
-            rows.append({"model": f"masked by {method}", "task": task, "accuracy": evaluate(problem, state, tasks=[task])[task]})
+            rows.append({"model": f"masked by {pretty(method)}", "task": task, "accuracy": evaluate(problem, state, tasks=[task])[task]})
     table = pd.DataFrame(rows)
     averages = table.groupby("model", sort=False)["accuracy"].mean().reset_index().assign(task="average")
     return pd.concat([table, averages], ignore_index=True)

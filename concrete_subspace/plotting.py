@@ -195,7 +195,12 @@ def mask_density_figure(density: pd.DataFrame, path=None) -> plt.Figure:
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
     axes[0].set(ylabel="density (σ(x) > 0.5)")
     axes[1].set(ylabel="mean σ(x)", xlabel="merged tensor (grouped by layer)")
-    axes[1].set_xticks(starts["index"], starts["layer"], rotation=30, fontsize=7)
+    shown, last = [], -10
+    for idx, layer in zip(starts["index"], starts["layer"]):  # skip labels that would overlap their neighbour
+        if idx - last >= 4:
+            shown.append((idx, layer))
+            last = idx
+    axes[1].set_xticks([i for i, _ in shown], [name for _, name in shown], rotation=30, fontsize=7)
     axes[0].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return save(fig, path)
@@ -239,8 +244,13 @@ def ablation_figure(tables: Mapping[str, pd.DataFrame], path=None) -> plt.Figure
         if not rows.empty:
             ax.plot(rows[x], rows["accuracy"], marker="o", color=colors.get(method), label=pretty(method), **kw)
 
-    line(axes[0], tables.get("temperature", pd.DataFrame()), "temperature", "concrete_task_arithmetic")
+    temperature = tables.get("temperature", pd.DataFrame())
+    line(axes[0], temperature, "temperature", "concrete_task_arithmetic")
     axes[0].set(xscale="log", xlabel="temperature λ", ylabel="average accuracy (%)", title="temperature")
+    if not temperature.empty:
+        ticks = sorted(set(temperature["temperature"]))
+        axes[0].set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axes[0].minorticks_off()
     steps = tables.get("steps", pd.DataFrame())
     line(axes[1], steps.rename(columns={}), "step", "concrete_task_arithmetic")
     axes[1].set(xlabel="Concrete TA steps", title="steps")

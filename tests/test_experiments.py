@@ -81,8 +81,8 @@ def test_masked_individual_and_eval_masks(tmp_path):
     problem = make_toy_problem()
     run = ex.run_cached(problem, "concrete_task_arithmetic", ex.method_params("concrete_task_arithmetic", steps=2),
                         cache_dir=tmp_path, verbose=False)
-    masked = ex.masked_individual_table(problem, {"cta": run})
-    assert set(masked["model"]) == {"individual", "masked by cta"}
+    masked = ex.masked_individual_table(problem, {"concrete_task_arithmetic": run})
+    assert set(masked["model"]) == {"individual", "masked by Concrete Task Arithmetic"}
     kinds = ex.eval_mask_table(problem, run, ["sample", "expected", "hard"])
     sample = kinds[(kinds["eval_mask"] == "sample") & (kinds["task"] == "average")]["accuracy"].iloc[0]
     assert sample == pytest.approx(run.average)  # the run itself is evaluated with the 'sample' mask
