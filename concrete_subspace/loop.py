@@ -74,8 +74,9 @@ def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, d
     Each task's forward/backward runs alone into a detached copy of the merged parameters, then the summed
     gradient goes once through the merge graph: peak memory is one task's activations, not T of them.
     """
-    leaf = flat.detach().requires_grad_(True)
-    params = layout.unflatten(leaf)
+    # one leaf per tensor (views of the detached merge): each task's backward accumulates straight into them, with no
+    # P-sized gradient of the whole flat vector built per task while that task's activations are alive
+    params = {k: v.requires_grad_(True) for k, v in layout.unflatten(flat.detach()).items()}
     losses = {}
     for task in problem.task_names:
         logits = problem.task_logits(task, forward(problem.model, params, unlabeled(problem, task, data_step)))
@@ -88,7 +89,7 @@ def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, d
                                      "check the inputs, the learning rates and the task vectors")
         loss.backward()
     if flat.requires_grad:
-        flat.backward(leaf.grad)
+        flat.backward(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()]))
     return losses
 
 
