@@ -375,10 +375,13 @@ def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFra
     them = pd.DataFrame(theirs)
     if not set(keys) <= set(them.columns) or not set(keys) <= set(ours.columns):
         return pd.DataFrame()
-    them = them[keys + ["step_seconds_median", "peak_bytes", "steps"]].rename(
-        columns={"step_seconds_median": "fb_step_seconds", "peak_bytes": "fb_peak_bytes", "steps": "fb_steps"})
-    merged = ours[keys + ["step_seconds_median", "peak_bytes", "steps"]].merge(them, on=keys, how="inner")
+    values = ["step_seconds_median", "step_cpu_seconds_median", "peak_bytes", "steps"]
+    them = them.reindex(columns=keys + values).rename(
+        columns={"step_seconds_median": "fb_step_seconds", "step_cpu_seconds_median": "fb_step_cpu_seconds",
+                 "peak_bytes": "fb_peak_bytes", "steps": "fb_steps"})
+    merged = ours.reindex(columns=keys + values).merge(them, on=keys, how="inner")
     merged["step_time_ratio"] = merged["step_seconds_median"] / merged["fb_step_seconds"]
+    merged["step_cpu_ratio"] = merged["step_cpu_seconds_median"] / merged["fb_step_cpu_seconds"]
     merged["peak_memory_ratio"] = merged["peak_bytes"] / merged["fb_peak_bytes"]
     return merged
 
@@ -437,20 +440,23 @@ def format_table(table: "pandas.DataFrame") -> str:
     """A compact text table: step time (median, s), peak memory (GiB), task-vector build time (s)."""
     if table.empty:
         return "(no rows)"
-    lines = [f"{'case':8} {'method':32} {'stage':26} {'step s':>8} {'peak GiB':>9} {'build s':>8} {'n':>3}"]
+    lines = [f"{'case':8} {'method':32} {'stage':26} {'step s':>8} {'cpu s':>8} {'peak GiB':>9} {'build s':>8} {'n':>3}"]
     for r in table.to_dict(orient="records"):
         if isinstance(r.get("skipped"), str) or isinstance(r.get("error"), str):
             lines.append(f"{r['case']:8} {r['method']:32} {'SKIPPED: ' + r['skipped'] if isinstance(r.get('skipped'), str) else 'ERROR: ' + r['error']}")
             continue
         build = r.get("build_vectors_seconds")
+        cpu = r.get("step_cpu_seconds_median")
         lines.append(f"{r['case']:8} {r['method']:32} {r['stage']:26} {r['step_seconds_median']:8.3f} "
+                     f"{cpu if cpu is not None else float('nan'):8.3f} "
                      f"{r['peak_bytes'] / 2**30:9.2f} {build if build is not None else float('nan'):8.2f} {r['steps']:3d}")
     comparison = table.attrs.get("comparison")
     if comparison is not None and not comparison.empty:
         lines += ["", "vs fusion_bench 0.2.33 (ours / theirs; < 1 is better)",
-                  f"{'case':8} {'method':32} {'stage':26} {'step ratio':>10} {'peak ratio':>10}"]
+                  f"{'case':8} {'method':32} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}"]
         for r in comparison.to_dict(orient="records"):
-            lines.append(f"{r['case']:8} {r['method']:32} {r['stage']:26} {r['step_time_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}")
+            lines.append(f"{r['case']:8} {r['method']:32} {r['stage']:26} {r['step_time_ratio']:10.2f} "
+                         f"{r['step_cpu_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}")
     return "\n".join(lines)
 
 
