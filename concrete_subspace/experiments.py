@@ -683,15 +683,13 @@ def _run_robustness_paper(config: RobustnessConfig, tasks: Sequence[str]):
     """Paper scale: Hub CLIP with each test set corrupted after resize/crop (data.paper.clip_image_transform)."""
     from .data.corruptions import corruption_transform
     from .data.paper import clip_image_transform, load_vision_test_set
+    from .models.clip_hub import build_clip_hub_problem
 
     rows, records = [], {}
     for corruption in corruption_names(config):
-        size = 224 if config.arch == "ViT-B-32" else 224
-        transform = clip_image_transform(size, corruption=None if corruption == "clean" else
+        transform = clip_image_transform(224, corruption=None if corruption == "clean" else
                                          corruption_transform(corruption, config.severity, config.seed))
         test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
-        from .models.clip_hub import build_clip_hub_problem
-
         problem = build_clip_hub_problem(config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets)
         problem = dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})
         runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})

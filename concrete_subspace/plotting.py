@@ -132,7 +132,7 @@ def robustness_figure(table: pd.DataFrame, path=None, title: str = "") -> plt.Fi
     sns.barplot(data=avg, x="corruption", y="accuracy", hue="method", hue_order=order,
                 palette={m: colors.get(m) for m in order}, ax=ax)
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, [pretty(m) for m in labels], frameon=False, fontsize=7, ncol=2, loc="lower left")
+    ax.legend(handles, [pretty(m) for m in labels], frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set(xlabel="", ylabel="average accuracy (%)", title=title)
     ax.tick_params(axis="x", rotation=25)
     return save(fig, path)
