@@ -24,11 +24,11 @@ from torch import Tensor
 
 from .adamerging import (adapt_coefficients, check_init, effective_coefficients, init_coefficients, prepare_vectors,
                          registry_variant)
-from .loop import Checkpointer, RunState, entropy_backward, evaluator, optimise
+from .loop import Checkpointer, RunState, check_test_time_data, entropy_backward, evaluator, optimise, parse_dtype
 from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits, sample_concrete
-from .merging import MergeResult, apply_mask_flat, combine, merge_flat
+from .merging import MergeResult, apply_mask_flat, merge_flat
 from .problem import MergeProblem
-from .task_vectors import ParamLayout
+from .task_vectors import ParamLayout, sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
 
@@ -59,9 +59,11 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     _check_common(temperature, eval_mask)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
-    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress)
-    summed = combine(vectors, torch.full((len(vectors),), float(scaling), device=theta0.device), layout)
-    del vectors  # only λ Σ τ_i is needed from here on
+    check_test_time_data(problem)
+    # λ is fixed, so only λ Σ τ_i is needed: summed as the models stream in (never T task vectors at once)
+    layout, summed = sum_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
+                                      scaling=float(scaling), dtype=parse_dtype(vector_dtype), progress=progress)
+    theta0 = layout.flatten(problem.pretrained)
     logits = init_logits(layout.num_params, init_logit, device=theta0.device).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)

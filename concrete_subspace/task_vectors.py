@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -114,6 +114,24 @@ class ParamLayout:
         return torch.repeat_interleave(torch.arange(len(self.keys), device=device), sizes)
 
 
+def flat_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *,
+                      progress: bool = False) -> Iterator[tuple[str, Tensor]]:
+    """Yield ``(task, flat τ)`` one fine-tuned model at a time, validated (16-bit models are differenced in float32)."""
+    check_finite(pretrained, name="pre-trained model")
+    layout = ParamLayout.of(pretrained)
+    theta0 = layout.flatten(pretrained)
+    work = torch.promote_types(theta0.dtype, torch.float32)
+    for task in tqdm(list(tasks), desc="task vectors", disable=not progress):
+        finetuned = load_finetuned(task)
+        check_compatible(pretrained, finetuned, name=f"fine-tuned model {task!r}")
+        check_finite(finetuned, name=f"fine-tuned model {task!r}")
+        vector = layout.flatten(finetuned).to(theta0.device, work) - theta0.to(work)
+        del finetuned
+        if not vector.any():
+            warnings.warn(f"fine-tuned model {task!r}: task vector is all zeros (identical to the pre-trained model)", ZeroTaskVectorWarning, stacklevel=2)
+        yield task, vector
+
+
 def stack_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *,
                        dtype: torch.dtype | None = None, progress: bool = False) -> tuple[ParamLayout, Tensor]:
     """Stream the fine-tuned models one at a time into a [T, P] matrix of flat task vectors.
@@ -122,17 +140,25 @@ def stack_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], St
     in a narrower type to halve their memory.
     """
     tasks = list(tasks)
-    check_finite(pretrained, name="pre-trained model")
     layout = ParamLayout.of(pretrained)
-    theta0 = layout.flatten(pretrained)
-    stacked = torch.empty(len(tasks), layout.num_params, dtype=dtype or theta0.dtype, device=theta0.device)
-    for row, task in enumerate(tqdm(tasks, desc="task vectors", disable=not progress)):
-        finetuned = load_finetuned(task)
-        check_compatible(pretrained, finetuned, name=f"fine-tuned model {task!r}")
-        check_finite(finetuned, name=f"fine-tuned model {task!r}")
-        work = torch.promote_types(theta0.dtype, torch.float32)  # differences of bf16/fp16 models in float32
-        stacked[row] = layout.flatten(finetuned).to(theta0.device, work) - theta0.to(work)
-        del finetuned
-        if not stacked[row].any():
-            warnings.warn(f"fine-tuned model {task!r}: task vector is all zeros (identical to the pre-trained model)", ZeroTaskVectorWarning, stacklevel=2)
+    first = pretrained[layout.keys[0]]
+    stacked = torch.empty(len(tasks), layout.num_params, dtype=dtype or first.dtype, device=first.device)
+    for row, (_, vector) in enumerate(flat_task_vectors(pretrained, load_finetuned, tasks, progress=progress)):
+        stacked[row] = vector
     return layout, stacked
+
+
+def sum_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *,
+                     scaling: float = 1.0, dtype: torch.dtype | None = None, progress: bool = False) -> tuple[ParamLayout, Tensor]:
+    """λ Σ_i τ_i as one flat vector, streamed: only the running sum and one fine-tuned model are resident.
+
+    ``dtype`` rounds each task vector to that storage type first, as :func:`stack_task_vectors` would.
+    """
+    layout = ParamLayout.of(pretrained)
+    total = None
+    for _, vector in flat_task_vectors(pretrained, load_finetuned, tasks, progress=progress):
+        term = scaling * (vector if dtype is None else vector.to(dtype).to(vector.dtype))
+        total = term if total is None else total.add_(term)
+    if total is None:
+        raise ValueError("sum_task_vectors needs at least one task")
+    return layout, total
