@@ -122,7 +122,7 @@ A task vector is what fine-tuning added: τ_i = θ_i − θ0. We stream the fine
         code("""
 layout, vectors = stack_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names)
 theta0 = layout.flatten(problem.pretrained)
-norms = pd.Series(vectors.norm(dim=1).numpy(), index=problem.task_names, name="norm of task vector")
+norms = pd.Series(vectors.norm(dim=1).cpu().numpy(), index=problem.task_names, name="norm of task vector")
 print("task-vector matrix:", tuple(vectors.shape))
 norms.to_frame()
 """),
@@ -167,8 +167,8 @@ Logits start at 0 (keep probability 0.5). With λ = 0.5 a sample is a continuous
 up near 0 and 1. Randomness always comes from an explicit `torch.Generator`, so this cell is reproducible.
 """),
         code("""
-generator = torch.Generator().manual_seed(config.seed)
-logits = init_logits(layout.num_params)
+generator = torch.Generator(device=theta0.device).manual_seed(config.seed)
+logits = init_logits(layout.num_params, device=theta0.device)
 mask = sample_concrete(logits, 0.5, generator)
 print(f"sample: min {mask.min():.3f}, max {mask.max():.3f}, mean {mask.mean():.3f}, "
       f"fraction > 0.5: {(mask > 0.5).float().mean():.3f}")
@@ -193,10 +193,10 @@ gradient through the merge into the logits.
 """),
         code("""
 scaling, temperature, lr = 0.3, 0.5, 1e-3
-summed = combine(vectors, torch.full((T,), scaling), layout)       # λ Σ τ_i, computed once
-x = init_logits(layout.num_params).requires_grad_(True)
+summed = combine(vectors, torch.full((T,), scaling, device=vectors.device), layout)       # λ Σ τ_i, computed once
+x = init_logits(layout.num_params, device=theta0.device).requires_grad_(True)
 optimizer = torch.optim.Adam([x], lr=lr)
-generator = torch.Generator().manual_seed(config.seed)
+generator = torch.Generator(device=theta0.device).manual_seed(config.seed)
 m = sample_concrete(x, temperature, generator)                       # a differentiable sample
 losses = entropy_backward(problem, apply_mask_flat(theta0, summed, m, layout), layout, 0)
 grad_norm = float(x.grad.norm())
@@ -210,7 +210,7 @@ same seed reproduces our hand-made logits:
 """),
         code("""
 one = ex.run_method("concrete_task_arithmetic", problem, steps=1, seed=config.seed, progress=False)
-same = torch.allclose(one.extras["mask_logits"], x.detach(), atol=1e-7)
+same = torch.allclose(one.extras["mask_logits"], x.detach().cpu(), atol=1e-7)
 print("library step == hand-written step:", same)
 """, check=True),
         md("""
