@@ -73,6 +73,8 @@ config
 
 def write_nb(name: str, cells: list) -> None:
     nb = new_notebook(cells=cells)
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating an unchanged notebook changes nothing
+        cell.id = f"cell-{i:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nbformat.write(nb, HERE / f"{name}.ipynb")
