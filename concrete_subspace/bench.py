@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from .checkpoint import atomic_write_bytes
+
 CASES = ("mini", "vit_b32")
 ALL_CASES = CASES + ("vit_tiny",)  # vit_tiny: a seconds-long smoke case, not part of the default run
 BENCH_METHODS = ("concrete_task_arithmetic", "layer_wise_adamerging", "layer_wise_concrete_adamerging")
@@ -216,10 +218,10 @@ class Probe:
 
 @contextlib.contextmanager
 def instrumented(probe: Probe) -> Iterator[None]:
-    """Wrap ``optimise`` (time each step) and ``prepare_vectors`` (time the build) in the method modules."""
+    """Wrap ``optimise`` (time each step) and the task-vector builders (time the build) in the method modules."""
     from . import adamerging, concrete
 
-    real_optimise, real_prepare = adamerging.optimise, adamerging.prepare_vectors
+    real_optimise = adamerging.optimise
 
     def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], *args, **kwargs):
         def timed(step: int) -> dict:
@@ -231,17 +233,21 @@ def instrumented(probe: Probe) -> Iterator[None]:
             return values
         return real_optimise(stage, steps, timed, *args, **kwargs)
 
-    def prepare_vectors(*args, **kwargs):
-        probe.sync()
-        start = time.perf_counter()
-        out = real_prepare(*args, **kwargs)
-        probe.sync()
-        probe.build_seconds.append(time.perf_counter() - start)
-        probe.build_peak = probe.peak()
-        return out
+    def timed_build(real: Callable) -> Callable:
+        def build(*args, **kwargs):
+            probe.sync()
+            start = time.perf_counter()
+            out = real(*args, **kwargs)
+            probe.sync()
+            probe.build_seconds.append(time.perf_counter() - start)
+            probe.build_peak = probe.peak()
+            return out
+        return build
 
     patched = [(adamerging, "optimise", optimise), (concrete, "optimise", optimise),
-               (adamerging, "prepare_vectors", prepare_vectors), (concrete, "prepare_vectors", prepare_vectors)]
+               (adamerging, "prepare_vectors", timed_build(adamerging.prepare_vectors)),
+               (concrete, "prepare_vectors", timed_build(concrete.prepare_vectors)),
+               (concrete, "sum_task_vectors", timed_build(concrete.sum_task_vectors))]  # CTA streams a sum
     saved = []
     for module, name, fn in patched:
         if not hasattr(module, name):
@@ -264,22 +270,12 @@ def method_params(method: str, total_steps: int, vector_dtype: str) -> dict:
 
 
 def versions() -> dict:
-    """Versions of the software that decides the timings."""
+    """Versions of the software and the hardware that decide the timings."""
     import torch
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
-    try:
-        import transformers
-        out["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    from . import __version__
-    out["concrete_subspace"] = __version__
-    if torch.cuda.is_available():
-        out["cuda"] = torch.version.cuda
-        out["gpu"] = torch.cuda.get_device_name()
-    return out
+    from .provenance import environment_info
+
+    return {**environment_info("cuda" if torch.cuda.is_available() else "cpu"), "cpu_count": os.cpu_count()}
 
 
 def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: int, threads: int,
@@ -386,14 +382,6 @@ def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFra
     return merged
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHODS, device: str = "cpu",
               steps: int | None = None, warmup: int | None = None, threads: int = 2, out: str | Path | None = None,
               vector_dtype: str = "float32", batch_size: int = 16, timeout: float | None = 3600,
@@ -430,8 +418,8 @@ def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHO
         out = Path(out)
         payload = {"versions": versions(), "threads": threads, "device": device, "rows": rows,
                    "comparison": comparison.to_dict(orient="records")}
-        atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str))
-        atomic_write_text(out.with_suffix(".csv"), table.drop(columns=["step_seconds_all"], errors="ignore").to_csv(index=False))
+        atomic_write_bytes(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str).encode())
+        atomic_write_bytes(out.with_suffix(".csv"), table.drop(columns=["step_seconds_all"], errors="ignore").to_csv(index=False).encode())
     table.attrs["comparison"] = comparison
     return table
 

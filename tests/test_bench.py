@@ -1,0 +1,25 @@
+"""The benchmark harness end to end on its seconds-long case (a tiny CLIP vision tower, 8 synthetic task vectors)."""
+
+import json
+
+import pytest
+
+from concrete_subspace.bench import main
+
+
+@pytest.mark.slow
+def test_bench_vit_tiny_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["--cases", "vit_tiny", "--methods", "concrete_task_arithmetic", "layer_wise_adamerging",
+                 "--steps", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "concrete_task_arithmetic" in printed and "layer_wise_adamerging" in printed
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["rows"] if isinstance(payload, dict) and "rows" in payload else payload
+    assert out.with_suffix(".csv").exists()
+    text = json.dumps(payload)
+    assert "torch" in text and "vit_tiny" in text
+    assert len(rows) >= 2
+    for row in rows:  # every method reports a step time, a peak and its task-vector build time
+        assert row["step_seconds_median"] > 0 and row["peak_bytes"] > 0
+        assert row["build_vectors_seconds"] is not None and row["build_vectors_seconds"] > 0, row["method"]
