@@ -104,8 +104,8 @@ def test_smoke_loads_with_transformers_alone(smoke_zoo):
     assert out.logits_per_image.shape == (1, len(prompts))
     assert feats.shape[-1] == clip.config.vision_config.hidden_size
     # the fine-tuned tower differs from the pre-trained one, keys match
-    pre = clip.vision_model.state_dict()
-    ft = vision.vision_model.state_dict()
+    pre = clip.vision_model.state_dict()  # transformers 5: CLIPModel.vision_model is the CLIPVisionModel body
+    ft = vision.state_dict()
     assert pre.keys() == ft.keys()
     assert any(not torch.equal(pre[k], ft[k]) for k in pre)
 

