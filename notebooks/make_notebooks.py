@@ -266,6 +266,8 @@ in the paper.
         md("Run (or reuse from the cache) every method. Each line reports the method's average accuracy and wall time."),
         code("""
 table, records = ex.run_multitask(config)
+"""),
+        code("""
 sorted(table["method"].unique())
 """, check=True),
         md("The table: methods × tasks, accuracy in percent, unweighted average over tasks last."),
@@ -486,6 +488,8 @@ beside plain AdaMerging and Concrete TA). The runs are those of notebook 01 (sam
         setup(n),
         code("""
 curves, records = ex.run_curves(config)
+"""),
+        code("""
 sorted(curves["stage"].unique())
 """, check=True),
         code("""
@@ -596,6 +600,8 @@ One factor at a time, around the scale's default CTA run (Task Arithmetic beside
         setup(n),
         code("""
 tables, records = ex.run_ablations(config)
+"""),
+        code("""
 sorted(tables)
 """, check=True),
         code("""
