@@ -70,6 +70,17 @@ def _as_tuple(value: Any, name: str) -> tuple | None:
     raise TypeError(f"{name} must be None, a comma-separated string or a list, got {type(value).__name__}")
 
 
+def check_checkpoints(checkpoints: Any, scale: str) -> None:
+    """``checkpoints`` (a task_vectors checkpoint directory) must be None or a non-empty path, and only at paper scale."""
+    if checkpoints is None:
+        return
+    if not isinstance(checkpoints, (str, os.PathLike)) or not str(checkpoints).strip():
+        raise TypeError(f"checkpoints must be None or a directory path (task_vectors layout), got {checkpoints!r}")
+    if scale != "paper":
+        raise ValueError(f"checkpoints={str(checkpoints)!r} selects the paper's open_clip task_vectors checkpoints, "
+                         f"which exist only at scale='paper' (got scale={scale!r}); use scale='paper' or checkpoints=None")
+
+
 @dataclass(frozen=True)
 class BaseConfig:
     """Fields shared by every notebook: scale (mini|paper), device, seed, tasks (None = all), steps (None = defaults), smoke."""
@@ -96,6 +107,7 @@ class BaseConfig:
                 object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name), f.name))
         if self.scale == "paper" and self.smoke:
             raise ValueError("smoke=True is a mini-scale option (tiny zoo); use scale='mini' with smoke=True")
+        check_checkpoints(getattr(self, "checkpoints", None), self.scale)
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class MultitaskConfig(BaseConfig):
 
     methods: tuple[str, ...] | None = None
     arch: str = "ViT-B-32"
+    checkpoints: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,7 @@ class GeneralizationConfig(BaseConfig):
 
     methods: tuple[str, ...] | None = HEADLINE_METHODS
     arch: str = "ViT-B-32"
+    checkpoints: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,7 @@ class RobustnessConfig(BaseConfig):
     corruptions: tuple[str, ...] | None = None
     severity: int = 3
     arch: str = "ViT-B-32"
+    checkpoints: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,7 @@ class CurvesConfig(BaseConfig):
 
     methods: tuple[str, ...] | None = TEST_TIME_METHODS
     arch: str = "ViT-B-32"
+    checkpoints: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +171,7 @@ class MaskConfig(BaseConfig):
 
     methods: tuple[str, ...] | None = ("concrete_task_arithmetic", "layer_wise_concrete_adamerging")
     arch: str = "ViT-B-32"
+    checkpoints: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,7 @@ class AblationConfig(BaseConfig):
     eval_masks: tuple[str, ...] | None = ("sample", "expected", "hard", "bernoulli")
     task_counts: tuple[int, ...] | None = (2, 4, 6, 8)
     arch: str = "ViT-B-32"
+    checkpoints: str | None = None
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {
@@ -208,13 +226,17 @@ def ensure_zoo(seed: int = 0, smoke: bool = False, progress: bool = True) -> Pat
 
 def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device: str = "cpu", split: str = "test",
                  seed: int = 0, smoke: bool = False, *, arch: str = "ViT-B-32", model: str = "flan-t5-base",
-                 batch_size: int = 16, limit: int | None = None, zoo_dir: str | Path | None = None) -> MergeProblem:
-    """The MergeProblem of a scale: the mini zoo (built if missing) or the paper's Hub models (CLIP or Flan-T5).
+                 batch_size: int = 16, limit: int | None = None, zoo_dir: str | Path | None = None,
+                 checkpoints: str | Path | None = None) -> MergeProblem:
+    """The MergeProblem of a scale: the mini zoo (built if missing) or the paper's models (CLIP or Flan-T5).
 
     ``split`` picks the mini zoo's test-time/evaluation split ('test' as in the paper, 'validation' for tuning);
     the paper scale always uses the test sets. ``model`` ('flan-t5-base'|'flan-t5-large') selects the GLUE problem
-    at paper scale when ``arch='flan-t5'``.
+    at paper scale when ``arch='flan-t5'``. Paper-scale CLIP comes from the Hub (fusion_bench's fine-tuned
+    models) unless ``checkpoints`` names a local folder of the paper's open_clip task_vectors checkpoints
+    (``zeroshot.pt``, ``<Dataset>/finetuned.pt``; see docs/paper_scale.md section 3).
     """
+    check_checkpoints(checkpoints, scale)
     if scale == "mini":
         from . import zoo
 
@@ -226,6 +248,8 @@ def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device
         raise ValueError("smoke=True exists only at scale='mini'")
     if split != "test":
         raise ValueError(f"the paper scale adapts and evaluates on the test sets; split={split!r} is mini-only")
+    if arch == "flan-t5" and checkpoints is not None:
+        raise ValueError("checkpoints= names open_clip task_vectors CLIP checkpoints; it cannot be used with arch='flan-t5'")
     if arch == "flan-t5":
         from .data.paper import GLUE_TASKS
         from .models.flan_t5 import build_flan_t5_problem
@@ -233,17 +257,25 @@ def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device
         size = model.removeprefix("flan-t5-")
         return build_flan_t5_problem(size, tuple(tasks or GLUE_TASKS), device=device, batch_size=batch_size,
                                      seed=seed, limit=limit)
-    from .models.clip_hub import build_clip_hub_problem
     from .models.templates import VISION_TASKS
+
+    if checkpoints is not None:
+        from .models.open_clip_ckpt import build_open_clip_problem
+
+        return build_open_clip_problem(checkpoints, arch, tuple(tasks or VISION_TASKS), device=device,
+                                       batch_size=batch_size, seed=seed, limit=limit, progress=True)
+    from .models.clip_hub import build_clip_hub_problem
 
     return build_clip_hub_problem(arch, tuple(tasks or VISION_TASKS), device=device, batch_size=batch_size, seed=seed,
                                   limit=limit, progress=True)
 
 
 def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs) -> MergeProblem:
-    """load_problem with the config's scale, device, seed and smoke (and its arch when it has one)."""
+    """load_problem with the config's scale, device, seed and smoke (and its arch and checkpoints when it has them)."""
     if hasattr(config, "arch"):
         kwargs.setdefault("arch", config.arch)
+    if hasattr(config, "checkpoints"):
+        kwargs.setdefault("checkpoints", config.checkpoints)
     return load_problem(config.scale, tasks if tasks is not None else config.tasks, config.device, "test",
                         config.seed, config.smoke, **kwargs)
 
@@ -514,7 +546,8 @@ def device_info(device: str) -> dict[str, Any]:
 def models_info(config: BaseConfig) -> dict[str, Any]:
     """Which models the results came from: the mini zoo's directory and manifest stamp, or the paper scale's arch."""
     if config.scale != "mini":
-        return {"scale": "paper", "arch": getattr(config, "arch", None), "model": getattr(config, "model", None)}
+        return {"scale": "paper", "arch": getattr(config, "arch", None), "model": getattr(config, "model", None),
+                "checkpoints": getattr(config, "checkpoints", None)}
     from .zoo import default_zoo_dir
 
     directory = default_zoo_dir(config.seed, config.smoke)
@@ -680,17 +713,23 @@ def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, Ru
 
 
 def _run_robustness_paper(config: RobustnessConfig, tasks: Sequence[str]):
-    """Paper scale: Hub CLIP with each test set corrupted after resize/crop (data.paper.clip_image_transform)."""
+    """Paper scale: Hub CLIP (or the task_vectors checkpoints) with each test set corrupted after resize/crop."""
     from .data.corruptions import corruption_transform
     from .data.paper import clip_image_transform, load_vision_test_set
     from .models.clip_hub import build_clip_hub_problem
+    from .models.open_clip_ckpt import build_open_clip_problem
 
     rows, records = [], {}
     for corruption in corruption_names(config):
-        transform = clip_image_transform(224, corruption=None if corruption == "clean" else
-                                         corruption_transform(corruption, config.severity, config.seed))
-        test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
-        problem = build_clip_hub_problem(config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets)
+        corrupt_fn = None if corruption == "clean" else corruption_transform(corruption, config.severity, config.seed)
+        if config.checkpoints is not None:  # test sets at the open_clip model's resolution, corrupted the same way
+            problem = build_open_clip_problem(config.checkpoints, config.arch, tasks, device=config.device,
+                                              seed=config.seed, corruption=corrupt_fn)
+        else:
+            transform = clip_image_transform(224, corruption=corrupt_fn)
+            test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
+            problem = build_clip_hub_problem(config.arch, tasks, device=config.device, seed=config.seed,
+                                             test_sets=test_sets)
         problem = dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})
         runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
         for method, record in runs.items():
@@ -734,13 +773,23 @@ def mask_density_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Names of the per-block containers (HF CLIP: encoder.layers.N, open_clip: transformer.resblocks.N) and of the
+#: open_clip stem tensors that HF CLIP keeps under 'embeddings'.
+BLOCK_CONTAINERS = ("layers", "resblocks")
+OPEN_CLIP_STEM = ("conv1", "class_embedding", "positional_embedding", "ln_pre")
+
+
 def layer_of(key: str) -> str:
-    """'vision_model.encoder.layers.3.mlp.fc1.weight' -> 'layer 3'; embeddings / final norms -> their module."""
+    """'vision_model.encoder.layers.3.mlp.fc1.weight' (or open_clip's '...resblocks.3...') -> 'layer 3';
+    embeddings (open_clip: conv1, class/positional embedding, ln_pre) -> 'embeddings'; final norms -> their module."""
     parts = key.split(".")
-    if "layers" in parts:
-        return f"layer {parts[parts.index('layers') + 1]}"
-    if "embeddings" in parts:
+    for container in BLOCK_CONTAINERS:
+        if container in parts[:-1]:
+            return f"layer {parts[parts.index(container) + 1]}"
+    if "embeddings" in parts or any(p in OPEN_CLIP_STEM for p in parts):
         return "embeddings"
+    if len(parts) == 2 and parts[0] == "vision_model":  # open_clip's projection 'vision_model.proj'
+        return parts[1]
     return parts[-2] if len(parts) > 1 else key
 
 

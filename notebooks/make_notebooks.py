@@ -36,7 +36,8 @@ def parameters(name: str):
     comments = {"scale": "mini: offline zoo on CPU; paper: Hub models on a GPU", "device": "cpu or cuda",
                 "tasks": "None: all tasks of the scale", "steps": "None: the scale defaults, at mini the zoo MINI_DEFAULTS",
                 "smoke": "True: tiny zoo and 2 steps, for CI", "figures_dir": "outputs go to figures_dir/scale/name/",
-                "cache_dir": "None: ~/.cache/concrete_subspace/results, shared by the notebooks"}
+                "cache_dir": "None: ~/.cache/concrete_subspace/results, shared by the notebooks",
+                "checkpoints": "paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP"}
     for f in dataclasses.fields(cls):
         default = f.default
         value = repr(default)

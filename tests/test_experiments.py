@@ -23,6 +23,30 @@ def test_config_coerces_lists_and_validates():
         ex.MultitaskConfig(scale="paper", smoke=True)
 
 
+def test_checkpoints_parameter_is_paper_only_and_on_every_vision_config():
+    with_arch = [cls for cls in ex.CONFIGS.values() if "arch" in cls.__dataclass_fields__]
+    assert len(with_arch) == 6 and all("checkpoints" in cls.__dataclass_fields__ for cls in with_arch)
+    assert ex.MultitaskConfig(scale="paper", checkpoints="/ckpt").checkpoints == "/ckpt"
+    with pytest.raises(ValueError, match="only at scale='paper'"):
+        ex.MultitaskConfig(checkpoints="/ckpt")  # scale='mini' by default
+    with pytest.raises(ValueError, match="only at scale='paper'"):
+        ex.config_from(ex.AblationConfig, {f: getattr(ex.AblationConfig(), f) for f in ex.AblationConfig.__dataclass_fields__}
+                       | {"checkpoints": "/ckpt"})
+    with pytest.raises(TypeError, match="checkpoints"):
+        ex.CurvesConfig(scale="paper", checkpoints="")
+    with pytest.raises(ValueError, match="only at scale='paper'"):
+        ex.load_problem("mini", checkpoints="/ckpt")  # before the zoo is touched
+
+
+def test_layer_of_hf_and_open_clip_keys():
+    hf = {"vision_model.encoder.layers.3.mlp.fc1.weight": "layer 3", "vision_model.embeddings.class_embedding":
+          "embeddings", "vision_model.post_layernorm.weight": "post_layernorm"}
+    oc = {"vision_model.transformer.resblocks.11.attn.in_proj_weight": "layer 11", "vision_model.conv1.weight":
+          "embeddings", "vision_model.class_embedding": "embeddings", "vision_model.ln_pre.bias": "embeddings",
+          "vision_model.ln_post.weight": "ln_post", "vision_model.proj": "proj"}
+    assert {k: ex.layer_of(k) for k in {**hf, **oc}} == {**hf, **oc}
+
+
 def test_config_from_names_missing_parameters():
     with pytest.raises(KeyError, match="lacks"):
         ex.config_from(ex.CurvesConfig, {"scale": "mini"})

@@ -353,6 +353,136 @@ def test_convert_checkpoint_to_safetensors(tmp_path, task_vectors_dir):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+# ---------------------------------------------------------------------------------------------- open_clip via the notebooks
+
+@pytest.fixture
+def paper_vision_offline(monkeypatch, task_vectors_dir, vision_data):
+    """The paper-scale loaders pointed at local stand-ins: the tiny open_clip instead of the 'openai' download
+    (zeroshot.pt has no text tower, so the heads need one) and the tiny saved datasets instead of the Hub ids."""
+    import copy
+    import open_clip
+    from concrete_subspace.data import paper
+    from concrete_subspace.models import open_clip_ckpt
+    _, clip = task_vectors_dir
+    calls = []
+
+    def fake_create_open_clip(arch, pretrained="openai", **kwargs):
+        calls.append((arch, pretrained))
+        return copy.deepcopy(clip), None, open_clip.get_tokenizer(arch)
+    monkeypatch.setattr(open_clip_ckpt, "create_open_clip", fake_create_open_clip)
+    for task in TASKS:
+        monkeypatch.setitem(paper.VISION_DATASETS, task, paper.VisionDatasetSpec(str(vision_data[task])))
+    return calls
+
+
+def notebook_config(cls, **parameters):
+    """A config built the way a notebook builds it: its defaults overridden by papermill parameters (config_from)."""
+    from dataclasses import fields
+    from concrete_subspace import experiments as ex
+    namespace = {f.name: f.default for f in fields(cls)} | parameters
+    return ex.config_from(cls, namespace)
+
+
+def test_multitask_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors_dir, paper_vision_offline):
+    """`papermill 01_multitask_table.ipynb -p scale paper -p checkpoints <dir>`: config -> problem -> table -> JSON."""
+    import time
+    from concrete_subspace import experiments as ex
+    root, _ = task_vectors_dir
+    config = notebook_config(ex.MultitaskConfig, scale="paper", checkpoints=str(root.parent), tasks="mnist,eurosat",
+                             methods=["task_arithmetic"], figures_dir=str(tmp_path / "figures"),
+                             cache_dir=str(tmp_path / "cache"))
+    started = time.perf_counter()
+    table, records = ex.run_multitask(config)
+    assert paper_vision_offline == [("ViT-B-32", "openai")]
+    assert set(table["method"]) == {"zero_shot", "individual", "task_arithmetic"}
+    assert set(table["task"]) == {*TASKS, "average"} and table["accuracy"].between(0, 100).all()
+    assert records["task_arithmetic"].params["scaling"] == pytest.approx(0.3)
+    out = ex.write_outputs(config, "01_multitask_table", {"multitask": table}, started=started, runs=records.values())
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["config"]["checkpoints"] == str(root.parent)
+    assert payload["models"] == {"scale": "paper", "arch": "ViT-B-32", "model": None, "checkpoints": str(root.parent)}
+    saved = json.loads((records["task_arithmetic"].directory / "record.json").read_text())
+    assert saved["context"]["family"] == "open_clip_task_vectors"  # the cache key tells the families apart
+
+
+def test_load_problem_with_checkpoints_matches_the_builder(task_vectors_dir, paper_vision_offline):
+    from concrete_subspace import experiments as ex
+    root, clip = task_vectors_dir
+    problem = ex.load_problem("paper", TASKS, "cpu", checkpoints=root.parent, batch_size=4, limit=5)
+    assert problem.info["family"] == "open_clip_task_vectors" and problem.info["limit"] == 5
+    assert problem.info["checkpoints"]["mnist"] == str(root / "MNIST" / "finetuned.pt")
+    assert problem.unlabeled_batch("eurosat", 0).shape == (4, 3, 32, 32)  # the model's image size, not 224
+    assert sum(len(y) for _, y in problem.eval_batches("mnist")) == 5
+    ref = clip.visual.state_dict()
+    assert all(torch.equal(v, ref[k.removeprefix("vision_model.")]) for k, v in problem.pretrained.items())
+
+
+def test_robustness_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors_dir, paper_vision_offline):
+    from concrete_subspace import experiments as ex
+    root, _ = task_vectors_dir
+    config = notebook_config(ex.RobustnessConfig, scale="paper", checkpoints=str(root.parent), tasks=list(TASKS),
+                             methods="task_arithmetic", corruptions="gaussian_noise", cache_dir=str(tmp_path / "cache"))
+    table, records = ex.run_robustness(config)
+    assert set(records) == {"clean/task_arithmetic", "gaussian_noise/task_arithmetic"}
+    assert set(table["corruption"]) == {"clean", "gaussian_noise"} and table["accuracy"].between(0, 100).all()
+    assert records["clean/task_arithmetic"].key != records["gaussian_noise/task_arithmetic"].key
+
+
+def test_mask_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors_dir, paper_vision_offline):
+    """06_mask_analysis on the open_clip family: Concrete TA's entropy gradients reach the mask; densities per block."""
+    from concrete_subspace import experiments as ex
+    root, _ = task_vectors_dir
+    config = notebook_config(ex.MaskConfig, scale="paper", checkpoints=str(root.parent), tasks=list(TASKS), steps=2,
+                             methods=["concrete_task_arithmetic"], cache_dir=str(tmp_path / "cache"))
+    problem = ex.problem_for(config)
+    records = ex.run_methods(problem, config.methods, config)
+    logits = records["concrete_task_arithmetic"].tensor("mask_logits")
+    assert logits.numel() == sum(v.numel() for v in problem.pretrained.values()) and logits.abs().max() > 0  # init: 0
+    density = ex.mask_density_table(records)
+    assert set(density["layer"]) == {"embeddings", "layer 0", "layer 1", "ln_post", "proj"}
+    assert density["density"].between(0, 1).all()
+    masked = ex.masked_individuals(config, problem, records)
+    assert set(masked["model"]) == {"individual", "masked by Concrete Task Arithmetic"}
+
+
+def test_checkpoints_parameter_errors(tmp_path, task_vectors_dir):
+    """Wrong scale, a missing folder and an incomplete one fail before any model is built, naming what is wrong."""
+    import shutil
+    from concrete_subspace import experiments as ex
+    root, _ = task_vectors_dir
+    with pytest.raises(ValueError, match="only at scale='paper'"):
+        ex.load_problem("mini", TASKS, checkpoints=str(root.parent))
+    with pytest.raises(ValueError, match="arch='flan-t5'"):
+        ex.load_problem("paper", ("rte",), arch="flan-t5", checkpoints=str(root.parent))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ex.load_problem("paper", TASKS, checkpoints=str(tmp_path / "nowhere"))
+    partial = tmp_path / "partial" / "ViT-B-32"
+    shutil.copytree(root, partial)
+    (partial / "EuroSAT" / "finetuned.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete") as err:
+        ex.load_problem("paper", TASKS, checkpoints=str(partial.parent))
+    assert str(partial / "EuroSAT" / "finetuned.pt") in str(err.value) and "MNIST" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"zeroshot\.pt"):
+        ex.load_problem("paper", TASKS, checkpoints=str(tmp_path / "partial" / "ViT-B-32" / "EuroSAT"))
+
+
+def test_convert_checkpoint_dir_makes_safe_copies_the_loader_prefers(tmp_path, task_vectors_dir):
+    import shutil
+    from concrete_subspace.models.open_clip_ckpt import checkpoint_paths, convert_checkpoint_dir, load_checkpoint
+    root, _ = task_vectors_dir
+    copy_root = tmp_path / "ckpt" / "ViT-B-32"
+    shutil.copytree(root, copy_root)
+    torch.save({"weight": torch.randn(10, 16), "bias": torch.zeros(10)}, copy_root / "head_MNIST.pt")
+    written = convert_checkpoint_dir(copy_root.parent, "ViT-B-32", TASKS)
+    assert sorted(p.name for p in written) == ["finetuned.safetensors"] * 2 + ["head_MNIST.safetensors",
+                                                                             "zeroshot.safetensors"]
+    paths = checkpoint_paths(copy_root.parent, "ViT-B-32", TASKS)
+    assert all(p.suffix == ".safetensors" for p in paths.values())
+    a, b = load_checkpoint(copy_root / "MNIST" / "finetuned.pt"), load_checkpoint(paths["mnist"])
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert convert_checkpoint_dir(copy_root.parent, "ViT-B-32", TASKS) == []  # already converted: nothing to do
+
+
 # ---------------------------------------------------------------------------------------------- Flan-T5 + LoRA
 
 GLUE_WORDS = ("yes no acceptable unacceptable positive negative entailment neutral contradiction 1.0 2.5 3.8 4.2 "

@@ -8,8 +8,8 @@ files are whole pickled ``ImageEncoder`` modules; reading those executes pickle 
 the explicit opt-in ``allow_pickle=True`` (a warning is issued). Even then a restricted unpickler refuses any
 global outside torch / open_clip / torchvision / numpy / PIL / the task_vectors ``src.*`` classes (those become
 inert stub modules), so e.g. ``os.system`` is never called; this narrows, but does not remove, the risk of a
-malicious file. Convert once with :func:`convert_checkpoint` (writes a safetensors state dict) and load the
-converted files safely from then on.
+malicious file. Convert once with :func:`convert_checkpoint` (writes a safetensors state dict), or a whole folder
+with :func:`convert_checkpoint_dir`, and load the converted files safely from then on.
 
 Mapping: a checkpoint key ``model.visual.X`` (or ``visual.X``) becomes the merged key ``vision_model.X`` of
 :class:`OpenCLIPImageEncoder`, a :class:`clip_hf.ImageEncoder` whose ``vision_model`` is open_clip's
@@ -218,6 +218,13 @@ def create_open_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", 
     return model, preprocess, open_clip.get_tokenizer(arch)
 
 
+def image_size(clip_model: nn.Module) -> int:
+    """Input resolution of an open_clip CLIP's visual tower (224 for the paper's ViT-B-32 and ViT-L-14)."""
+    size = getattr(clip_model.visual, "image_size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return int(size)
+
+
 @torch.no_grad()
 def zero_shot_head(clip_model: nn.Module, tokenizer: Callable, names: Sequence[str],
                    prompt_templates: Sequence[Callable[[str], str]], device: Any = None) -> Tensor:
@@ -241,38 +248,70 @@ def load_head(path: str | os.PathLike, *, allow_pickle: bool = False) -> Tensor:
     return state["weight"].float()
 
 
-def checkpoint_paths(root: str | os.PathLike, arch: str, tasks: Sequence[str]) -> dict[str, Path]:
-    """Paths of zeroshot and per-task finetuned checkpoints (a ``.safetensors`` conversion is preferred if present)."""
-    base = Path(root) / arch if (Path(root) / arch).is_dir() else Path(root)
+def prefer_converted(stem: Path) -> Path:
+    """``stem.safetensors`` when a converted copy exists, else ``stem.pt`` (which may not exist)."""
+    converted = stem.with_suffix(".safetensors")
+    return converted if converted.exists() else stem.with_suffix(".pt")
 
-    def pick(stem: Path) -> Path:
-        converted = stem.with_suffix(".safetensors")
-        return converted if converted.exists() else stem.with_suffix(".pt")
-    paths = {"zeroshot": pick(base / "zeroshot")}
+
+def convert_checkpoint_dir(root: str | os.PathLike, arch: str = "ViT-B-32", tasks: Sequence[str] = VISION_TASKS, *,
+                           allow_pickle: bool = False) -> list[Path]:
+    """Convert a task_vectors folder once: a ``.safetensors`` copy beside each ``.pt`` (zeroshot, finetuned, heads).
+
+    Files that already have a converted copy are skipped; the loaders then read the safe copies
+    (:func:`checkpoint_paths` prefers them), so the pickled originals are opened only here, with the opt-in.
+    """
+    paths = checkpoint_paths(root, arch, tasks)
+    base = paths["zeroshot"].parent
+    stems = [p.with_suffix("") for p in paths.values()] + [base / f"head_{TASK_DIRS[t]}" for t in tasks]
+    written = []
+    for stem in stems:
+        src, dst = stem.with_suffix(".pt"), stem.with_suffix(".safetensors")
+        if src.exists() and not dst.exists():
+            written.append(convert_checkpoint(src, dst, allow_pickle=allow_pickle))
+    return written
+
+
+def checkpoint_paths(root: str | os.PathLike, arch: str, tasks: Sequence[str]) -> dict[str, Path]:
+    """Paths of zeroshot and per-task finetuned checkpoints (a ``.safetensors`` conversion is preferred if present).
+
+    ``root`` is the task_vectors checkpoint folder or its ``<arch>`` subfolder; a missing folder or file fails here,
+    before any model is built, with the expected path of each missing file.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"task_vectors checkpoint directory {str(root)!r} does not exist (expected "
+                                f"{root}/{arch}/zeroshot.pt and {root}/{arch}/<Dataset>/finetuned.pt)")
+    base = root / arch if (root / arch).is_dir() else root
+    paths = {"zeroshot": prefer_converted(base / "zeroshot")}
     for t in tasks:
         if t not in TASK_DIRS:
             raise KeyError(f"unknown vision task {t!r}; known: {list(VISION_TASKS)}")
-        paths[t] = pick(base / TASK_DIRS[t] / "finetuned")
-    missing = {k: str(p) for k, p in paths.items() if not p.exists()}
+        paths[t] = prefer_converted(base / TASK_DIRS[t] / "finetuned")
+    missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"task_vectors checkpoints missing under {base}: {missing}")
+        raise FileNotFoundError(f"task_vectors checkpoints incomplete under {base}: missing {missing} "
+                                f"(each may also be a converted .safetensors file)")
     return paths
 
 
 def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-B-32",
-                            tasks: Sequence[str] = VISION_TASKS, *, test_sets: Mapping[str, Any],
+                            tasks: Sequence[str] = VISION_TASKS, *, test_sets: Mapping[str, Any] | None = None,
                             unlabeled_sets: Mapping[str, Any] | None = None, clip_model: nn.Module | None = None,
                             tokenizer: Callable | None = None, pretrained: str | None = "openai",
                             class_names: Mapping[str, Sequence[str]] | None = None, use_head_files: bool = True,
                             allow_pickle: bool = False, device: Any = None, dtype: Any = None, batch_size: int = 16,
-                            eval_batch_size: int = 128, seed: int = 0, progress: bool = False):
+                            eval_batch_size: int = 128, seed: int = 0, limit: int | None = None,
+                            corruption: Callable[[Tensor], Tensor] | None = None, cache_dir: str | None = None,
+                            progress: bool = False):
     """:class:`MergeProblem` from task_vectors checkpoints: θ0 = zeroshot.pt's visual tower, θ_t = finetuned.pt.
 
     ``clip_model``/``tokenizer`` (an open_clip CLIP and its tokenizer) provide the architecture and the text
     tower for the heads; by default ``open_clip.create_model_and_transforms(arch, pretrained)``. Heads come
     from ``head_<Dataset>.pt`` when present and ``use_head_files``, else from the templates. ``test_sets`` are
-    per-task datasets of preprocessed ``(pixels, label)`` (e.g. ``data.paper.load_vision_test_set`` with the
-    open_clip preprocessing); ``unlabeled_sets`` defaults to them.
+    per-task datasets of preprocessed ``(pixels, label)``; a task without one gets its Hub test split
+    (``data.paper.load_vision_test_set``, first ``limit`` images) through ``clip_image_transform`` at the model's
+    image size, with ``corruption`` applied before normalisation. ``unlabeled_sets`` defaults to the test sets.
     """
     from tqdm.auto import tqdm
     tasks = tuple(tasks)
@@ -285,6 +324,13 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
         import open_clip
         tokenizer = open_clip.get_tokenizer(arch)
     clip_model = clip_model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    test_sets = dict(test_sets or {})
+    if any(t not in test_sets for t in tasks):
+        from ..data.paper import clip_image_transform, load_vision_test_set
+        transform = clip_image_transform(image_size(clip_model), corruption=corruption)
+        for t in tasks:
+            if t not in test_sets:
+                test_sets[t] = load_vision_test_set(t, transform=transform, limit=limit, cache_dir=cache_dir)
     encoder = OpenCLIPImageEncoder(clip_model.visual)
     reference = {k: p.detach() for k, p in encoder.named_parameters() if k in set(merge_keys(encoder))}
     buffers = {MERGED_PREFIX + k for k, _ in clip_model.visual.named_buffers()}
@@ -310,7 +356,7 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
     heads = {}
     base = paths["zeroshot"].parent
     for task in tqdm(tasks, desc="zero-shot heads", disable=not progress):
-        head_file = base / f"head_{TASK_DIRS[task]}.pt"
+        head_file = prefer_converted(base / f"head_{TASK_DIRS[task]}")
         if use_head_files and head_file.exists():
             heads[task] = load_head(head_file, allow_pickle=allow_pickle).to(device)
             continue
@@ -320,7 +366,7 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
         heads[task] = zero_shot_head(clip_model, tokenizer, names[task], templates(task), device=device)
     info = {"family": "open_clip_task_vectors", "arch": arch, "checkpoint_dir": str(checkpoint_dir),
             "checkpoints": {k: str(p) for k, p in paths.items()}, "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."), "allow_pickle": allow_pickle}
+            "dtype": str(dtype).removeprefix("torch."), "allow_pickle": allow_pickle, "limit": limit}
     return build_clip_problem(encoder, heads, load_finetuned, unlabeled_sets or test_sets, test_sets,
                               batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
                               transform=lambda x: x.to(device=device, dtype=dtype), info=info)
