@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import platform
@@ -38,12 +37,12 @@ METHODS = ("concrete_task_arithmetic", "layer_wise_adamerging", "layer_wise_conc
 
 
 def load_bench_module():
-    """Our bench module loaded from its file alone (its case helpers need only torch; no package import)."""
-    spec = importlib.util.spec_from_file_location("cs_bench", ROOT / "concrete_subspace" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cs_bench"] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
+    """Our bench module (its case helpers need only torch and transformers; the package imports in this venv too)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import concrete_subspace.bench as bench
+
+    return bench
 
 
 class SyntheticPool:
