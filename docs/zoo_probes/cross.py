@@ -1,20 +1,15 @@
-import json, sys
-from dataclasses import replace
+"""Cross-task effect of one expert: accuracy change on every task of theta0 + lam * tau_s vs zero-shot.
+
+    python cross.py ZOO PROBE.pt LEVELS_JSON LAMBDA
+"""
+import sys
 import numpy as np, torch
-from transformers import CLIPModel
 from concrete_subspace import zoo
-from concrete_subspace.data import mini
-from concrete_subspace.models.clip_hf import ImageEncoder, zero_shot_head
-src, states, levels, lam = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
-torch.set_num_threads(1)
-for t, l in levels.items(): mini.TASKS[t] = replace(mini.TASKS[t], level=l)
-cfg = zoo.mini_config()
-clip = CLIPModel.from_pretrained(f"{src}/pretrained").eval()
-tok = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
-heads = {t: zero_shot_head(clip, tok, mini.TASKS[t].classnames, mini.TASKS[t].templates) for t in cfg.tasks}
-enc = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
+from common import setup, split
+src, states, lam = sys.argv[1], sys.argv[2], float(sys.argv[4])
+cfg, enc, _, heads = setup(src, sys.argv[3])
 st = torch.load(states, weights_only=True); th = st["theta0"]
-val = {t: tuple(torch.from_numpy(a) for a in mini.make_task_split(t, "validation", 0, replace(cfg.sizes, validation=300))) for t in cfg.tasks}
+val = {t: split(cfg, t, "validation", 300) for t in cfg.tasks}
 def acc(p, t): return zoo._accuracy(zoo.predict_logits(enc, p, heads[t], val[t][0]), val[t][1])
 zs = {t: acc(th, t) for t in cfg.tasks}
 print("zs", zs)
