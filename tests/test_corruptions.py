@@ -105,3 +105,15 @@ def test_indexed_corruption_is_order_independent():
     b = C.corrupt_indexed(x, 5, "gaussian_noise", 2, seed=1)
     assert torch.equal(a, b)
     assert not torch.equal(a, C.corrupt_indexed(x, 6, "gaussian_noise", 2, seed=1))
+
+
+def test_transform_noise_depends_on_the_image_not_on_read_order():
+    """The dataset transform used by the paper robustness path: same image -> same noise, in any order."""
+    first, second = image(), image() * 0.5
+    t_forward = C.corruption_transform("gaussian_noise", 3, seed=2)
+    t_backward = C.corruption_transform("gaussian_noise", 3, seed=2)
+    a1, a2 = t_forward(first), t_forward(second)
+    b2, b1 = t_backward(second), t_backward(first)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert torch.equal(t_forward(first), a1)  # reading an image again gives the same corruption
+    assert not torch.equal(a1, C.corruption_transform("gaussian_noise", 3, seed=3)(first))

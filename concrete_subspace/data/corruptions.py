@@ -22,6 +22,8 @@ function of (image, severity, generator state). Apply them after the CLIP resize
 
 from __future__ import annotations
 
+import zlib
+
 import io
 import math
 from typing import Any, Callable
@@ -238,15 +240,14 @@ def corrupt(image: Any, name: str, severity: int = 1, *, generator: torch.Genera
 
 
 def corruption_transform(name: str, severity: int = 1, seed: int = 0) -> Callable[[Tensor], Tensor]:
-    """[3,H,W] -> corrupted [3,H,W], each call with its own generator seeded from (seed, call count).
+    """[3,H,W] -> corrupted [3,H,W]; the noise of each image is seeded from (seed, CRC-32 of its pixels).
 
-    For a reproducible test set independent of access order, prefer :func:`corrupt_indexed`.
+    So a test set gets the same corruption whatever order (or how often) its images are read; for datasets with
+    stable indices, :func:`corrupt_indexed` seeds from the index instead.
     """
-    calls = {"n": 0}
-
     def transform(pixels: Tensor) -> Tensor:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + calls["n"])
-        calls["n"] += 1
+        digest = zlib.crc32(pixels.detach().cpu().contiguous().numpy().tobytes())
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + digest)
         return corrupt(pixels, name, severity, generator=gen)
     return transform
 
