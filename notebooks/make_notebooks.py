@@ -65,6 +65,7 @@ from concrete_subspace import experiments as ex, plotting as pl, reference as re
 {extra_imports}
 started = time.perf_counter()
 config = ex.config_from(ex.{cls}, globals())
+ex.set_threads(config)  # 1 CPU thread at mini scale: robust on shared machines (see its docstring)
 out = ex.out_dir(config, "{name}")
 out.mkdir(parents=True, exist_ok=True)
 pd.set_option("display.precision", 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import torch
 import pytest
 
 from concrete_subspace import experiments as ex
@@ -128,3 +129,17 @@ def test_figures_save_png_and_pdf(tmp_path):
 
     pl.temperature_figure(path=tmp_path / "t")
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.pdf").stat().st_size > 0
+
+
+def test_set_threads_one_at_mini_cpu_env_overrides_and_bad_env_is_named(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(ex.THREADS_ENV, raising=False)
+        assert ex.set_threads(ex.MultitaskConfig()) == 1
+        monkeypatch.setenv(ex.THREADS_ENV, "2")
+        assert ex.set_threads(ex.MultitaskConfig()) == 2
+        monkeypatch.setenv(ex.THREADS_ENV, "two")
+        with pytest.raises(ValueError, match="CONCRETE_SUBSPACE_THREADS"):
+            ex.set_threads(ex.MultitaskConfig())
+    finally:
+        torch.set_num_threads(before)
