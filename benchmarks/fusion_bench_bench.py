@@ -145,6 +145,21 @@ def clock():
     return time.perf_counter(), time.process_time()
 
 
+def case_vision_model(case, device="cpu"):
+    """The case's randomly initialised CLIPVisionModel (same seed and config as ours), all parameters trainable:
+    fusion_bench merges the parameters that require grad (all of the tower)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=case.hidden, intermediate_size=case.mlp, num_hidden_layers=case.layers,
+                              num_attention_heads=case.heads, image_size=case.image, patch_size=case.patch,
+                              projection_dim=case.projection)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(case.seed)
+        pretrained = CLIPVisionModel(config).to(device).eval()
+    return pretrained.requires_grad_(True)
+
+
 def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b32"):
     """Run one fusion_bench loop in this process; rows per stage like concrete_subspace.bench.measure."""
     import torch
@@ -154,15 +169,7 @@ def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b
     case = bench.VIT_CASES[case_name]
     rss_start = bench.current_rss()
     t0 = time.perf_counter()
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    config = CLIPVisionConfig(hidden_size=case.hidden, intermediate_size=case.mlp, num_hidden_layers=case.layers,
-                              num_attention_heads=case.heads, image_size=case.image, patch_size=case.patch,
-                              projection_dim=case.projection)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(case.seed)
-        pretrained = CLIPVisionModel(config).to(device).eval()
-    pretrained.requires_grad_(True)  # fusion_bench merges the parameters that require grad (all of the tower)
+    pretrained = case_vision_model(case, device)
     setup_seconds = time.perf_counter() - t0
     num_params = sum(p.numel() for p in pretrained.parameters())
     pool = SyntheticPool(bench, case, pretrained, device)

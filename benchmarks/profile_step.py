@@ -151,16 +151,7 @@ def profile_fusion_bench(method: str, warmup: int, case) -> dict:
     fb = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fb)
     bench = fb.load_bench_module()
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    config = CLIPVisionConfig(hidden_size=case.hidden, intermediate_size=case.mlp, num_hidden_layers=case.layers,
-                              num_attention_heads=case.heads, image_size=case.image, patch_size=case.patch,
-                              projection_dim=case.projection)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(case.seed)
-        pretrained = CLIPVisionModel(config).eval()
-    pretrained.requires_grad_(True)
-    pool = fb.SyntheticPool(bench, case, pretrained, "cpu")
+    pool = fb.SyntheticPool(bench, case, fb.case_vision_model(case, "cpu"), "cpu")
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     out = {}
 
