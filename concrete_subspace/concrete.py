@@ -19,6 +19,8 @@ and offer the quirk as an option. Results are the last step, as in the paper.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor
 
@@ -41,6 +43,17 @@ def _check_common(temperature: float, eval_mask: str) -> None:
 
 def _mask_extras(logits: Tensor, layout: ParamLayout) -> dict:
     return {"mask_logits": logits.detach().cpu(), "layout_keys": list(layout.keys), "mask_density": density(logits, layout)}
+
+
+def mask_digest(mask: Tensor) -> str:
+    """SHA-256 of a mask's float32 values: identifies the exact mask a final model used."""
+    return hashlib.sha256(mask.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def eval_mask_record(mask: Tensor, kind: str, seed: int, temperature: float) -> dict:
+    """How to redraw the exact mask of the final model (kind, generator seed, temperature, device) and its digest."""
+    return {"kind": kind, "seed": int(seed), "temperature": float(temperature), "device": str(mask.device),
+            "sha256": mask_digest(mask)}
 
 
 def _density_row(logits: Tensor) -> dict:
@@ -80,17 +93,21 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
-    def evaluation_flat() -> Tensor:
+    def final_mask() -> Tensor:
         eval_generator = torch.Generator(device=theta0.device).manual_seed(seed + 1)
-        mask = evaluation_mask(logits, eval_mask, temperature=temperature, generator=eval_generator)
-        return apply_mask_flat(theta0, summed, mask, layout)
+        return evaluation_mask(logits, eval_mask, temperature=temperature, generator=eval_generator)
+
+    def evaluation_flat() -> Tensor:
+        return apply_mask_flat(theta0, summed, final_mask(), layout)
 
     optimise("concrete_task_arithmetic", steps, step_fn, state, checkpointer, start=start, progress=progress,
              log_every=log_every, eval_fn=evaluator(problem, layout, evaluation_flat), eval_every=eval_every,
              log_fn=lambda: _density_row(logits))
     with torch.no_grad():
-        merged = layout.unflatten(evaluation_flat())
-    return MergeResult(merged, params, state.history, _mask_extras(logits, layout))
+        mask = final_mask()
+        merged = layout.unflatten(apply_mask_flat(theta0, summed, mask, layout))
+    extras = {**_mask_extras(logits, layout), "eval_mask": eval_mask_record(mask, eval_mask, seed + 1, temperature)}
+    return MergeResult(merged, params, state.history, extras)
 
 
 def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float = 0.3, clamp: bool | None = None,
@@ -177,7 +194,8 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
                                  extra_tensors={"logits": logits})
     with torch.no_grad():
         merged = merge_flat(theta0, vectors, effective_coefficients(adapted, clamp), layout, kept_mask)
-    extras = {**_mask_extras(logits, layout), "coefficients": effective_coefficients(adapted, clamp).cpu()}
+    extras = {**_mask_extras(logits, layout), "coefficients": effective_coefficients(adapted, clamp).cpu(),
+              "eval_mask": eval_mask_record(kept_mask, eval_mask, seed + 2, temperature)}
     return MergeResult(layout.unflatten(merged), params, state.history, extras)
 
 

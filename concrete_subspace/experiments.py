@@ -6,9 +6,11 @@ Each notebook's papermill ``parameters`` cell holds exactly the fields of its co
 results JSON (resolved parameters, seed, package versions, device, wall time), written atomically.
 
 Merge runs are cached on disk under a key that hashes everything that changes their result (scale, seed,
-smoke, zoo identity, data variant, tasks, method and its resolved parameters): the notebooks share runs (the
-curves notebook reuses the table's runs, the mask notebook reuses their mask logits), and an interrupted run
-resumes from its checkpoint. Cache root: ``$CONCRETE_SUBSPACE_CACHE/results`` or
+smoke, zoo identity, data variant, tasks, method and its resolved parameters, and a fingerprint of the code that
+computes it: the package source the method, the problem and the scoring reach, plus the versions of the numeric
+packages; see :func:`provenance.code_fingerprint`): the notebooks share runs (the curves notebook reuses the
+table's runs, the mask notebook reuses their mask logits), a change to one method's code recomputes that
+method's runs only, and an interrupted run resumes from its checkpoint. Cache root: ``$CONCRETE_SUBSPACE_CACHE/results`` or
 ``~/.cache/concrete_subspace/results`` (never inside git).
 """
 
@@ -34,6 +36,7 @@ from .evaluation import average, evaluate
 from .merging import METHODS, get_method, masked_merge, run_method, stream_task_vectors, task_arithmetic
 from .masks import evaluation_mask
 from .problem import MergeProblem
+from .provenance import code_fingerprint, lock_info
 from .task_vectors import task_vector
 
 SCALES = ("mini", "paper")
@@ -321,11 +324,13 @@ def problem_identity(problem: MergeProblem) -> dict:
 
 # ================================================================================================ parameters
 def mini_defaults() -> dict[str, dict[str, Any]]:
-    """Per-method mini-scale defaults from the zoo (chosen on the validation split); {} if the zoo has none."""
-    try:
-        from .zoo import MINI_DEFAULTS
-    except ImportError:
-        return {}
+    """Per-method mini-scale defaults from the zoo (chosen on the validation split).
+
+    Imported unconditionally: a fallback to registry defaults on ImportError would silently change the
+    hyper-parameters behind a figure.
+    """
+    from .zoo import MINI_DEFAULTS
+
     return {k: dict(v) for k, v in MINI_DEFAULTS.items()}
 
 
@@ -379,6 +384,9 @@ class RunRecord:
     seconds: float
     directory: Path
     cached: bool = False
+    code: str = ""
+    context: dict = field(default_factory=dict)
+    computed_at: str = ""
 
     @property
     def average(self) -> float:
@@ -406,8 +414,26 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def problem_code(problem: MergeProblem) -> list:
+    """The callables of a problem (data, heads, scoring, model class): their code changes what a run computes."""
+    return [problem.load_finetuned, problem.task_logits, problem.unlabeled_batch, problem.eval_batches,
+            problem.train_batches, problem.score, type(problem.model)]
+
+
+def run_fingerprint(method: str, problem: MergeProblem, eval_problem: MergeProblem | None = None) -> dict:
+    """:func:`code_fingerprint` of a run: the method's code, its problem's and evaluation problem's, and the scoring."""
+    eval_problem = eval_problem or problem
+    roots = [get_method(method).run, final_scores, *problem_code(problem)]
+    if eval_problem is not problem:
+        roots += problem_code(eval_problem)
+    return code_fingerprint(roots)
+
+
 def run_key(method: str, params: Mapping[str, Any], tasks: Sequence[str], context: Mapping[str, Any]) -> str:
-    """Hash of everything that changes a run's result (non-semantic params such as progress excluded)."""
+    """Hash of everything that changes a run's result (non-semantic params such as progress excluded).
+
+    ``context`` carries the problem's identity and, from :func:`run_cached`, the code fingerprint.
+    """
     semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
     blob = json.dumps({"method": method, "params": _jsonable(semantic), "tasks": list(tasks),
                        "context": _jsonable(dict(context))}, sort_keys=True)
@@ -425,14 +451,17 @@ def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *,
     from safetensors.torch import save_file
 
     eval_problem = eval_problem or problem
-    context = {**problem_identity(problem), **(context or {}), "eval_tasks": list(eval_problem.task_names)}
+    fingerprint = run_fingerprint(method, problem, eval_problem)
+    context = {**problem_identity(problem), **(context or {}), "eval_tasks": list(eval_problem.task_names),
+               "code": fingerprint["sha256"]}
     key = run_key(method, params, problem.task_names, context)
     directory = Path(cache_dir) / f"{method}-{key}"
     record_path = directory / "record.json"
     if record_path.exists() and not force:
         saved = json.loads(record_path.read_text())
         record = RunRecord(key, method, tuple(saved["tasks"]), saved["params"], saved["scores"], saved["history"],
-                           saved["extras"], saved["seconds"], directory, cached=True)
+                           saved["extras"], saved["seconds"], directory, cached=True, code=fingerprint["sha256"],
+                           context=saved.get("context", {}), computed_at=saved.get("computed_at", ""))
         if verbose:
             print(f"{method}: cached run {key} (avg {record.average:.1f}, {record.seconds:.0f} s when computed)")
         return record
@@ -441,12 +470,9 @@ def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *,
         run_params["checkpoint_dir"] = str(directory / "checkpoint")
     started = time.perf_counter()
     result = run_method(method, problem, **run_params)
-    last = result.history[-1] if result.history else {}
-    if eval_problem is problem and "avg_accuracy" in last:  # the run's last logged evaluation IS the final state's
-        scores = {t: float(last[f"acc/{t}"]) for t in problem.task_names}
-    else:
-        scores = evaluate(eval_problem, result.state)
+    scores = final_scores(result, problem, eval_problem)
     seconds = time.perf_counter() - started
+    computed_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in result.extras.items() if isinstance(v, Tensor)}
     extras = {k: _jsonable(v) for k, v in result.extras.items() if not isinstance(v, Tensor)}
     directory.mkdir(parents=True, exist_ok=True)
@@ -457,16 +483,28 @@ def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *,
     atomic_write_json(record_path, {"method": method, "key": key, "tasks": list(problem.task_names),
                                     "params": _jsonable(result.params), "context": _jsonable(context), "scores": scores,
                                     "history": _jsonable(result.history), "extras": extras,
-                                    "tensors": sorted(tensors), "seconds": round(seconds, 2)})
+                                    "tensors": sorted(tensors), "seconds": round(seconds, 2),
+                                    "computed_at": computed_at, "code": fingerprint, "environment": lock_info()})
     shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # finished: the record replaces the checkpoint
     if verbose:
         print(f"{method}: avg {average(scores):.1f} in {seconds:.0f} s (run {key})")
     return RunRecord(key, method, tuple(problem.task_names), _jsonable(result.params), scores,
-                     _jsonable(result.history), extras, seconds, directory)
+                     _jsonable(result.history), extras, seconds, directory, code=fingerprint["sha256"],
+                     context=_jsonable(context), computed_at=computed_at)
+
+
+def final_scores(result, problem: MergeProblem, eval_problem: MergeProblem) -> dict[str, float]:
+    """Scores of a run's final state on ``eval_problem``'s tasks (the last logged evaluation when it is that one)."""
+    last = result.history[-1] if result.history else {}
+    if eval_problem is problem and "avg_accuracy" in last:  # the run's last logged evaluation IS the final state's
+        return {t: float(last[f"acc/{t}"]) for t in problem.task_names}
+    return evaluate(eval_problem, result.state)
 
 
 def cached_table(cache_dir: str | Path, name: str, context: Mapping[str, Any], compute) -> pd.DataFrame:
-    """``compute()`` once per (name, context); later calls read the saved CSV (evaluations shared across notebooks)."""
+    """``compute()`` once per (name, context, code of ``compute``); later calls read the saved CSV (evaluations
+    shared across notebooks)."""
+    context = {**context, "code": code_fingerprint([compute])["sha256"]}
     path = Path(cache_dir) / f"{name}-{run_key(name, {}, [], context)}.csv"
     if path.exists():
         return pd.read_csv(path)
@@ -478,7 +516,8 @@ def cached_table(cache_dir: str | Path, name: str, context: Mapping[str, Any], c
 def reference_rows(problem: MergeProblem, *, cache_dir: str | Path, context: Mapping[str, Any] | None = None,
                    verbose: bool = True) -> dict[str, dict[str, float]]:
     """Zero-shot (θ0 on every task) and individual (θ_i on task i) scores, cached like runs."""
-    context = {**problem_identity(problem), **(context or {})}
+    context = {**problem_identity(problem), **(context or {}),
+               "code": code_fingerprint([reference_rows, *problem_code(problem)])["sha256"]}
     key = run_key("_reference_rows", {}, problem.task_names, context)
     path = Path(cache_dir) / f"reference_rows-{key}.json"
     if path.exists():
@@ -580,6 +619,16 @@ def models_info(config: BaseConfig) -> dict[str, Any]:
             "zoo_smoke": manifest.get("smoke"), "zoo_accuracy_test": manifest.get("accuracy", {}).get("test")}
 
 
+def check_runs_match_models(runs: Sequence[RunRecord], models: Mapping[str, Any]) -> None:
+    """Every run must come from the zoo the results file names (same build stamp): refuse a mixed table."""
+    created = models.get("zoo_created")
+    for record in runs:
+        ran_on = record.context.get("zoo_created")
+        if created is not None and ran_on is not None and ran_on != created:
+            raise ValueError(f"run {record.method} ({record.key}) was computed on the zoo built {ran_on}, but the "
+                             f"results file names the zoo built {created} ({models.get('zoo_dir')}); rerun it")
+
+
 def write_outputs(config: BaseConfig, name: str, tables: Mapping[str, pd.DataFrame], *, started: float,
                   runs: Iterable[RunRecord] = (), extra: Mapping[str, Any] | None = None) -> Path:
     """Save each table as CSV + Markdown and the results JSON (config, seed, versions, device, wall time, runs)."""
@@ -588,13 +637,18 @@ def write_outputs(config: BaseConfig, name: str, tables: Mapping[str, pd.DataFra
     for table_name, frame in tables.items():
         atomic_write_bytes(directory / f"{table_name}.csv", frame.to_csv(index=False, float_format="%.4g").encode())
         atomic_write_bytes(directory / f"{table_name}.md", to_markdown(frame).encode())
+    runs = list(runs)
+    models = models_info(config)
+    check_runs_match_models(runs, models)
     payload = {
         "experiment": name, "config": _jsonable(dataclasses.asdict(config)), "seed": config.seed,
-        "scale": config.scale, "smoke": config.smoke, "versions": package_versions(), "device": device_info(config.device),
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "scale": config.scale, "smoke": config.smoke, "versions": package_versions(), "environment": lock_info(),
+        "device": device_info(config.device), "wall_seconds": round(time.perf_counter() - started, 1),
+        "runs_reused": sum(r.cached for r in runs), "runs_computed": sum(not r.cached for r in runs),
         "runs": [{"method": r.method, "key": r.key, "tasks": list(r.tasks), "params": r.params,
-                  "seconds": round(r.seconds, 1), "cached": r.cached, "average": round(r.average, 3)} for r in runs],
-        "tables": {k: f"{k}.csv" for k in tables}, "models": models_info(config), **_jsonable(dict(extra or {})),
+                  "seconds": round(r.seconds, 1), "cached": r.cached, "code": r.code,
+                  "computed_at": r.computed_at, "average": round(r.average, 3)} for r in runs],
+        "tables": {k: f"{k}.csv" for k in tables}, "models": models, **_jsonable(dict(extra or {})),
     }
     atomic_write_json(directory / "results.json", payload)
     return directory
@@ -813,17 +867,33 @@ def layer_of(key: str) -> str:
     return parts[-2] if len(parts) > 1 else key
 
 
-def mask_of(record: RunRecord, problem: MergeProblem, kind: str = "sample", temperature: float | None = None,
-            seed: int | None = None) -> dict[str, Tensor]:
-    """The run's learned mask as a state dict (unrescaled), drawn as the method evaluates it (seed + 1 for samples)."""
+def mask_of(record: RunRecord, problem: MergeProblem, kind: str | None = None) -> dict[str, Tensor]:
+    """The exact (unrescaled) mask the run's final model used, as a state dict; verified against its digest.
+
+    Redrawn from the saved logits with the kind, generator seed and temperature the run recorded
+    (``extras["eval_mask"]``). ``kind`` draws another kind of evaluation mask with the same generator seed instead
+    (e.g. 'hard' for the evaluation-mask ablation).
+    """
+    from .concrete import mask_digest
     from .task_vectors import ParamLayout
 
+    spec = record.extras.get("eval_mask")
+    if not isinstance(spec, dict):
+        raise ValueError(f"run {record.method} ({record.key}) recorded no evaluation mask (extras['eval_mask']); "
+                         "only the Concrete methods have one")
     logits = record.tensor("mask_logits").to(problem.device)
     layout = ParamLayout.of(problem.pretrained)
-    temperature = record.params.get("temperature", 0.5) if temperature is None else temperature
-    seed = record.params.get("seed", 0) if seed is None else seed
-    generator = torch.Generator(device=logits.device).manual_seed(seed + 1)
-    return layout.unflatten(evaluation_mask(logits, kind, temperature=temperature, generator=generator))
+    if layout.num_params != logits.numel():
+        raise ValueError(f"run {record.method} ({record.key}): {logits.numel()} mask logits but the problem merges "
+                         f"{layout.num_params} parameters (another model?)")
+    chosen = spec["kind"] if kind is None else kind
+    generator = torch.Generator(device=logits.device).manual_seed(spec["seed"])
+    mask = evaluation_mask(logits, chosen, temperature=spec["temperature"], generator=generator)
+    if chosen == spec["kind"] and mask_digest(mask) != spec["sha256"]:
+        raise ValueError(f"run {record.method} ({record.key}): the redrawn {chosen!r} mask differs from the one its "
+                         f"final model used (drawn on {spec['device']}, redrawn on {logits.device}); analyse it on "
+                         f"the device it ran on")
+    return layout.unflatten(mask)
 
 
 def masked_individual_table(problem: MergeProblem, records: Mapping[str, RunRecord]) -> pd.DataFrame:
@@ -851,7 +921,7 @@ def masked_individuals(config: BaseConfig, problem: MergeProblem, records: Mappi
 def eval_mask_table(problem: MergeProblem, record: RunRecord, kinds: Sequence[str]) -> pd.DataFrame:
     """A Concrete TA run's learned mask evaluated with each kind of evaluation mask (no re-training)."""
     vectors = list(stream_task_vectors(problem))
-    scaling = record.params.get("scaling", 0.3)
+    scaling = record.params["scaling"]
     rows = []
     for kind in kinds:
         state = masked_merge(problem.pretrained, vectors, [scaling] * len(vectors), mask_of(record, problem, kind))
