@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def standard_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±Inf, which JSON cannot hold) replaced by None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: standard_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [standard_json(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (non-JSON values are stringified)."""
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    """Atomically write ``obj`` as indented standard JSON (non-JSON values stringified, NaN/Inf written as null)."""
+    text = json.dumps(standard_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
+    return atomic_write_bytes(path, (text + "\n").encode())
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:

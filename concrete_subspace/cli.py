@@ -1,27 +1,44 @@
 """Command line: ``concrete-subspace info | merge | zoo build | bench | download``.
 
-Errors in the user's input end the command with one line on stderr and exit status 2, never a traceback.
+Errors in the user's input end the command with one line on stderr and exit status 2; an unexpected internal
+error shows its traceback (exit status 1), and ``--debug`` shows the traceback of user errors too.
+``merge`` never writes into, over or around its inputs, and moves its output into place only once complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_USAGE = 2
+HF_SIDE_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                 "merges.txt", "special_tokens_map.json")
+# Parameter ranges the data-free merges need (checked before any model is loaded).
+PARAM_RANGES = {"density": (0.0, 1.0)}
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class DuplicateModelWarning(UserWarning):
+    """The same fine-tuned model is given twice (same file, or identical weights): it would count double."""
+
+
 def parse_value(key: str, text: str, default: Any) -> Any:
-    """Parse ``text`` into the type of the parameter's default (bool, int, float, str, tuple of floats); no eval."""
+    """Parse ``text`` into the type of the parameter's default (bool, int, float, str, tuple of floats); no eval.
+
+    Floats must be finite (``nan``/``inf`` are refused).
+    """
     try:
         if isinstance(default, bool):
             lowered = text.strip().lower()
@@ -31,9 +48,9 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):
-            return float(text)
+            return finite(float(text))
         if isinstance(default, tuple):
-            return tuple(float(part) for part in text.split(","))
+            return tuple(finite(float(part)) for part in text.split(","))
         if default is None:
             lowered = text.strip().lower()
             if lowered == "none":
@@ -47,8 +64,15 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         raise CliError(f"--param {key}={text}: {err}") from None
 
 
+def finite(value: float) -> float:
+    """``value`` if it is a finite number; NaN and ±Inf are refused."""
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
 def parse_params(method: str, items: Sequence[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` -> typed overrides, checked against the method's parameters."""
+    """``["k=v", ...]`` -> typed overrides, checked against the method's parameters and their ranges."""
     from .merging import get_method, resolve_params
 
     defaults = get_method(method).defaults
@@ -59,7 +83,82 @@ def parse_params(method: str, items: Sequence[str]) -> dict[str, Any]:
         key, text = item.split("=", 1)
         resolve_params(method, {key: None})  # unknown names fail here, with the valid ones listed
         overrides[key] = parse_value(key, text, defaults[key])
+        if key in PARAM_RANGES and not PARAM_RANGES[key][0] <= overrides[key] <= PARAM_RANGES[key][1]:
+            raise CliError(f"--param {item}: {key} must be in [{PARAM_RANGES[key][0]}, {PARAM_RANGES[key][1]}]")
     return overrides
+
+
+def check_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse an --out that is, contains or lies inside an input; an existing file; or a non-empty directory."""
+    target = out.resolve()
+    for path in inputs:
+        source = path.resolve()
+        if target == source:
+            raise CliError(f"--out {out} is the input {path}; choose another output directory")
+        if target in source.parents:
+            raise CliError(f"--out {out} contains the input {path}; choose an output directory outside the inputs")
+        if source in target.parents:
+            raise CliError(f"--out {out} lies inside the input {path}; choose an output directory outside the inputs")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is an existing file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CliError(f"--out {out} is not empty; pass --overwrite to replace it")
+
+
+def write_output(out: Path, write) -> None:
+    """Run ``write(tmp)`` into a temporary directory beside ``out``, then move it into place (replacing ``out``).
+
+    A crash or error leaves ``out`` as it was (and no half-written model anywhere): the temporary directory is
+    removed, and the old ``out`` is deleted only after the new one is in place.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # put the previous output back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def state_digest(state) -> str:
+    """SHA-256 over a state dict's keys and tensor bytes (to spot the same model given twice)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def warn_duplicate_paths(paths: Sequence[str]) -> None:
+    """Warn when two --finetuned arguments name the same file or directory."""
+    seen: dict[Path, str] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            warnings.warn(f"fine-tuned model {path} is given twice (also as {seen[resolved]}); it counts double in "
+                          f"the merge", DuplicateModelWarning, stacklevel=2)
+        seen.setdefault(resolved, path)
+
+
+def load_checked(path: str, role: str):
+    """Load a checkpoint for the CLI; a missing file inside a directory becomes a one-line error."""
+    from .state_io import load_state_dict
+
+    try:
+        return load_state_dict(path)
+    except FileNotFoundError as err:
+        raise CliError(f"{role}: {err}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -76,47 +175,59 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_json
     from .merging import get_method, resolve_params
     from .provenance import environment_info
-    from .state_io import load_state_dict, save_state_dict
-    from .task_vectors import float_keys, task_vector
+    from .state_io import save_state_dict
+    from .task_vectors import check_finite, float_keys, task_vector
 
     spec = get_method(args.method)
     if spec.data_free is None:
         raise CliError(f"method {args.method!r} needs test data and a model adapter; use it from Python or a notebook. "
                        f"Data-free methods: {', '.join(n for n, s in _methods().items() if s.data_free)}")
     params = resolve_params(args.method, parse_params(args.method, args.param))
-    for path in [args.pretrained, *args.finetuned]:
-        if not Path(path).exists():
+    inputs = [Path(p) for p in [args.pretrained, *args.finetuned]]
+    for path in inputs:
+        if not path.exists():
             raise CliError(f"no such checkpoint file or directory: {path}")
+    out = Path(args.out)
+    check_out(out, inputs, args.overwrite)
+    warn_duplicate_paths(args.finetuned)
     started = time.perf_counter()
-    pretrained = load_state_dict(args.pretrained)
+    pretrained = load_checked(args.pretrained, "--pretrained")
+    check_finite(pretrained, name=f"pre-trained model {args.pretrained}")
     merged_keys = float_keys(pretrained)
     if args.only_finetuned_keys:
-        first = load_state_dict(args.finetuned[0])
+        first = load_checked(args.finetuned[0], "--finetuned")
         merged_keys = [k for k in merged_keys if k in first]
         del first
     reference = {k: pretrained[k] for k in merged_keys}
+    digests: dict[str, str] = {}
 
     def vectors():
         for path in args.finetuned:
-            state = load_state_dict(path)
-            yield task_vector(reference, {k: v for k, v in state.items() if k in reference or not args.only_finetuned_keys},
-                              name=f"fine-tuned model {path}")
+            state = load_checked(path, "--finetuned")
+            state = {k: v for k, v in state.items() if k in reference or not args.only_finetuned_keys}
+            digest = state_digest({k: state[k] for k in reference if k in state})
+            if digest in digests and Path(digests[digest]).resolve() != Path(path).resolve():
+                warnings.warn(f"fine-tuned models {digests[digest]} and {path} have identical weights; the model "
+                              f"counts double in the merge", DuplicateModelWarning, stacklevel=2)
+            digests.setdefault(digest, path)
+            yield task_vector(reference, state, name=f"fine-tuned model {path}")
 
     merged = spec.data_free(reference, vectors(), **params)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     full = {**pretrained, **{k: merged[k] for k in merged_keys}}
-    save_state_dict(out / "model.safetensors", full, metadata={"format": "pt"})
-    if Path(args.pretrained).is_dir():
-        for name in ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-                     "merges.txt", "special_tokens_map.json"):
-            if (Path(args.pretrained) / name).exists():
-                shutil.copyfile(Path(args.pretrained) / name, out / name)
-    atomic_write_json(out / "merge.json", {
-        "method": args.method, "pretty_name": spec.pretty_name, "reference": spec.reference, "params": params,
-        "pretrained": str(args.pretrained), "finetuned": [str(p) for p in args.finetuned],
-        "merged_tensors": len(merged_keys), "wall_time_s": round(time.perf_counter() - started, 3),
-        **environment_info("cpu")})
+
+    def write(directory: Path) -> None:
+        save_state_dict(directory / "model.safetensors", full, metadata={"format": "pt"})
+        if Path(args.pretrained).is_dir():
+            for name in HF_SIDE_FILES:
+                if (Path(args.pretrained) / name).exists():
+                    shutil.copyfile(Path(args.pretrained) / name, directory / name)
+        atomic_write_json(directory / "merge.json", {
+            "method": args.method, "pretty_name": spec.pretty_name, "reference": spec.reference, "params": params,
+            "pretrained": str(args.pretrained), "finetuned": [str(p) for p in args.finetuned],
+            "merged_tensors": len(merged_keys), "wall_time_s": round(time.perf_counter() - started, 3),
+            **environment_info("cpu")})
+
+    write_output(out, write)
     print(f"merged {len(args.finetuned)} models with {spec.pretty_name} -> {out / 'model.safetensors'}")
     return 0
 
@@ -124,7 +235,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     from .zoo import build_zoo
 
-    path = build_zoo(args.out, scale=args.scale, seed=args.seed, smoke=args.smoke, force=args.force, progress=not args.quiet)
+    try:
+        path = build_zoo(args.out, scale=args.scale, seed=args.seed, smoke=args.smoke, force=args.force,
+                         progress=not args.quiet)
+    except FileExistsError as err:  # --out holds files that are not a zoo: the user's to resolve
+        raise CliError(str(err)) from None
     print(path)
     return 0
 
@@ -151,18 +266,42 @@ def _methods():
     return METHODS
 
 
+def methods_help() -> str:
+    """The data-free methods with their parameters and defaults, and the names of the others (for merge --help)."""
+    methods = _methods()
+    free = {n: s for n, s in methods.items() if s.data_free is not None}
+    width = max(map(len, free))
+    lines = ["data-free methods (--method NAME) and their parameters (--param KEY=VALUE, default shown):"]
+    for name, spec in free.items():
+        params = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "no parameters"
+        lines.append(f"  {name:<{width}}  {spec.pretty_name}: {params}")
+    others = [n for n in methods if n not in free]
+    lines.append(f"methods that need test data (use them from Python or a notebook): {', '.join(others)}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="concrete-subspace", description=__doc__.splitlines()[0])
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of any error, user errors included")
+    parser = argparse.ArgumentParser(prog="concrete-subspace", description=__doc__.splitlines()[0], parents=[debug])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="versions and device")
+    info = sub.add_parser("info", help="versions and device", parents=[debug])
     info.set_defaults(func=cmd_info)
 
-    merge = sub.add_parser("merge", help="merge checkpoints with a data-free method (weight_averaging, task_arithmetic, ties_merging)")
+    merge = sub.add_parser("merge", help="merge checkpoints with a data-free method (weight_averaging, task_arithmetic, ties_merging)",
+                           parents=[debug], epilog=methods_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Merge fine-tuned checkpoints of one pre-trained model with a data-free method. "
+                                       "The inputs are never modified; the output is written to a temporary directory "
+                                       "and moved into place when complete.")
     merge.add_argument("--method", required=True)
     merge.add_argument("--pretrained", required=True, help="pre-trained checkpoint: HF directory, .safetensors or .pt/.bin (weights only)")
     merge.add_argument("--finetuned", required=True, nargs="+", help="fine-tuned checkpoints, same format")
-    merge.add_argument("--out", required=True, help="output directory (model.safetensors + merge.json)")
+    merge.add_argument("--out", required=True, help="output directory (model.safetensors + merge.json); must not be, "
+                       "contain or lie inside an input; must be empty or new unless --overwrite")
+    merge.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (its old contents are "
+                       "deleted once the new model is in place)")
     merge.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a method parameter (repeatable)")
     merge.add_argument("--only-finetuned-keys", action="store_true",
                        help="merge only the float tensors present in the fine-tuned checkpoints (e.g. CLIPVisionModel fine-tunes of a CLIPModel)")
@@ -170,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = sub.add_parser("zoo", help="the offline mini model zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
-    build = zoo_sub.add_parser("build", help="build (or reuse) the mini zoo")
+    build = zoo_sub.add_parser("build", help="build (or reuse) the mini zoo", parents=[debug])
     build.add_argument("--scale", default="mini", choices=["mini"])
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--out", default=None, help="zoo directory (default: the cache directory)")
@@ -189,16 +328,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in PASSTHROUGH:
         return PASSTHROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            return args.func(args)
+        except user_errors() as err:
+            if getattr(args, "debug", False):
+                raise
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"concrete-subspace: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input (one line, exit 2); anything else is a bug and keeps its traceback."""
     from .checkpoint import CheckpointError
     from .merging import UnknownMethodError
+    from .state_io import CheckpointFileError, UnsafeCheckpointError
     from .task_vectors import StateDictError
 
-    try:
-        return args.func(args)
-    except (CliError, UnknownMethodError, StateDictError, CheckpointError, FileNotFoundError, ValueError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"concrete-subspace: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+    return (CliError, UnknownMethodError, StateDictError, CheckpointError, CheckpointFileError, UnsafeCheckpointError)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr: ``concrete-subspace: warning: <Category>: <message>`` (no source echo)."""
+    text = str(message).splitlines()[0] if str(message) else ""
+    print(f"concrete-subspace: warning: {category.__name__}: {text}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":
