@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/concrete-subspace
 STAMP  := $(VENV)/.installed
+LOCK   := requirements-lock.txt
+PIP    := $(PY) -m pip --disable-pip-version-check
 SCALE  ?= mini
 DEVICE ?= cpu
 SEED   ?= 0
@@ -15,19 +17,31 @@ PYTEST_ARGS ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast zoo zoo-smoke bench download clean
+.PHONY: help install lock test test-fast zoo zoo-smoke bench download clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
 	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)"
 
-install: $(STAMP) ## create .venv and install the package with its dev extras (idempotent)
+install: $(STAMP) ## create .venv with exactly the versions in requirements-lock.txt, then the package (idempotent)
 
-$(STAMP): pyproject.toml
+# Every dependency comes from the lock file at its exact version; the package itself is added without resolving
+# anything, and `pip check` fails if pyproject.toml needs something the lock lacks (then run `make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) install -q -r $(LOCK)
+	$(PIP) install -q --no-deps -e '.[dev]'
+	$(PIP) check
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+lock: ## regenerate requirements-lock.txt: install pyproject.toml's needs into .venv, then freeze every version
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -e '.[dev]'
+	{ echo "# Exact versions of every installed dependency: \`make install\` installs these; regenerate with \`make lock\`."; \
+	  echo "# Python $$($(PY) -c 'import platform; print(platform.python_version(), platform.machine())')"; \
+	  $(PIP) freeze --exclude-editable; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 test: install ## run the whole test suite (unit, adapters, zoo smoke build, notebooks via nbval), offline
 	$(OFFLINE) $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -27,6 +27,8 @@ PACKAGES = ("concrete_subspace", "torch", "torchvision", "transformers", "open_c
 # Third-party packages whose version changes the numbers a merge run computes (part of every code fingerprint).
 NUMERIC_PACKAGES = ("torch", "transformers", "open_clip_torch", "numpy", "safetensors")
 LOCK_FILE = "requirements-lock.txt"
+# What ``pip freeze`` leaves out (the installer itself), so the installed set compares with the lock file.
+NOT_LOCKED = ("pip", "setuptools", "wheel", "distribute")
 _PLAIN = (str, int, float, bool, type(None), bytes)
 
 
@@ -64,11 +66,12 @@ def _normalise(name: str) -> str:
 
 
 def installed_distributions() -> dict[str, str]:
-    """Every installed distribution except this package: normalised name -> version (what ``pip freeze`` lists)."""
+    """Every installed distribution but this package and the installer: normalised name -> version (what
+    ``pip freeze --exclude-editable`` lists)."""
     found = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
-        if name and _normalise(name) != _normalise(PACKAGE):
+        if name and _normalise(name) not in (_normalise(PACKAGE), *NOT_LOCKED):
             found.setdefault(_normalise(name), dist.version)
     return dict(sorted(found.items()))
 

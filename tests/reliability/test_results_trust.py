@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import types
@@ -166,3 +167,11 @@ def test_cached_tables_are_keyed_on_the_code_that_computes_them(tmp_path):
     ex.cached_table(tmp_path, "t", {"k": 1}, compute_a)
     ex.cached_table(tmp_path, "t", {"k": 1}, compute_a)
     assert list(ex.cached_table(tmp_path, "t", {"k": 1}, compute_b)["x"]) == [2] and log.calls == ["a", "b"]
+
+
+def test_results_json_records_the_lock_file_hash(toy, tmp_path):
+    from concrete_subspace.provenance import default_lock_path
+
+    config = ex.MultitaskConfig(figures_dir=str(tmp_path / "figures"))
+    payload = json.loads((ex.write_outputs(config, "demo", {}, started=0.0) / "results.json").read_text())
+    assert payload["environment"]["lock_sha256"] == hashlib.sha256(default_lock_path().read_bytes()).hexdigest()
