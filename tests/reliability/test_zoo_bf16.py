@@ -12,14 +12,6 @@ from concrete_subspace.merging import run_method
 QUIET = {"progress": False, "log_every": 1000}
 
 
-@pytest.fixture(scope="module")
-def smoke_zoo_problem():
-    from concrete_subspace.experiments import ensure_zoo
-    from concrete_subspace.zoo import load_zoo_problem
-
-    return load_zoo_problem(ensure_zoo(seed=0, smoke=True, progress=False), split="test")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name,params", [
     ("concrete_task_arithmetic", {"steps": 5}),
