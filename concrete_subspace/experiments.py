@@ -36,7 +36,7 @@ from .evaluation import average, evaluate
 from .merging import METHODS, get_method, masked_merge, run_method, stream_task_vectors, task_arithmetic
 from .masks import evaluation_mask
 from .problem import MergeProblem
-from .provenance import code_fingerprint, lock_info
+from .provenance import code_fingerprint, kernel_info, lock_info
 from .task_vectors import task_vector
 
 SCALES = ("mini", "paper")
@@ -595,8 +595,9 @@ def package_versions() -> dict[str, str]:
 
 
 def device_info(device: str) -> dict[str, Any]:
-    """The device a run used, in words (GPU name when CUDA), and the CPU thread count."""
-    info: dict[str, Any] = {"device": device, "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    """The device a run used, in words (GPU name when CUDA), the CPU thread count, model and kernel path."""
+    info: dict[str, Any] = {"device": device, "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+                            **kernel_info()}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

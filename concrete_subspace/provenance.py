@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import os
 import platform
 import re
 import sys
@@ -54,10 +55,31 @@ def device_info(device: str | torch.device = "cpu") -> dict:
     return info
 
 
+# Environment variables that select CPU kernel code paths (and so the last bits of every result).
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def kernel_info() -> dict:
+    """Which CPU kernels ran: the CPU model, torch's kernel instruction set, and any variable that forces a path."""
+    return {"cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+
+
 def environment_info(device: str | torch.device = "cpu") -> dict:
-    """Versions, the lock-file check, device and platform in one JSON-ready dict."""
+    """Versions, the lock-file check, device, CPU kernels and platform in one JSON-ready dict."""
     return {"versions": package_versions(), "environment": lock_info(), "python": platform.python_version(),
-            "platform": platform.platform(), **device_info(device)}
+            "platform": platform.platform(), **device_info(device), **kernel_info()}
 
 
 # ------------------------------------------------------------------------------------------------ the lock file

@@ -175,3 +175,4 @@ def test_results_json_records_the_lock_file_hash(toy, tmp_path):
     config = ex.MultitaskConfig(figures_dir=str(tmp_path / "figures"))
     payload = json.loads((ex.write_outputs(config, "demo", {}, started=0.0) / "results.json").read_text())
     assert payload["environment"]["lock_sha256"] == hashlib.sha256(default_lock_path().read_bytes()).hexdigest()
+    assert payload["device"]["cpu_capability"] and "kernel_env" in payload["device"]
