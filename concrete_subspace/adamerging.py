@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .loop import Checkpointer, RunState, check_test_time_data, entropy_backward, evaluator, optimise, parse_dtype
+from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, check_test_time_data, entropy_backward,
+                   evaluator, optimise, parse_dtype)
 from .merging import MergeResult, merge_flat, ties_preprocess
 from .problem import MergeProblem
 from .task_vectors import ParamLayout, stack_task_vectors
@@ -55,7 +56,8 @@ def adapt_coefficients(problem: MergeProblem, layout: ParamLayout, theta0: Tenso
                        granularity: str, init: float, clamp: bool, lr: float, betas: tuple[float, float], steps: int,
                        mask: Tensor | None, state_generator: torch.Generator, checkpointer: Checkpointer,
                        resume_payload: dict | None, history: list, progress: bool, log_every: int, eval_every: int,
-                       data_offset: int = 0, extra_tensors: dict[str, Tensor] | None = None) -> Tensor:
+                       data_offset: int = 0, extra_tensors: dict[str, Tensor] | None = None,
+                       forward_mode: str = "batched", precision: str = "fp32") -> Tensor:
     """Entropy-minimising test-time adaptation of the merge coefficients (optionally under a fixed mask).
 
     ``extra_tensors`` are checkpointed with the coefficients (e.g. the frozen mask logits of Concrete AdaMerging).
@@ -73,7 +75,8 @@ def adapt_coefficients(problem: MergeProblem, layout: ParamLayout, theta0: Tenso
 
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
-        losses = entropy_backward(problem, merged(), layout, data_offset + step)
+        losses = entropy_backward(problem, merged(), layout, data_offset + step, forward_mode=forward_mode,
+                                  precision=precision)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
@@ -85,11 +88,17 @@ def adapt_coefficients(problem: MergeProblem, layout: ParamLayout, theta0: Tenso
 def adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float = 0.3, clamp: bool = True,
                lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), steps: int = 1000,
                ties_density: float | None = None, seed: int = 0, vector_dtype: str = "float32",
-               log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100,
+               forward_mode: str = "batched", precision: str = "fp32", log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100,
                resume: bool = True, progress: bool = True) -> MergeResult:
-    """Task-wise or layer-wise AdaMerging (AdaMerging++ when ``ties_density`` is set)."""
+    """Task-wise or layer-wise AdaMerging (AdaMerging++ when ``ties_density`` is set).
+
+    ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (coefficients, optimizer
+    state and entropies stay fp32 under ``precision="bf16"``).
+    """
     params = {k: v for k, v in locals().items() if k != "problem"}
     check_init(init, clamp)
+    check_forward_mode(forward_mode)
+    check_precision(precision)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
     layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, ties_density)
@@ -98,7 +107,8 @@ def adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float
     weights = adapt_coefficients(problem, layout, theta0, vectors, stage="tta", granularity=granularity, init=init,
                                  clamp=clamp, lr=lr, betas=betas, steps=steps, mask=None, state_generator=generator,
                                  checkpointer=checkpointer, resume_payload=payload, history=history, progress=progress,
-                                 log_every=log_every, eval_every=eval_every)
+                                 log_every=log_every, eval_every=eval_every, forward_mode=forward_mode,
+                                 precision=precision)
     with torch.no_grad():
         flat = merge_flat(theta0, vectors, effective_coefficients(weights, clamp), layout)
     return MergeResult(layout.unflatten(flat), params, history,

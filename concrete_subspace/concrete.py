@@ -24,7 +24,8 @@ from torch import Tensor
 
 from .adamerging import (adapt_coefficients, check_init, effective_coefficients, init_coefficients, prepare_vectors,
                          registry_variant)
-from .loop import Checkpointer, RunState, check_test_time_data, entropy_backward, evaluator, optimise, parse_dtype
+from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, check_test_time_data, entropy_backward,
+                   evaluator, optimise, parse_dtype)
 from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits, sample_concrete
 from .merging import MergeResult, apply_mask_flat, merge_flat
 from .problem import MergeProblem
@@ -33,8 +34,10 @@ from .task_vectors import ParamLayout, sum_task_vectors
 VARIANTS = ("paper", "fusion_bench")
 
 
-def _check_common(temperature: float, eval_mask: str) -> None:
+def _check_common(temperature: float, eval_mask: str, forward_mode: str, precision: str) -> None:
     check_temperature(temperature)
+    check_forward_mode(forward_mode)
+    check_precision(precision)
     if eval_mask not in EVAL_MASKS:
         raise ValueError(f"unknown eval_mask {eval_mask!r}; choose one of {list(EVAL_MASKS)}")
 
@@ -51,12 +54,16 @@ def _density_row(logits: Tensor) -> dict:
 def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, temperature: float = 0.5, lr: float = 1e-3,
                              betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, steps: int = 2000,
                              init_logit: float = 0.0, eval_mask: str = "sample", seed: int = 0,
-                             vector_dtype: str = "float32", log_every: int = 10, eval_every: int = 0,
-                             checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
+                             vector_dtype: str = "float32", forward_mode: str = "batched", precision: str = "fp32",
+                             log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
                              progress: bool = True) -> MergeResult:
-    """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed."""
+    """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed.
+
+    ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (mask logits, Adam state and
+    entropies stay fp32 under ``precision="bf16"``).
+    """
     params = {k: v for k, v in locals().items() if k != "problem"}
-    _check_common(temperature, eval_mask)
+    _check_common(temperature, eval_mask, forward_mode, precision)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
     check_test_time_data(problem)
@@ -76,7 +83,8 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         mask = sample_concrete(logits, temperature, generator)
-        losses = entropy_backward(problem, apply_mask_flat(theta0, summed, mask, layout), layout, step)
+        losses = entropy_backward(problem, apply_mask_flat(theta0, summed, mask, layout), layout, step,
+                                  forward_mode=forward_mode, precision=precision)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
@@ -98,19 +106,20 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
                         betas: tuple[float, float] = (0.9, 0.999), meta_steps: int = 2000, tta_lr: float = 1e-3,
                         tta_steps: int = 1000, variant: str = "paper", persist_inner_optimizer: bool = True,
                         inner_uses_previous_weights: bool = False, eval_mask: str = "sample", seed: int = 0,
-                        vector_dtype: str = "float32", log_every: int = 10, eval_every: int = 0,
-                        checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
+                        vector_dtype: str = "float32", forward_mode: str = "batched", precision: str = "fp32",
+                        log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
                         progress: bool = True) -> MergeResult:
     """Concrete AdaMerging: meta-learn the shared mask around one-step AdaMerging, then adapt w under the frozen mask.
 
-    ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp).
+    ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp). ``forward_mode`` /
+    ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (logits, w, both Adam states stay fp32).
     """
     params = {k: v for k, v in locals().items() if k != "problem"}
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
     clamp = (variant == "paper") if clamp is None else bool(clamp)
     params["clamp"] = clamp
-    _check_common(temperature, eval_mask)
+    _check_common(temperature, eval_mask, forward_mode, precision)
     check_init(init, clamp)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
@@ -142,7 +151,8 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
             inner.state.clear()
         inner.zero_grad(set_to_none=True)
         inner_flat = merge_flat(theta0, vectors, effective_coefficients(weights, clamp), layout, sample.detach())
-        inner_losses = entropy_backward(problem, inner_flat, layout, 2 * step)
+        inner_losses = entropy_backward(problem, inner_flat, layout, 2 * step, forward_mode=forward_mode,
+                                        precision=precision)
         if inner_uses_previous_weights:
             with torch.no_grad():
                 weights.copy_(initial)
@@ -153,7 +163,8 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
             sample = sample_concrete(logits, temperature, generator)
         outer.zero_grad(set_to_none=True)
         outer_flat = merge_flat(theta0, vectors, effective_coefficients(weights, clamp).detach(), layout, sample)
-        outer_losses = entropy_backward(problem, outer_flat, layout, 2 * step + 1)
+        outer_losses = entropy_backward(problem, outer_flat, layout, 2 * step + 1, forward_mode=forward_mode,
+                                        precision=precision)
         outer.step()
         return {"loss": sum(outer_losses.values()), "inner_loss": sum(inner_losses.values()),
                 **{f"entropy/{t}": v for t, v in outer_losses.items()}}
@@ -174,7 +185,7 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
                                  clamp=clamp, lr=tta_lr, betas=betas, steps=tta_steps, mask=kept_mask,
                                  state_generator=generator, checkpointer=checkpointer, resume_payload=payload,
                                  history=state.history, progress=progress, log_every=log_every, eval_every=eval_every,
-                                 extra_tensors={"logits": logits})
+                                 extra_tensors={"logits": logits}, forward_mode=forward_mode, precision=precision)
     with torch.no_grad():
         merged = merge_flat(theta0, vectors, effective_coefficients(adapted, clamp), layout, kept_mask)
     extras = {**_mask_extras(logits, layout), "coefficients": effective_coefficients(adapted, clamp).cpu()}
