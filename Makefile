@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed
 SCALE  ?= mini
 DEVICE ?= cpu
 SEED   ?= 0
+PRECISION ?=
+THREADS ?= 1
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 # The mini scale and the tests never touch the network (a hub call would hang before failing).
@@ -19,7 +22,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)"
+	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)  PRECISION=$(PRECISION) (fp32|bf16; empty: defaults)"
 
 install: $(STAMP) ## create .venv and install the package with its dev extras (idempotent)
 
@@ -35,14 +38,15 @@ test: install ## run the whole test suite (unit, adapters, zoo smoke build, note
 test-fast: install ## the unit tests only (skips the zoo build and the notebooks)
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not notebooks" $(PYTEST_ARGS)
 
-zoo: install ## build (or reuse) the offline mini model zoo in the cache directory
-	$(OFFLINE) $(CLI) zoo build --seed $(SEED)
+zoo: install ## build (or reuse) the offline mini model zoo in the cache directory (PRECISION=bf16: a bf16-trained zoo)
+	$(OFFLINE) $(CLI) zoo build --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION),)
 
 zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and notebook tests
 	$(OFFLINE) $(CLI) zoo build --seed $(SEED) --smoke
 
-bench: install ## benchmark step time and peak memory of the merge loops (prints a table, writes JSON)
-	$(OFFLINE) $(CLI) bench
+bench: install ## step time + peak memory, fp32 per-task / fp32 batched / bf16 batched beside fusion_bench (PRECISION=, THREADS=, BENCH_ARGS=)
+	$(OFFLINE) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(CLI) bench --device $(DEVICE) --threads $(THREADS) \
+		$(if $(PRECISION),--precision $(PRECISION),) $(BENCH_ARGS)
 
 download: install ## prefetch every paper-scale model and dataset into the Hugging Face cache (needs network)
 	$(CLI) download

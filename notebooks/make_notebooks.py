@@ -37,7 +37,8 @@ def parameters(name: str):
                 "tasks": "None: all tasks of the scale", "steps": "None: the scale defaults, at mini the zoo MINI_DEFAULTS",
                 "smoke": "True: tiny zoo and 2 steps, for CI", "figures_dir": "outputs go to figures_dir/scale/name/",
                 "cache_dir": "None: ~/.cache/concrete_subspace/results, shared by the notebooks",
-                "checkpoints": "paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP"}
+                "checkpoints": "paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP",
+                "precision": "fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)"}
     for f in dataclasses.fields(cls):
         default = f.default
         value = repr(default)
@@ -226,7 +227,8 @@ run logs every `eval_every` steps.
 """),
         code("""
 cta = ex.run_cached(problem, "concrete_task_arithmetic",
-                    ex.method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke),
+                    ex.method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke,
+                                     precision=config.precision),
                     cache_dir=cache)
 history = pd.DataFrame(cta.history)
 curve = history.dropna(subset=["avg_accuracy"]) if "avg_accuracy" in history else history.iloc[0:0]

@@ -7,6 +7,7 @@ learned tensor (mask logits, coefficients, optimizer state) and every result sta
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -140,3 +141,53 @@ def test_unknown_option_value_is_refused(toy, method, option, value):
     choices = PRECISIONS if option == "precision" else FORWARD_MODES
     with pytest.raises(ValueError, match=f"unknown {option} '{value}'.*{choices[0]}"):
         run_method(method, toy, **{option: value}, **QUIET)
+
+
+def tiny_image_encoder():
+    """A seeded 2-layer CLIP vision tower on 28x28 images (the mini zoo's input format)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from concrete_subspace.models.clip_hf import ImageEncoder
+
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=28, patch_size=7, projection_dim=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vision = CLIPVisionModel(config)
+        projection = torch.nn.Linear(32, 16, bias=False)
+    return ImageEncoder(getattr(vision, "vision_model", vision), projection)
+
+
+def test_zoo_finetune_under_bf16_is_deterministic_and_keeps_fp32_weights():
+    from concrete_subspace import zoo
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 28, 28, 3), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 4, (64,), generator=g)
+    head = torch.randn(4, 16, generator=g)
+    results = {}
+    for precision in ("fp32", "bf16", "bf16"):
+        cfg = dataclasses.replace(zoo.mini_config(smoke=True, precision=precision), finetune_steps=3, finetune_batch=16)
+        encoder = tiny_image_encoder()
+        losses = zoo.finetune(encoder, head, images, labels, cfg, seed=1, desc="test", progress=False)
+        state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+        assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+        results.setdefault(precision, []).append((losses, state))
+    (bf16_losses, a), (bf16_again, b) = results["bf16"]
+    assert bf16_losses == bf16_again and all(torch.equal(a[k], b[k]) for k in a)
+    assert bf16_losses != results["fp32"][0][0]
+
+
+def test_zoo_precision_has_its_own_directory_and_is_checked(tmp_path):
+    from concrete_subspace import zoo
+
+    assert zoo.default_zoo_dir(0, False, "bf16").name == zoo.default_zoo_dir(0, False).name + "-bf16"
+    assert zoo.mini_config(precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        zoo.mini_config(precision="fp16")
+    built = tmp_path / "zoo"
+    built.mkdir()
+    (built / "manifest.json").write_text(json.dumps({"format_version": zoo.ZOO_FORMAT_VERSION, "seed": 0, "smoke": True,
+                                                     "config": {"precision": "fp32"}}))
+    assert zoo._zoo_state(built, 0, True, "fp32") == "complete"
+    assert zoo._zoo_state(built, 0, True, "bf16") == "partial"  # an fp32 zoo is never reused as a bf16 one
