@@ -193,7 +193,8 @@ print(f"per-tensor means after rescaling: min {means.min():.6f}, max {means.max(
 ## 7. One step of Concrete Task Arithmetic, by hand
 CTA keeps λ_TA = 0.3 fixed and learns only the mask logits: θ = θ0 + λ_TA Σ_i τ_i ⊙ m / mean(m). Its loss is the
 entropy of each task's predictions on one unlabeled test batch (16 images per task), summed over tasks; Adam
-(lr 1e-3) updates the logits. `entropy_backward` runs each task's forward/backward in turn and sends the summed
+(lr 1e-3) updates the logits. `entropy_backward` runs all tasks' batches through the merged model in one forward
+(each head on its own slice; `forward_mode="per_task"` runs them one at a time to save memory) and sends the summed
 gradient through the merge into the logits.
 """),
         code("""
