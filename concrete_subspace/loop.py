@@ -12,12 +12,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluation import average, evaluate, head_logits, to_device
 from .functional import forward
@@ -62,7 +63,7 @@ def unlabeled(problem: MergeProblem, task: str, step: int) -> Any:
 def check_test_time_data(problem: MergeProblem) -> None:
     """Fail fast, before task vectors are built: each task needs a non-empty unlabeled batch and a head."""
     with torch.no_grad():
-        for task in problem.task_names:
+        for task in distributed.local_tasks(problem.task_names):
             features = forward(problem.model, problem.pretrained, unlabeled(problem, task, 0))
             logits = head_logits(problem, task, features)
             if logits.numel() == 0:
@@ -145,9 +146,10 @@ def _task_logits(problem: MergeProblem, task: str, features: Any) -> Tensor:
     return problem.task_logits(task, features.float() if torch.is_tensor(features) else features)
 
 
-def _per_task(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str) -> dict[str, float]:
+def _per_task(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str,
+              tasks: Sequence[str]) -> dict[str, float]:
     losses = {}
-    for task in problem.task_names:
+    for task in tasks:
         with autocast(problem.device, precision):
             features = forward(problem.model, params, unlabeled(problem, task, data_step))
         loss = _checked_loss(task, _task_logits(problem, task, features), data_step)
@@ -156,8 +158,11 @@ def _per_task(problem: MergeProblem, params: dict[str, Tensor], data_step: int, 
     return losses
 
 
-def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str) -> dict[str, float]:
-    batches = {task: unlabeled(problem, task, data_step) for task in problem.task_names}
+def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str,
+             tasks: Sequence[str]) -> dict[str, float]:
+    if not tasks:  # a rank without tasks (more ranks than tasks) contributes a zero gradient
+        return {}
+    batches = {task: unlabeled(problem, task, data_step) for task in tasks}
     losses: dict[str, Tensor] = {}
     for group in shape_groups(batches):
         sizes = [_batch_size(batches[t]) for t in group]
@@ -168,8 +173,8 @@ def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, p
                             f"({sum(sizes)}), got {type(features).__name__}; use forward_mode='per_task'")
         for task, part in zip(group, torch.split(features, sizes)):
             losses[task] = _checked_loss(task, _task_logits(problem, task, part), data_step)
-    torch.stack([losses[t] for t in problem.task_names]).sum().backward()
-    return {t: float(losses[t].detach()) for t in problem.task_names}
+    torch.stack([losses[t] for t in tasks]).sum().backward()
+    return {t: float(losses[t].detach()) for t in tasks}
 
 
 def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int, *,
@@ -187,10 +192,11 @@ def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, d
     check_precision(precision)
     params = {k: v.requires_grad_(True) for k, v in layout.unflatten(flat.detach()).items()}
     run = _batched if forward_mode == "batched" else _per_task
-    losses = run(problem, params, data_step, precision)
+    losses = run(problem, params, data_step, precision, distributed.local_tasks(problem.task_names))
     if flat.requires_grad:
-        flat.backward(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()]))
-    return losses
+        grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()])
+        flat.backward(distributed.all_reduce_(grad))  # under torchrun: the sum over every rank's tasks
+    return distributed.gather_task_values(problem.task_names, losses, problem.device)
 
 
 @dataclass
@@ -238,7 +244,7 @@ class Checkpointer:
         self.every = int(every)
         if self.path is not None and self.every <= 0:
             raise ValueError(f"checkpoint_every must be positive, got {every}")
-        if self.path is not None:  # temp files of writers killed mid-write (the checkpoint itself is intact)
+        if self.path is not None and distributed.is_main():  # temp files of killed writers (the checkpoint is intact)
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
         semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
@@ -257,7 +263,7 @@ class Checkpointer:
         return payload
 
     def maybe_save(self, state: RunState, stage: str, step: int, last: bool) -> None:
-        if self.path is not None and (step % self.every == 0 or last):
+        if self.path is not None and (step % self.every == 0 or last) and distributed.is_main():  # rank 0 writes
             save_checkpoint(self.path, state.payload(stage, step, self.fingerprint))
 
 
@@ -297,6 +303,9 @@ def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], state: RunS
 def evaluator(problem: MergeProblem, layout: ParamLayout, make_flat: Callable[[], Tensor]) -> Callable[[], dict[str, float]]:
     """A no-argument function scoring the current merged parameters (for accuracy-over-steps curves)."""
     def run() -> dict[str, float]:
+        tasks = distributed.local_tasks(problem.task_names)
         with torch.no_grad():
-            return evaluate(problem, layout.unflatten(make_flat()))
+            params = layout.unflatten(make_flat())  # every rank merges (a shard gather needs all of them)
+            local = evaluate(problem, params, tasks) if tasks else {}
+        return distributed.gather_task_values(problem.task_names, local, problem.device)
     return run
