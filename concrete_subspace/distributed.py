@@ -28,7 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .task_vectors import ParamLayout
+from .masks import logistic_noise, relaxed_bernoulli, sample_concrete
+from .task_vectors import ParamLayout, flat_task_vectors
 
 
 def is_distributed() -> bool:
@@ -101,37 +102,57 @@ def _local_device(device: str) -> str:
 # ------------------------------------------------------------------------------------------------ sharding
 @dataclass(frozen=True)
 class Shard:
-    """This rank's contiguous block of the merged parameter tensors (in layout order), balanced by element count.
+    """This rank's contiguous block of the merged parameter tensors (layout order), balanced by element count.
 
-    ``start:stop`` is the block's element range of the full flat vector, ``keys`` its tensors (``first_key`` the
-    index of the first in the layout). ``sizes`` are every rank's block lengths (for the gather).
+    ``start:stop`` is the block's element range in the full flat vector; ``local_layout`` its tensors, the
+    ``key_slice`` of the layout's tensors; ``sizes`` every rank's block length (for the gather). ``whole`` means no
+    sharding (one process, or ``shard_vectors=False``): then every method below is the identity.
     """
 
     layout: ParamLayout
     local_layout: ParamLayout
-    first_key: int
+    key_slice: slice
     start: int
     stop: int
     sizes: tuple[int, ...]
 
     @property
-    def key_slice(self) -> slice:
-        return slice(self.first_key, self.first_key + len(self.local_layout.keys))
+    def whole(self) -> bool:
+        return len(self.sizes) == 1
 
     def local(self, flat: Tensor) -> Tensor:
-        """This rank's block of a full flat vector (last dimension)."""
-        return flat[..., self.start:self.stop]
+        """This rank's block of a full flat vector (along the last dimension), as a copy that frees the rest."""
+        return flat if self.whole else flat[..., self.start:self.stop].clone()
 
     def gather(self, block: Tensor) -> Tensor:
-        """The full flat vector from every rank's block (all ranks call it; the result is the same on each)."""
-        if not is_distributed():
+        """The full flat vector (detached) from every rank's block; every rank calls it and gets the same vector."""
+        if self.whole:
             return block
-        width = max(self.sizes)
-        padded = torch.zeros(width, dtype=block.dtype, device=block.device)
+        padded = torch.zeros(max(self.sizes), dtype=block.dtype, device=block.device)
         padded[: block.numel()] = block.detach()
         parts = [torch.empty_like(padded) for _ in self.sizes]
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, self.sizes)])
+
+    def coefficients(self, weights: Tensor) -> Tensor:
+        """Merge coefficients of this block's tensors: layer-wise [T, K] -> [T, K_local]; task-wise [T] as it is."""
+        return weights if self.whole or weights.dim() == 1 else weights[:, self.key_slice]
+
+    def reduce_grad_(self, tensor: Tensor) -> None:
+        """Sum a replicated tensor's gradient over the blocks (each rank back-propagated its block only)."""
+        if not self.whole and tensor.grad is not None:
+            all_reduce_(tensor.grad)
+
+    def sample_concrete(self, logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+        """This block of the one-device mask sample: the full noise is drawn (same generator stream), then cut."""
+        if self.whole:
+            return sample_concrete(logits, temperature, generator)
+        noise = logistic_noise((self.layout.num_params,), generator, device=logits.device, dtype=logits.dtype)
+        return relaxed_bernoulli(logits, noise[self.start:self.stop], temperature)
+
+    def checkpoint_name(self) -> str:
+        """Sharded runs checkpoint every rank's block to its own file (resume needs the same number of ranks)."""
+        return "checkpoint.ckpt" if self.whole else f"checkpoint.rank{rank()}-of-{world_size()}.ckpt"
 
 
 def plan_shards(layout: ParamLayout, ranks: int) -> list[tuple[int, int]]:
@@ -150,13 +171,24 @@ def plan_shards(layout: ParamLayout, ranks: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def make_shard(layout: ParamLayout) -> Shard:
-    """This rank's :class:`Shard` of ``layout`` (the whole layout on one process)."""
-    bounds = plan_shards(layout, world_size())
+def make_shard(layout: ParamLayout, shard_vectors: bool = True) -> Shard:
+    """This rank's :class:`Shard` of ``layout``; the whole layout on one process or when ``shard_vectors`` is off."""
+    ranks = world_size() if shard_vectors else 1
+    bounds = plan_shards(layout, ranks)
     offsets = [0]
     for n in layout.numels:
         offsets.append(offsets[-1] + n)
-    first, stop = bounds[rank()]
-    sizes = tuple(offsets[b] - offsets[a] for a, b in bounds)
+    first, stop = bounds[rank() if ranks > 1 else 0]
     local_layout = ParamLayout(tuple(layout.keys[first:stop]), tuple(layout.shapes[first:stop]))
-    return Shard(layout, local_layout, first, offsets[first], offsets[stop], sizes)
+    return Shard(layout, local_layout, slice(first, stop), offsets[first], offsets[stop],
+                 tuple(offsets[b] - offsets[a] for a, b in bounds))
+
+
+def local_task_vectors(problem, shard: Shard, dtype: torch.dtype | None, progress: bool) -> Tensor:
+    """The [T, P_local] block of the task vectors, streamed one fine-tuned model at a time."""
+    first = problem.pretrained[shard.layout.keys[0]]
+    block = torch.empty(len(problem.task_names), shard.stop - shard.start, dtype=dtype or first.dtype, device=first.device)
+    for row, (_, vector) in enumerate(flat_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
+                                                        progress=progress)):
+        block[row] = vector[shard.start:shard.stop]
+    return block

@@ -178,7 +178,8 @@ def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, p
 
 
 def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int, *,
-                     forward_mode: str = "batched", precision: str = "fp32") -> dict[str, float]:
+                     forward_mode: str = "batched", precision: str = "fp32",
+                     shard: distributed.Shard | None = None) -> dict[str, float]:
     """Backpropagate Σ_tasks entropy(batch of ``data_step``) into ``flat``'s graph; return the per-task losses.
 
     The transformer runs on a detached copy of the merged parameters (one leaf per tensor); the summed gradient then
@@ -186,16 +187,20 @@ def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, d
     (tasks with differently shaped inputs in separate forwards), each head on its slice, one backward.
     ``"per_task"``: one forward/backward per task, so peak memory is one task's activations. ``precision="bf16"``
     runs the forward under bf16 autocast (backward follows it); heads, entropies and every gradient into the merge
-    graph stay fp32.
+    graph stay fp32. Under torchrun each rank runs its share of the tasks and the gradient of the merged parameters
+    is summed over the ranks; with a sharded ``shard`` (``shard_vectors=True``), ``flat`` is this rank's block of the
+    merge, gathered for the forward (see :mod:`concrete_subspace.distributed`).
     """
     check_forward_mode(forward_mode)
     check_precision(precision)
-    params = {k: v.requires_grad_(True) for k, v in layout.unflatten(flat.detach()).items()}
+    full = flat.detach() if shard is None else shard.gather(flat.detach())  # a shard holds one block of the merge
+    params = {k: v.requires_grad_(True) for k, v in layout.unflatten(full).items()}
     run = _batched if forward_mode == "batched" else _per_task
     losses = run(problem, params, data_step, precision, distributed.local_tasks(problem.task_names))
     if flat.requires_grad:
         grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()])
-        flat.backward(distributed.all_reduce_(grad))  # under torchrun: the sum over every rank's tasks
+        distributed.all_reduce_(grad)  # under torchrun: the sum over every rank's tasks
+        flat.backward(grad if shard is None or shard.whole else grad[shard.start:shard.stop])
     return distributed.gather_task_values(problem.task_names, losses, problem.device)
 
 
@@ -239,12 +244,15 @@ def fingerprint_difference(saved: Any, current: str) -> str:
 class Checkpointer:
     """Saves the run every ``every`` steps to ``<directory>/checkpoint.ckpt`` and finds it again on restart."""
 
-    def __init__(self, directory: str | Path | None, every: int, params: Mapping[str, Any], problem: MergeProblem):
-        self.path = Path(directory) / "checkpoint.ckpt" if directory else None
+    def __init__(self, directory: str | Path | None, every: int, params: Mapping[str, Any], problem: MergeProblem,
+                 shard: distributed.Shard | None = None):
+        # one file written by rank 0, or one per rank when the state is sharded (every rank writes its block)
+        self.per_rank = shard is not None and not shard.whole
+        self.path = Path(directory) / (shard.checkpoint_name() if self.per_rank else "checkpoint.ckpt") if directory else None
         self.every = int(every)
         if self.path is not None and self.every <= 0:
             raise ValueError(f"checkpoint_every must be positive, got {every}")
-        if self.path is not None and distributed.is_main():  # temp files of killed writers (the checkpoint is intact)
+        if self.path is not None and (self.per_rank or distributed.is_main()):  # temp files of killed writers
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
         semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
@@ -263,7 +271,7 @@ class Checkpointer:
         return payload
 
     def maybe_save(self, state: RunState, stage: str, step: int, last: bool) -> None:
-        if self.path is not None and (step % self.every == 0 or last) and distributed.is_main():  # rank 0 writes
+        if self.path is not None and (step % self.every == 0 or last) and (self.per_rank or distributed.is_main()):
             save_checkpoint(self.path, state.payload(stage, step, self.fingerprint))
 
 

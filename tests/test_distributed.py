@@ -103,6 +103,39 @@ def test_two_processes_equal_one_process(toy, two_process_results, method):
     assert moved and any(not torch.allclose(t, t.flatten()[0].expand_as(t)) for t in moved)  # something was learned
 
 
+SHARDED = {name: {**params, "shard_vectors": True} for name, params in METHODS.items() if not name.endswith("_pp")}
+
+
+@pytest.fixture(scope="module")
+def sharded_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sharded")
+    torchrun(2, str(HERE / "dist_toy.py"), json.dumps({"out": str(out), "methods": SHARDED}))
+    return out
+
+
+@pytest.mark.parametrize("method", list(SHARDED))
+def test_sharded_task_vectors_equal_one_process(toy, sharded_results, method):
+    """Each rank keeps half the tensors' task vectors, logits and Adam state: the result is still the one-device one."""
+    single = run_method(method, toy, progress=False, **METHODS[method])
+    for r in range(2):
+        saved = load_checkpoint(sharded_results / f"{method}.rank{r}.ckpt")
+        for key, tensor in single.extras.items():
+            if torch.is_tensor(tensor):
+                close(saved["tensors"][key], tensor)
+        for key, tensor in single.state.items():
+            close(saved["state"][key], tensor)
+        assert [row["loss"] for row in saved["history"]] == pytest.approx([row["loss"] for row in single.history], rel=1e-5)
+
+
+def test_sharding_refuses_adamerging_pp(toy):
+    from concrete_subspace.adamerging import prepare_vectors
+
+    layout = ParamLayout.of(toy.pretrained)
+    two_blocks = distributed.Shard(layout, layout, slice(0, 1), 0, 10, (10, layout.num_params - 10))
+    with pytest.raises(ValueError, match="ties_density"):
+        prepare_vectors(toy, None, False, 0.2, shard=two_blocks)
+
+
 def test_more_ranks_than_tasks(toy, tmp_path):
     """Three processes, two tasks: the rank without a task contributes a zero gradient and still agrees."""
     from toy import make_toy_problem
@@ -115,10 +148,12 @@ def test_more_ranks_than_tasks(toy, tmp_path):
               single.extras["mask_logits"])
 
 
-def test_killed_distributed_run_resumes_to_the_uninterrupted_result(toy, tmp_path):
-    """Rank 0 writes the checkpoint; a run killed mid-way and launched again ends where an uninterrupted run does."""
+@pytest.mark.parametrize("shard_vectors", [False, True])
+def test_killed_distributed_run_resumes_to_the_uninterrupted_result(toy, tmp_path, shard_vectors):
+    """Rank 0 writes the checkpoint (each rank its block when sharded); a run killed mid-way and launched again ends
+    where an uninterrupted run does."""
     params = {"meta_steps": 4, "tta_steps": 4, "outer_lr": 0.05, "tta_lr": 0.05, "checkpoint_every": 1,
-              "checkpoint_dir": str(tmp_path / "ckpt")}
+              "checkpoint_dir": str(tmp_path / "ckpt"), "shard_vectors": shard_vectors}
     marker = tmp_path / "paused"
     # rank 0 has 2 of the 3 tasks: 2 data calls for the up-front check, then 4 per meta step -> paused in meta step 3
     config = {"out": str(tmp_path / "out"), "methods": {"layer_wise_concrete_adamerging": params},
@@ -134,12 +169,14 @@ def test_killed_distributed_run_resumes_to_the_uninterrupted_result(toy, tmp_pat
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
-    saved = load_checkpoint(tmp_path / "ckpt" / "checkpoint.ckpt")
+    names = ["checkpoint.rank0-of-2.ckpt", "checkpoint.rank1-of-2.ckpt"] if shard_vectors else ["checkpoint.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt")) == names
+    saved = load_checkpoint(tmp_path / "ckpt" / names[0])
     assert 0 < saved["step"] and saved["stage"] == "meta"
     del config["pause_after_calls"]
     torchrun(2, str(HERE / "dist_toy.py"), json.dumps(config))
     uninterrupted = run_method("layer_wise_concrete_adamerging", toy, progress=False,
-                               **{k: v for k, v in params.items() if not k.startswith("checkpoint")})
+                               **{k: v for k, v in params.items() if not k.startswith("checkpoint") and k != "shard_vectors"})
     resumed = load_checkpoint(tmp_path / "out" / "layer_wise_concrete_adamerging.rank1.ckpt")
     close(resumed["tensors"]["mask_logits"], uninterrupted.extras["mask_logits"])
     close(resumed["tensors"]["coefficients"], uninterrupted.extras["coefficients"])
