@@ -303,8 +303,11 @@ def versions() -> dict:
 
 
 def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: int, threads: int,
-            vector_dtype: str = "float32", batch_size: int = 16, config: str = "fp32:batched") -> list[dict]:
-    """Run one method on one case in THIS process and return one row per optimisation stage."""
+            vector_dtype: str = "float32", batch_size: int = 16, config: str = "fp32:batched",
+            overrides: dict | None = None) -> list[dict]:
+    """Run one method on one case in THIS process and return one row per optimisation stage.
+
+    ``overrides``: further method parameters (e.g. ``shard_vectors`` for benchmarks/distributed_bench.py)."""
     import torch
 
     precision, forward_mode = parse_config(config)
@@ -333,7 +336,8 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
 
     start = time.perf_counter()
     with instrumented(probe):
-        run_method(method, problem, **method_params(method, warmup + steps, vector_dtype, precision, forward_mode))
+        run_method(method, problem, **method_params(method, warmup + steps, vector_dtype, precision, forward_mode),
+                   **(overrides or {}))
     total_seconds = time.perf_counter() - start
     peak = probe.peak()
     rows = []

@@ -203,3 +203,13 @@ def test_run_entry_point_on_the_smoke_zoo_two_processes_equal_one(tmp_path):
     close(load_file(tmp_path / "two" / "tensors.safetensors")["mask_logits"],
           load_file(tmp_path / "one" / "tensors.safetensors")["mask_logits"], tol=5e-4)
     assert two["scores"] == pytest.approx(one["scores"], abs=0.5)  # accuracy over a few hundred images
+
+
+def test_run_entry_point_refuses_bad_arguments_in_one_line(tmp_path, capsys):
+    from concrete_subspace import run
+
+    assert run.main(["no_such_method", "--out", str(tmp_path)]) == run.EXIT_USAGE
+    assert run.main(["concrete_task_arithmetic", "--param", "stepz=3", "--out", str(tmp_path)]) == run.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no_such_method" in err[0] and "stepz" in err[1]
+    assert not any(tmp_path.iterdir())  # nothing written
