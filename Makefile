@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast zoo zoo-smoke bench download clean
+.PHONY: help install test test-fast zoo zoo-smoke bench dist-example download clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and noteboo
 bench: install ## step time + peak memory, fp32 per-task / fp32 batched / bf16 batched beside fusion_bench (PRECISION=, THREADS=, BENCH_ARGS=)
 	$(OFFLINE) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(CLI) bench --device $(DEVICE) --threads $(THREADS) \
 		$(if $(PRECISION),--precision $(PRECISION),) $(BENCH_ARGS)
+
+NPROC ?= 2
+dist-example: install ## Concrete TA under torchrun: NPROC processes (gloo on CPU, NCCL with DEVICE=cuda), smoke zoo at mini scale
+	$(OFFLINE) OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m concrete_subspace.run concrete_task_arithmetic \
+		--scale $(SCALE) --device $(DEVICE) --seed $(SEED) $(if $(filter mini,$(SCALE)),--smoke,) --param steps=20 \
+		--out runs/dist-example-$(NPROC)p
 
 download: install ## prefetch every paper-scale model and dataset into the Hugging Face cache (needs network)
 	$(CLI) download
