@@ -10,6 +10,7 @@ a single-process run.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def main(config: dict) -> None:
     if config.get("pause_after_calls") is not None and distributed.rank() == config.get("pause_rank", 0):
         problem = pausing(problem, config["pause_after_calls"], config["pause_marker"])
     out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    # torchrun starts each worker in a session of its own: a test that kills the job kills these pids too
+    (out / f"pid.rank{distributed.rank()}").write_text(str(os.getpid()))
     for method, params in config["methods"].items():
         result = run_method(method, problem, progress=False, **params)
         tensors = {k: v for k, v in result.extras.items() if torch.is_tensor(v)}

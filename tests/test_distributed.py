@@ -166,9 +166,15 @@ def test_killed_distributed_run_resumes_to_the_uninterrupted_result(toy, tmp_pat
             assert job.poll() is None and time.time() < deadline, "the distributed job ended before it paused"
             time.sleep(0.2)
         time.sleep(0.5)
-    finally:
+    finally:  # the launcher, then its workers (each in a session of its own)
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
+        for pid_file in (tmp_path / "out").glob("pid.rank*"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            pid_file.unlink()
     names = ["checkpoint.rank0-of-2.ckpt", "checkpoint.rank1-of-2.ckpt"] if shard_vectors else ["checkpoint.ckpt"]
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt")) == names
     saved = load_checkpoint(tmp_path / "ckpt" / names[0])
