@@ -58,6 +58,16 @@ def close(a, b, tol=1e-5):
     torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
+def assert_same_result(saved: dict, single) -> None:
+    """A rank's saved result (dist_toy.py) equals the one-process MergeResult: tensors, merged state, losses."""
+    for key, tensor in single.extras.items():
+        if torch.is_tensor(tensor):
+            close(saved["tensors"][key], tensor)
+    for key, tensor in single.state.items():
+        close(saved["state"][key], tensor)
+    assert [row["loss"] for row in saved["history"]] == pytest.approx([row["loss"] for row in single.history], rel=1e-5)
+
+
 def test_local_tasks_and_reductions_on_one_process():
     assert not distributed.is_distributed() and distributed.world_size() == 1 and distributed.is_main()
     assert distributed.local_tasks(("a", "b", "c")) == ("a", "b", "c")
@@ -89,13 +99,7 @@ def test_two_processes_equal_one_process(toy, two_process_results, method):
     ranks = [load_checkpoint(two_process_results / f"{method}.rank{r}.ckpt") for r in range(2)]
     assert ranks[0]["world_size"] == 2
     for saved in ranks:
-        for key, tensor in single.extras.items():
-            if torch.is_tensor(tensor):
-                close(saved["tensors"][key], tensor)
-        for key, tensor in single.state.items():
-            close(saved["state"][key], tensor)
-        losses = [row["loss"] for row in saved["history"]]
-        assert losses == pytest.approx([row["loss"] for row in single.history], rel=1e-5)
+        assert_same_result(saved, single)
     # the two ranks hold the same numbers exactly (same all-reduced gradients, same Adam steps)
     for key in ranks[0]["tensors"]:
         assert torch.equal(ranks[0]["tensors"][key], ranks[1]["tensors"][key])
@@ -118,13 +122,7 @@ def test_sharded_task_vectors_equal_one_process(toy, sharded_results, method):
     """Each rank keeps half the tensors' task vectors, logits and Adam state: the result is still the one-device one."""
     single = run_method(method, toy, progress=False, **METHODS[method])
     for r in range(2):
-        saved = load_checkpoint(sharded_results / f"{method}.rank{r}.ckpt")
-        for key, tensor in single.extras.items():
-            if torch.is_tensor(tensor):
-                close(saved["tensors"][key], tensor)
-        for key, tensor in single.state.items():
-            close(saved["state"][key], tensor)
-        assert [row["loss"] for row in saved["history"]] == pytest.approx([row["loss"] for row in single.history], rel=1e-5)
+        assert_same_result(load_checkpoint(sharded_results / f"{method}.rank{r}.ckpt"), single)
 
 
 def test_sharding_refuses_adamerging_pp(toy):
