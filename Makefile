@@ -11,17 +11,20 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 SCALE  ?= mini
 DEVICE ?= cpu
 SEED   ?= 0
+PRECISION ?=
+THREADS ?= 1
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 # The mini scale and the tests never touch the network (a hub call would hang before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-fast zoo zoo-smoke bench download clean
+.PHONY: help install lock test test-fast zoo zoo-smoke bench dist-example download clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)"
+	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)  PRECISION=$(PRECISION) (fp32|bf16; empty: defaults)"
 
 install: $(STAMP) ## create .venv with exactly the versions in requirements-lock.txt, then the package (idempotent)
 
@@ -49,14 +52,21 @@ test: install ## run the whole test suite (unit, adapters, zoo smoke build, note
 test-fast: install ## the unit tests only (skips the zoo build and the notebooks)
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not notebooks" $(PYTEST_ARGS)
 
-zoo: install ## build (or reuse) the offline mini model zoo in the cache directory
-	$(OFFLINE) $(CLI) zoo build --seed $(SEED)
+zoo: install ## build (or reuse) the offline mini model zoo in the cache directory (PRECISION=bf16: a bf16-trained zoo)
+	$(OFFLINE) $(CLI) zoo build --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION),)
 
 zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and notebook tests
 	$(OFFLINE) $(CLI) zoo build --seed $(SEED) --smoke
 
-bench: install ## benchmark step time and peak memory of the merge loops (prints a table, writes JSON)
-	$(OFFLINE) $(CLI) bench
+bench: install ## step time + peak memory, fp32 per-task / fp32 batched / bf16 batched beside fusion_bench (PRECISION=, THREADS=, BENCH_ARGS=)
+	$(OFFLINE) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(CLI) bench --device $(DEVICE) --threads $(THREADS) \
+		$(if $(PRECISION),--precision $(PRECISION),) $(BENCH_ARGS)
+
+NPROC ?= 2
+dist-example: install ## Concrete TA under torchrun: NPROC processes (gloo on CPU, NCCL with DEVICE=cuda), smoke zoo at mini scale
+	$(OFFLINE) OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m concrete_subspace.run concrete_task_arithmetic \
+		--scale $(SCALE) --device $(DEVICE) --seed $(SEED) $(if $(filter mini,$(SCALE)),--smoke,) --param steps=20 \
+		--out runs/dist-example-$(NPROC)p
 
 download: install ## prefetch every paper-scale model and dataset into the Hugging Face cache (needs network)
 	$(CLI) download

@@ -3,6 +3,7 @@
 #   make fig-01_multitask_table             one notebook
 #   make figures SCALE=paper DEVICE=cuda    the same at paper scale (Hub models; run `make download` first)
 #   make figures SMOKE=True                 tiny zoo and 2 steps (what CI runs), outputs under figures/mini-smoke/
+#   make figures PRECISION=bf16             bf16 autocast in the test-time methods (default: the notebooks' fp32)
 #   make figures SCALE=paper DEVICE=cuda CHECKPOINTS=/path/to/task_vectors   the paper's open_clip checkpoints
 #                                           (vision notebooks; the walkthrough and Flan-T5 notebooks ignore it)
 # Executed copies (with outputs) go to notebooks/executed/; tables, figures and results JSON to figures/<scale>/.
@@ -13,6 +14,7 @@ DEVICE ?= cpu
 SEED   ?= 0
 SMOKE  ?= False
 CHECKPOINTS ?=
+PRECISION ?=
 VENV   ?= .venv
 STAMP  ?= $(VENV)/.installed
 OFFLINE ?= HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -27,6 +29,7 @@ FIG_ENV := $(if $(filter mini,$(SCALE)),$(OFFLINE),)
 SMOKE_FLAG := $(if $(filter True true 1,$(SMOKE)),--smoke,)
 SMOKE_SUFFIX := $(if $(SMOKE_FLAG),-smoke,)
 CHECKPOINTS_FLAG := $(if $(CHECKPOINTS),-p checkpoints $(CHECKPOINTS),)
+PRECISION_FLAG := $(if $(PRECISION),-p precision $(PRECISION),)
 
 .PHONY: figures figures-zoo notebooks $(FIG_TARGETS)
 
@@ -48,5 +51,5 @@ $(FIG_TARGETS): fig-%: figures-zoo
 	@echo "papermill $*: scale=$(SCALE) device=$(DEVICE) seed=$(SEED) smoke=$(SMOKE)"
 	@start=$$(date +%s); \
 	$(FIG_ENV) $(PAPERMILL) -k python3 --log-level WARNING notebooks/$*.ipynb $(EXECUTED)/$*-$(SCALE)$(SMOKE_SUFFIX).ipynb \
-		-p scale $(SCALE) -p device $(DEVICE) -p seed $(SEED) -p smoke $(SMOKE) $(CHECKPOINTS_FLAG) && \
+		-p scale $(SCALE) -p device $(DEVICE) -p seed $(SEED) -p smoke $(SMOKE) $(CHECKPOINTS_FLAG) $(PRECISION_FLAG) && \
 	echo "papermill $*: $$(( $$(date +%s) - start )) s"

@@ -37,6 +37,8 @@ ALL_CASES = CASES + ("vit_tiny",)  # vit_tiny: a seconds-long smoke case, not pa
 BENCH_METHODS = ("concrete_task_arithmetic", "layer_wise_adamerging", "layer_wise_concrete_adamerging")
 # (warm-up steps, timed steps) per case when not given: a ViT-B/32 step on 2 CPU cores takes tens of seconds.
 DEFAULT_STEPS = {"mini": (3, 20), "vit_b32": (1, 3), "vit_tiny": (1, 3)}
+# (precision, forward_mode) pairs run side by side by default: the old per-task fp32 loop, batched fp32, batched bf16
+DEFAULT_CONFIGS = ("fp32:per_task", "fp32:batched", "bf16:batched")
 RESULTS_DIR = Path("benchmarks") / "results"
 
 
@@ -261,9 +263,31 @@ def instrumented(probe: Probe) -> Iterator[None]:
             setattr(module, name, fn)
 
 
-def method_params(method: str, total_steps: int, vector_dtype: str) -> dict:
+def parse_config(config: str) -> tuple[str, str]:
+    """'bf16:batched' -> ('bf16', 'batched'), checked against the loop's precisions and forward modes."""
+    from .loop import check_forward_mode, check_precision
+
+    precision, sep, forward_mode = config.partition(":")
+    if not sep:
+        raise ValueError(f"bench config {config!r} must be PRECISION:FORWARD_MODE, e.g. 'bf16:batched'")
+    check_precision(precision)
+    check_forward_mode(forward_mode)
+    return precision, forward_mode
+
+
+def select_configs(configs: Sequence[str], precisions: Sequence[str] | None) -> list[str]:
+    """``configs`` restricted to ``precisions`` (all when None); an empty selection is an error."""
+    chosen = [c for c in configs if precisions is None or parse_config(c)[0] in precisions]
+    if not chosen:
+        raise ValueError(f"no bench config of precision {list(precisions or [])} among {list(configs)}")
+    return chosen
+
+
+def method_params(method: str, total_steps: int, vector_dtype: str, precision: str = "fp32",
+                  forward_mode: str = "batched") -> dict:
     """Registry overrides for a timed run: ``total_steps`` per stage, no logging, evaluation or checkpoints."""
-    common = {"progress": False, "log_every": 10**9, "eval_every": 0, "checkpoint_dir": None, "vector_dtype": vector_dtype}
+    common = {"progress": False, "log_every": 10**9, "eval_every": 0, "checkpoint_dir": None, "vector_dtype": vector_dtype,
+              "precision": precision, "forward_mode": forward_mode}
     if "concrete_adamerging" in method:
         return {**common, "meta_steps": total_steps, "tta_steps": total_steps}
     return {**common, "steps": total_steps}
@@ -279,10 +303,14 @@ def versions() -> dict:
 
 
 def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: int, threads: int,
-            vector_dtype: str = "float32", batch_size: int = 16) -> list[dict]:
-    """Run one method on one case in THIS process and return one row per optimisation stage."""
+            vector_dtype: str = "float32", batch_size: int = 16, config: str = "fp32:batched",
+            overrides: dict | None = None) -> list[dict]:
+    """Run one method on one case in THIS process and return one row per optimisation stage.
+
+    ``overrides``: further method parameters (e.g. ``shard_vectors`` for benchmarks/distributed_bench.py)."""
     import torch
 
+    precision, forward_mode = parse_config(config)
     torch.set_num_threads(threads)
     dev = torch.device(device)
     rss_start = current_rss()
@@ -294,7 +322,7 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
     elif case == "mini":
         problem, note = mini_problem(batch_size, device)
         if problem is None:
-            return [{"case": case, "method": method, "skipped": note}]
+            return [{"case": case, "method": method, "config": config, "skipped": note}]
     else:
         raise ValueError(f"unknown bench case {case!r}; choose from {list(ALL_CASES)}")
     setup_seconds = time.perf_counter() - t0
@@ -308,7 +336,8 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
 
     start = time.perf_counter()
     with instrumented(probe):
-        run_method(method, problem, **method_params(method, warmup + steps, vector_dtype))
+        run_method(method, problem, **method_params(method, warmup + steps, vector_dtype, precision, forward_mode),
+                   **(overrides or {}))
     total_seconds = time.perf_counter() - start
     peak = probe.peak()
     rows = []
@@ -317,6 +346,7 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
         cpu = [c for s, i, _, c in probe.steps if s == stage and i >= warmup]
         rows.append({
             "case": case, "method": method, "stage": stage, "implementation": "concrete_subspace", "device": device,
+            "config": config, "precision": precision, "forward_mode": forward_mode,
             "threads": threads, "batch_size": batch_size, "num_tasks": len(problem.task_names),
             "num_params": num_params, "vector_dtype": vector_dtype, "warmup": warmup, "steps": len(times),
             "step_seconds_median": statistics.median(times) if times else None,
@@ -334,22 +364,22 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
 
 # ------------------------------------------------------------------------------------------------ the driver
 def _worker(case: str, method: str, device: str, steps: int, warmup: int, threads: int, vector_dtype: str,
-            batch_size: int, timeout: float | None) -> list[dict]:
+            batch_size: int, timeout: float | None, config: str = "fp32:batched") -> list[dict]:
     """Run :func:`measure` in a fresh interpreter (separate memory peak); a failure becomes a row with the error."""
     cmd = [sys.executable, "-m", "concrete_subspace.bench", "--worker", "--cases", case, "--methods", method,
            "--device", device, "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads),
-           "--vector-dtype", vector_dtype, "--batch-size", str(batch_size)]
+           "--vector-dtype", vector_dtype, "--batch-size", str(batch_size), "--configs", config]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [{"case": case, "method": method, "error": f"timed out after {timeout} s"}]
+        return [{"case": case, "method": method, "config": config, "error": f"timed out after {timeout} s"}]
     for line in done.stdout.splitlines()[::-1]:
         if line.startswith("BENCH_JSON "):
             return json.loads(line[len("BENCH_JSON "):])
     tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-    return [{"case": case, "method": method, "error": f"worker exited {done.returncode}: {' | '.join(tail)}"}]
+    return [{"case": case, "method": method, "config": config, "error": f"worker exited {done.returncode}: {' | '.join(tail)}"}]
 
 
 def load_reference(results_dir: Path = RESULTS_DIR) -> list[dict]:
@@ -375,7 +405,7 @@ def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFra
     them = them.reindex(columns=keys + values).rename(
         columns={"step_seconds_median": "fb_step_seconds", "step_cpu_seconds_median": "fb_step_cpu_seconds",
                  "peak_bytes": "fb_peak_bytes", "steps": "fb_steps"})
-    merged = ours.reindex(columns=keys + values).merge(them, on=keys, how="inner")
+    merged = ours.reindex(columns=keys + ["config"] + values).merge(them, on=keys, how="inner")
     merged["step_time_ratio"] = merged["step_seconds_median"] / merged["fb_step_seconds"]
     merged["step_cpu_ratio"] = merged["step_cpu_seconds_median"] / merged["fb_step_cpu_seconds"]
     merged["peak_memory_ratio"] = merged["peak_bytes"] / merged["fb_peak_bytes"]
@@ -385,9 +415,10 @@ def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFra
 def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHODS, device: str = "cpu",
               steps: int | None = None, warmup: int | None = None, threads: int = 2, out: str | Path | None = None,
               vector_dtype: str = "float32", batch_size: int = 16, timeout: float | None = 3600,
-              progress: bool = True) -> "pandas.DataFrame":
+              progress: bool = True, configs: Sequence[str] = DEFAULT_CONFIGS) -> "pandas.DataFrame":
     """Benchmark ``methods`` on ``cases`` (one subprocess each) and return a tidy table; write JSON/CSV to ``out``.
 
+    ``configs`` are ``precision:forward_mode`` pairs, each a separate row (:data:`DEFAULT_CONFIGS`).
     ``steps``/``warmup`` default per case (:data:`DEFAULT_STEPS`). ``out`` is a path stem: ``<out>.json`` holds the
     rows, versions, threads and device, ``<out>.csv`` the table. Saved fusion_bench rows are joined for ratios.
     """
@@ -401,16 +432,18 @@ def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHO
             raise ValueError(f"unknown bench case {case!r}; choose from {list(ALL_CASES)}")
     for method in methods:
         get_method(method)  # an unknown name fails here, before any subprocess starts
+    for config in configs:
+        parse_config(config)
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} requested but torch.cuda.is_available() is False")
     rows: list[dict] = []
-    jobs = [(c, m) for c in cases for m in methods]
-    for case, method in tqdm(jobs, desc="bench", disable=not progress):
+    jobs = [(c, m, k) for c in cases for m in methods for k in configs]
+    for case, method, config in tqdm(jobs, desc="bench", disable=not progress):
         w, s = DEFAULT_STEPS[case]
         rows.extend(_worker(case, method, device, steps if steps is not None else s, warmup if warmup is not None else w,
-                            threads, vector_dtype, batch_size, timeout))
+                            threads, vector_dtype, batch_size, timeout, config))
     table = pd.DataFrame(rows)
     measured = table.dropna(subset=["stage"]) if "stage" in table else pd.DataFrame()
     comparison = compare(measured, load_reference())
@@ -428,22 +461,22 @@ def format_table(table: "pandas.DataFrame") -> str:
     """A compact text table: step time (median, s), peak memory (GiB), task-vector build time (s)."""
     if table.empty:
         return "(no rows)"
-    lines = [f"{'case':8} {'method':32} {'stage':26} {'step s':>8} {'cpu s':>8} {'peak GiB':>9} {'build s':>8} {'n':>3}"]
+    lines = [f"{'case':8} {'method':32} {'config':13} {'stage':26} {'step s':>8} {'cpu s':>8} {'peak GiB':>9} {'build s':>8} {'n':>3}"]
     for r in table.to_dict(orient="records"):
         if isinstance(r.get("skipped"), str) or isinstance(r.get("error"), str):
-            lines.append(f"{r['case']:8} {r['method']:32} {'SKIPPED: ' + r['skipped'] if isinstance(r.get('skipped'), str) else 'ERROR: ' + r['error']}")
+            lines.append(f"{r['case']:8} {r['method']:32} {str(r.get('config', '')):13} {'SKIPPED: ' + r['skipped'] if isinstance(r.get('skipped'), str) else 'ERROR: ' + r['error']}")
             continue
         build = r.get("build_vectors_seconds")
         cpu = r.get("step_cpu_seconds_median")
-        lines.append(f"{r['case']:8} {r['method']:32} {r['stage']:26} {r['step_seconds_median']:8.3f} "
+        lines.append(f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_seconds_median']:8.3f} "
                      f"{cpu if cpu is not None else float('nan'):8.3f} "
                      f"{r['peak_bytes'] / 2**30:9.2f} {build if build is not None else float('nan'):8.2f} {r['steps']:3d}")
     comparison = table.attrs.get("comparison")
     if comparison is not None and not comparison.empty:
         lines += ["", "vs fusion_bench 0.2.33 (ours / theirs; < 1 is better)",
-                  f"{'case':8} {'method':32} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}"]
+                  f"{'case':8} {'method':32} {'config':13} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}"]
         for r in comparison.to_dict(orient="records"):
-            lines.append(f"{r['case']:8} {r['method']:32} {r['stage']:26} {r['step_time_ratio']:10.2f} "
+            lines.append(f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_time_ratio']:10.2f} "
                          f"{r['step_cpu_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}")
     return "\n".join(lines)
 
@@ -459,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vector-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
+                        help="PRECISION:FORWARD_MODE pairs, one row each (default: %(default)s)")
+    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "bf16"],
+                        help="keep only the configs of these precisions (make bench PRECISION=...)")
     parser.add_argument("--out", default=None, help="path stem for <out>.json and <out>.csv (default benchmarks/results/bench_<device>)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -467,12 +504,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         w, s = DEFAULT_STEPS[case]
         rows = measure(case, method, device=args.device, steps=args.steps if args.steps is not None else s,
                        warmup=args.warmup if args.warmup is not None else w, threads=args.threads,
-                       vector_dtype=args.vector_dtype, batch_size=args.batch_size)
+                       vector_dtype=args.vector_dtype, batch_size=args.batch_size, config=args.configs[0])
         print("BENCH_JSON " + json.dumps(rows, default=str), flush=True)
         return 0
     out = args.out or str(RESULTS_DIR / f"bench_{args.device.replace(':', '')}")
     table = run_bench(args.cases, args.methods, args.device, args.steps, args.warmup, args.threads, out,
-                      args.vector_dtype, args.batch_size)
+                      args.vector_dtype, args.batch_size, configs=select_configs(args.configs, args.precision))
     print(format_table(table))
     print(f"\nwrote {Path(out).with_suffix('.json')} and {Path(out).with_suffix('.csv')}")
     return 0

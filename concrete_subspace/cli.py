@@ -237,7 +237,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
     try:
         path = build_zoo(args.out, scale=args.scale, seed=args.seed, smoke=args.smoke, force=args.force,
-                         progress=not args.quiet)
+                         progress=not args.quiet, precision=args.precision)
     except FileExistsError as err:  # --out holds files that are not a zoo: the user's to resolve
         raise CliError(str(err)) from None
     print(path)
@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--smoke", action="store_true", help="tiny zoo for CI and notebook tests")
     build.add_argument("--force", action="store_true", help="rebuild even if a complete zoo exists")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="bf16: train under bf16 autocast (own cache directory, suffix -bf16)")
     build.set_defaults(func=cmd_zoo_build)
 
     sub.add_parser("bench", help="benchmark the merge loops (see `concrete-subspace bench --help`)", add_help=False)

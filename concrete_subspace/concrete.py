@@ -26,8 +26,10 @@ from torch import Tensor
 
 from .adamerging import (adapt_coefficients, check_init, effective_coefficients, init_coefficients, prepare_vectors,
                          registry_variant)
-from .loop import Checkpointer, RunState, check_test_time_data, entropy_backward, evaluator, optimise, parse_dtype
-from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits, sample_concrete
+from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, check_test_time_data, entropy_backward,
+                   evaluator, optimise, parse_dtype)
+from .distributed import make_shard
+from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits
 from .merging import MergeResult, apply_mask_flat, merge_flat
 from .problem import MergeProblem
 from .task_vectors import ParamLayout, sum_task_vectors
@@ -35,8 +37,10 @@ from .task_vectors import ParamLayout, sum_task_vectors
 VARIANTS = ("paper", "fusion_bench")
 
 
-def _check_common(temperature: float, eval_mask: str) -> None:
+def _check_common(temperature: float, eval_mask: str, forward_mode: str, precision: str) -> None:
     check_temperature(temperature)
+    check_forward_mode(forward_mode)
+    check_precision(precision)
     if eval_mask not in EVAL_MASKS:
         raise ValueError(f"unknown eval_mask {eval_mask!r}; choose one of {list(EVAL_MASKS)}")
 
@@ -64,20 +68,27 @@ def _density_row(logits: Tensor) -> dict:
 def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, temperature: float = 0.5, lr: float = 1e-3,
                              betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, steps: int = 2000,
                              init_logit: float = 0.0, eval_mask: str = "sample", seed: int = 0,
-                             vector_dtype: str = "float32", log_every: int = 10, eval_every: int = 0,
-                             checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
+                             vector_dtype: str = "float32", forward_mode: str = "batched", precision: str = "fp32",
+                             shard_vectors: bool = False, log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
                              progress: bool = True) -> MergeResult:
-    """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed."""
+    """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed.
+
+    ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (mask logits, Adam state and
+    entropies stay fp32 under ``precision="bf16"``). ``shard_vectors``: under torchrun, each rank keeps λΣτ, the
+    logits and their Adam state for its block of tensors only (:mod:`concrete_subspace.distributed`).
+    """
     params = {k: v for k, v in locals().items() if k != "problem"}
-    _check_common(temperature, eval_mask)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
+    _check_common(temperature, eval_mask, forward_mode, precision)
+    shard = make_shard(ParamLayout.of(problem.pretrained), shard_vectors)
+    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem, shard)
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
     check_test_time_data(problem)
     # λ is fixed, so only λ Σ τ_i is needed: summed as the models stream in (never T task vectors at once)
     layout, summed = sum_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
                                       scaling=float(scaling), dtype=parse_dtype(vector_dtype), progress=progress)
-    theta0 = layout.flatten(problem.pretrained)
-    logits = init_logits(layout.num_params, init_logit, device=theta0.device).requires_grad_(True)
+    summed = shard.local(summed)  # this rank's block (the whole vector unless sharded)
+    theta0 = shard.local(layout.flatten(problem.pretrained))
+    logits = init_logits(theta0.numel(), init_logit, device=theta0.device).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)
     state = RunState({"logits": logits}, {"optimizer": optimizer}, generator)
@@ -88,25 +99,27 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
 
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
-        mask = sample_concrete(logits, temperature, generator)
-        losses = entropy_backward(problem, apply_mask_flat(theta0, summed, mask, layout), layout, step)
+        mask = shard.sample_concrete(logits, temperature, generator)
+        losses = entropy_backward(problem, apply_mask_flat(theta0, summed, mask, shard.local_layout), layout, step,
+                                  forward_mode=forward_mode, precision=precision, shard=shard)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
     def final_mask() -> Tensor:
         eval_generator = torch.Generator(device=theta0.device).manual_seed(seed + 1)
-        return evaluation_mask(logits, eval_mask, temperature=temperature, generator=eval_generator)
+        return evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
 
-    def evaluation_flat() -> Tensor:
-        return apply_mask_flat(theta0, summed, final_mask(), layout)
+    def evaluation_flat() -> Tensor:  # gathered from every rank's block (all of it unless sharded)
+        return shard.gather(apply_mask_flat(theta0, summed, shard.local(final_mask()), shard.local_layout))
 
     optimise("concrete_task_arithmetic", steps, step_fn, state, checkpointer, start=start, progress=progress,
              log_every=log_every, eval_fn=evaluator(problem, layout, evaluation_flat), eval_every=eval_every,
-             log_fn=lambda: _density_row(logits))
+             log_fn=lambda: _density_row(shard.gather(logits)))
     with torch.no_grad():
         mask = final_mask()
-        merged = layout.unflatten(apply_mask_flat(theta0, summed, mask, layout))
-    extras = {**_mask_extras(logits, layout), "eval_mask": eval_mask_record(mask, eval_mask, seed + 1, temperature)}
+        merged = layout.unflatten(shard.gather(apply_mask_flat(theta0, summed, shard.local(mask), shard.local_layout)))
+    extras = {**_mask_extras(shard.gather(logits), layout),
+              "eval_mask": eval_mask_record(mask, eval_mask, seed + 1, temperature)}
     return MergeResult(merged, params, state.history, extras)
 
 
@@ -115,28 +128,36 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
                         betas: tuple[float, float] = (0.9, 0.999), meta_steps: int = 2000, tta_lr: float = 1e-3,
                         tta_steps: int = 1000, variant: str = "paper", persist_inner_optimizer: bool = True,
                         inner_uses_previous_weights: bool = False, eval_mask: str = "sample", seed: int = 0,
-                        vector_dtype: str = "float32", log_every: int = 10, eval_every: int = 0,
-                        checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
+                        vector_dtype: str = "float32", forward_mode: str = "batched", precision: str = "fp32",
+                        shard_vectors: bool = False, log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
                         progress: bool = True) -> MergeResult:
     """Concrete AdaMerging: meta-learn the shared mask around one-step AdaMerging, then adapt w under the frozen mask.
 
-    ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp).
+    ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp). ``forward_mode`` /
+    ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (logits, w, both Adam states stay fp32).
+    ``shard_vectors``: under torchrun, each rank keeps the task vectors, logits and their Adam state for its block of
+    tensors only; w is replicated (:mod:`concrete_subspace.distributed`).
     """
     params = {k: v for k, v in locals().items() if k != "problem"}
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
     clamp = (variant == "paper") if clamp is None else bool(clamp)
     params["clamp"] = clamp
-    _check_common(temperature, eval_mask)
+    _check_common(temperature, eval_mask, forward_mode, precision)
     check_init(init, clamp)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem)
+    shard = make_shard(ParamLayout.of(problem.pretrained), shard_vectors)
+    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem, shard)
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
-    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress)
+    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, shard=shard)
     device = theta0.device
     initial = init_coefficients(len(vectors), len(layout.keys), granularity, init, device)
     weights = initial.clone().requires_grad_(True)
     previous = initial.clone()
-    logits = init_logits(layout.num_params, init_logit, device=device).requires_grad_(True)
+    logits = init_logits(theta0.numel(), init_logit, device=device).requires_grad_(True)
+    local = shard.local_layout
+
+    def merge(coefficients: Tensor, mask: Tensor | None) -> Tensor:  # this rank's block of the merge
+        return merge_flat(theta0, vectors, shard.coefficients(coefficients), local, mask)
     inner = torch.optim.Adam([weights], lr=inner_lr, betas=tuple(betas), weight_decay=0.0)
     outer = torch.optim.Adam([logits], lr=outer_lr, betas=tuple(betas), weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -152,14 +173,16 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
         meta_start = meta_steps
 
     def meta_step(step: int) -> dict:
-        sample = sample_concrete(logits, temperature, generator)
+        sample = shard.sample_concrete(logits, temperature, generator)
         with torch.no_grad():
             weights.copy_(previous if inner_uses_previous_weights else initial)
         if not persist_inner_optimizer:
             inner.state.clear()
         inner.zero_grad(set_to_none=True)
-        inner_flat = merge_flat(theta0, vectors, effective_coefficients(weights, clamp), layout, sample.detach())
-        inner_losses = entropy_backward(problem, inner_flat, layout, 2 * step)
+        inner_flat = merge(effective_coefficients(weights, clamp), sample.detach())
+        inner_losses = entropy_backward(problem, inner_flat, layout, 2 * step, forward_mode=forward_mode,
+                                        precision=precision, shard=shard)
+        shard.reduce_grad_(weights)
         if inner_uses_previous_weights:
             with torch.no_grad():
                 weights.copy_(initial)
@@ -167,35 +190,38 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
         with torch.no_grad():
             previous.copy_(weights)
         if variant == "paper":
-            sample = sample_concrete(logits, temperature, generator)
+            sample = shard.sample_concrete(logits, temperature, generator)
         outer.zero_grad(set_to_none=True)
-        outer_flat = merge_flat(theta0, vectors, effective_coefficients(weights, clamp).detach(), layout, sample)
-        outer_losses = entropy_backward(problem, outer_flat, layout, 2 * step + 1)
+        outer_flat = merge(effective_coefficients(weights, clamp).detach(), sample)
+        outer_losses = entropy_backward(problem, outer_flat, layout, 2 * step + 1, forward_mode=forward_mode,
+                                        precision=precision, shard=shard)
         outer.step()
         return {"loss": sum(outer_losses.values()), "inner_loss": sum(inner_losses.values()),
                 **{f"entropy/{t}": v for t, v in outer_losses.items()}}
 
+    def final_mask(generator_seed: int) -> Tensor:  # this rank's block of the evaluation mask of the whole model
+        eval_generator = torch.Generator(device=device).manual_seed(generator_seed)
+        return shard.local(evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator))
+
     def meta_evaluation_flat() -> Tensor:
-        eval_generator = torch.Generator(device=device).manual_seed(seed + 1)
-        mask = evaluation_mask(logits, eval_mask, temperature=temperature, generator=eval_generator)
-        return merge_flat(theta0, vectors, effective_coefficients(weights, clamp), layout, mask)
+        return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(seed + 1)))
 
     optimise("meta", meta_steps, meta_step, state, checkpointer, start=meta_start, progress=progress,
              log_every=log_every, eval_fn=evaluator(problem, layout, meta_evaluation_flat), eval_every=eval_every,
-             log_fn=lambda: _density_row(logits))
+             log_fn=lambda: _density_row(shard.gather(logits)))
 
     logits.requires_grad_(False)
-    kept_mask = evaluation_mask(logits, eval_mask, temperature=temperature,
-                                generator=torch.Generator(device=device).manual_seed(seed + 2))
+    kept_mask = final_mask(seed + 2)
     adapted = adapt_coefficients(problem, layout, theta0, vectors, stage="tta", granularity=granularity, init=init,
                                  clamp=clamp, lr=tta_lr, betas=betas, steps=tta_steps, mask=kept_mask,
                                  state_generator=generator, checkpointer=checkpointer, resume_payload=payload,
                                  history=state.history, progress=progress, log_every=log_every, eval_every=eval_every,
-                                 extra_tensors={"logits": logits})
+                                 extra_tensors={"logits": logits}, forward_mode=forward_mode, precision=precision,
+                                 shard=shard)
     with torch.no_grad():
-        merged = merge_flat(theta0, vectors, effective_coefficients(adapted, clamp), layout, kept_mask)
-    extras = {**_mask_extras(logits, layout), "coefficients": effective_coefficients(adapted, clamp).cpu(),
-              "eval_mask": eval_mask_record(kept_mask, eval_mask, seed + 2, temperature)}
+        merged = shard.gather(merge(effective_coefficients(adapted, clamp), kept_mask))
+    extras = {**_mask_extras(shard.gather(logits), layout), "coefficients": effective_coefficients(adapted, clamp).cpu(),
+              "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, seed + 2, temperature)}
     return MergeResult(layout.unflatten(merged), params, state.history, extras)
 
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
 from .evaluation import average, evaluate
+from .loop import check_precision
 from .merging import METHODS, get_method, masked_merge, run_method, stream_task_vectors, task_arithmetic
 from .masks import evaluation_mask
 from .problem import MergeProblem
@@ -86,7 +87,10 @@ def check_checkpoints(checkpoints: Any, scale: str) -> None:
 
 @dataclass(frozen=True)
 class BaseConfig:
-    """Fields shared by every notebook: scale (mini|paper), device, seed, tasks (None = all), steps (None = defaults), smoke."""
+    """Fields shared by every notebook: scale (mini|paper), device, seed, tasks (None = all), steps (None = defaults), smoke.
+
+    ``precision`` (fp32|bf16) is passed to every test-time method (bf16: autocast forward, fp32 learned state).
+    """
 
     scale: str = "mini"
     device: str = "cpu"
@@ -96,6 +100,7 @@ class BaseConfig:
     smoke: bool = False
     figures_dir: str = "figures"
     cache_dir: str | None = None
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -104,6 +109,7 @@ class BaseConfig:
             raise ValueError(f"steps must be None or a non-negative int, got {self.steps!r}")
         if not isinstance(self.smoke, bool):
             raise TypeError(f"smoke must be True or False, got {self.smoke!r}")
+        check_precision(self.precision)
         for f in fields(self):
             if f.name in ("tasks", "methods", "corruptions", "temperatures", "scalings", "eval_masks", "task_counts",
                           "ta_scalings"):
@@ -335,8 +341,10 @@ def mini_defaults() -> dict[str, dict[str, Any]]:
 
 
 def method_params(name: str, *, scale: str = "mini", steps: int | None = None, smoke: bool = False,
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  overrides: Mapping[str, Any] | None = None, precision: str | None = None) -> dict[str, Any]:
     """The parameters a notebook runs ``name`` with: registry defaults <- mini defaults <- steps/smoke <- overrides.
+
+    ``precision`` (None: the method's default) is set on the methods that take one (the test-time methods).
 
     Test-time methods also get ``eval_every`` (accuracy logged CURVE_POINTS times per stage, so every run yields
     its accuracy curve) and a quiet progress bar at mini scale.
@@ -356,6 +364,8 @@ def method_params(name: str, *, scale: str = "mini", steps: int | None = None, s
             params[key] = MINI_FALLBACK_STEPS[key]
     if smoke:
         params.update(SMOKE_OVERRIDES.get(name, {}))
+    if precision is not None and "precision" in defaults:
+        params["precision"] = precision
     params.update(overrides or {})
     unknown = [k for k in params if k not in defaults]
     if unknown:
@@ -669,7 +679,7 @@ def run_methods(problem: MergeProblem, methods: Sequence[str], config: BaseConfi
     records = {}
     for name in methods:
         params = method_params(name, scale=config.scale, steps=config.steps, smoke=config.smoke,
-                               overrides=(overrides or {}).get(name))
+                               overrides=(overrides or {}).get(name), precision=config.precision)
         records[name] = run_cached(problem, name, params, cache_dir=_cache(config), eval_problem=eval_problem,
                                    context=context)
     return records
@@ -934,7 +944,8 @@ def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict
     """Temperature, steps, λ_TA, evaluation mask and number of tasks, all for Concrete TA (TA beside it)."""
     problem = problem_for(config)
     cache = _cache(config)
-    base = method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke)
+    base = method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke,
+                         precision=config.precision)
     records: dict[str, RunRecord] = {}
     tables: dict[str, pd.DataFrame] = {}
 

@@ -1,8 +1,9 @@
 """The test-time optimisation loop shared by AdaMerging and the Concrete methods.
 
-It owns the things every long run needs and no method should re-implement: the entropy objective with a
-memory-lean per-task backward, the progress bar, the history log, periodic atomic checkpoints, and exact resume
-(data batches are a function of the step, and the generator / optimizer states are checkpointed).
+It owns the things every long run needs and no method should re-implement: the entropy objective (one batched
+forward of all tasks, or a memory-lean per-task backward; fp32 or bf16 autocast), the progress bar, the history
+log, periodic atomic checkpoints, and exact resume (data batches are a function of the step, and the generator /
+optimizer states are checkpointed).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluation import average, evaluate, head_logits, to_device
 from .functional import forward
@@ -61,36 +63,145 @@ def unlabeled(problem: MergeProblem, task: str, step: int) -> Any:
 def check_test_time_data(problem: MergeProblem) -> None:
     """Fail fast, before task vectors are built: each task needs a non-empty unlabeled batch and a head."""
     with torch.no_grad():
-        for task in problem.task_names:
+        for task in distributed.local_tasks(problem.task_names):
             features = forward(problem.model, problem.pretrained, unlabeled(problem, task, 0))
             logits = head_logits(problem, task, features)
             if logits.numel() == 0:
                 raise ValueError(f"task {task!r}: the unlabeled batch of step 0 is empty (no test-time data)")
 
 
-def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int) -> dict[str, float]:
+PRECISIONS = ("fp32", "bf16")
+# "batched": all tasks' batches in one forward and one backward (faster; T tasks' activations at once);
+# "per_task": one forward/backward per task (peak memory of one task's activations).
+FORWARD_MODES = ("batched", "per_task")
+
+
+def check_precision(precision: str) -> None:
+    """``precision`` must be one of :data:`PRECISIONS` (one name for every method, the zoo and the CLI)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+
+
+def check_forward_mode(forward_mode: str) -> None:
+    """``forward_mode`` must be one of :data:`FORWARD_MODES`."""
+    if forward_mode not in FORWARD_MODES:
+        raise ValueError(f"unknown forward_mode {forward_mode!r}; choose one of {list(FORWARD_MODES)}")
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on ``device`` (CPU and CUDA alike) for ``precision="bf16"``; a disabled context for fp32."""
+    check_precision(precision)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _signature(inputs: Any) -> Any:
+    """What must agree for two tasks' inputs to be concatenated along dim 0: trailing shapes, dtypes, other values."""
+    if torch.is_tensor(inputs):
+        if inputs.dim() == 0:
+            raise ValueError("forward_mode='batched': an input tensor has no batch dimension (0-d); use 'per_task'")
+        return ("tensor", tuple(inputs.shape[1:]), inputs.dtype)
+    if isinstance(inputs, dict):
+        return ("dict", tuple((k, _signature(v) if torch.is_tensor(v) else ("value", repr(v))) for k, v in sorted(inputs.items())))
+    raise TypeError(f"forward_mode='batched' concatenates tensors or dicts of tensors, got {type(inputs).__name__}; "
+                    "use forward_mode='per_task'")
+
+
+def _batch_size(inputs: Any) -> int:
+    if torch.is_tensor(inputs):
+        return int(inputs.shape[0])
+    sizes = {int(v.shape[0]) for v in inputs.values() if torch.is_tensor(v)}
+    if len(sizes) != 1:
+        raise ValueError(f"forward_mode='batched': the tensors of a dict input disagree on the batch size ({sorted(sizes)})")
+    return sizes.pop()
+
+
+def concat_inputs(batches: list[Any]) -> Any:
+    """Concatenate same-signature inputs along dim 0: tensors, or dicts (tensors concatenated, other values shared)."""
+    if torch.is_tensor(batches[0]):
+        return torch.cat(batches)
+    return {k: torch.cat([b[k] for b in batches]) if torch.is_tensor(v) else v for k, v in batches[0].items()}
+
+
+def shape_groups(batches: Mapping[str, Any]) -> list[list[str]]:
+    """Tasks grouped (in task order) by input signature: images all share one; padded text batches may not."""
+    groups: dict[Any, list[str]] = {}
+    for task, inputs in batches.items():
+        groups.setdefault(_signature(inputs), []).append(task)
+    return list(groups.values())
+
+
+def _checked_loss(task: str, logits: Tensor, data_step: int) -> Tensor:
+    """Batch-mean entropy of one task's logits (fp32), refusing empty batches and non-finite values by task name."""
+    if logits.numel() == 0:
+        raise ValueError(f"task {task!r}: the unlabeled batch of step {data_step} is empty (no test-time data)")
+    loss = entropy_loss(logits)
+    if not math.isfinite(float(loss.detach())):
+        raise FloatingPointError(f"task {task!r}: non-finite entropy ({float(loss.detach())}) at data step {data_step}; "
+                                 "check the inputs, the learning rates and the task vectors")
+    return loss
+
+
+def _task_logits(problem: MergeProblem, task: str, features: Any) -> Tensor:
+    """The task's head on fp32 features (under bf16 the head and the entropy still run in fp32)."""
+    return problem.task_logits(task, features.float() if torch.is_tensor(features) else features)
+
+
+def _per_task(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str,
+              tasks: Sequence[str]) -> dict[str, float]:
+    losses = {}
+    for task in tasks:
+        with autocast(problem.device, precision):
+            features = forward(problem.model, params, unlabeled(problem, task, data_step))
+        loss = _checked_loss(task, _task_logits(problem, task, features), data_step)
+        losses[task] = float(loss.detach())
+        loss.backward()
+    return losses
+
+
+def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str,
+             tasks: Sequence[str]) -> dict[str, float]:
+    if not tasks:  # a rank without tasks (more ranks than tasks) contributes a zero gradient
+        return {}
+    batches = {task: unlabeled(problem, task, data_step) for task in tasks}
+    losses: dict[str, Tensor] = {}
+    for group in shape_groups(batches):
+        sizes = [_batch_size(batches[t]) for t in group]
+        with autocast(problem.device, precision):
+            features = forward(problem.model, params, concat_inputs([batches[t] for t in group]))
+        if not torch.is_tensor(features) or features.shape[0] != sum(sizes):
+            raise TypeError(f"forward_mode='batched' needs the model to return one tensor with a row per example "
+                            f"({sum(sizes)}), got {type(features).__name__}; use forward_mode='per_task'")
+        for task, part in zip(group, torch.split(features, sizes)):
+            losses[task] = _checked_loss(task, _task_logits(problem, task, part), data_step)
+    torch.stack([losses[t] for t in tasks]).sum().backward()
+    return {t: float(losses[t].detach()) for t in tasks}
+
+
+def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int, *,
+                     forward_mode: str = "batched", precision: str = "fp32",
+                     shard: distributed.Shard | None = None) -> dict[str, float]:
     """Backpropagate Σ_tasks entropy(batch of ``data_step``) into ``flat``'s graph; return the per-task losses.
 
-    Each task's forward/backward runs alone into a detached copy of the merged parameters, then the summed
-    gradient goes once through the merge graph: peak memory is one task's activations, not T of them.
+    The transformer runs on a detached copy of the merged parameters (one leaf per tensor); the summed gradient then
+    goes once through the merge graph. ``forward_mode="batched"``: one forward of all tasks' batches concatenated
+    (tasks with differently shaped inputs in separate forwards), each head on its slice, one backward.
+    ``"per_task"``: one forward/backward per task, so peak memory is one task's activations. ``precision="bf16"``
+    runs the forward under bf16 autocast (backward follows it); heads, entropies and every gradient into the merge
+    graph stay fp32. Under torchrun each rank runs its share of the tasks and the gradient of the merged parameters
+    is summed over the ranks; with a sharded ``shard`` (``shard_vectors=True``), ``flat`` is this rank's block of the
+    merge, gathered for the forward (see :mod:`concrete_subspace.distributed`).
     """
-    # one leaf per tensor (views of the detached merge): each task's backward accumulates straight into them, with no
-    # P-sized gradient of the whole flat vector built per task while that task's activations are alive
-    params = {k: v.requires_grad_(True) for k, v in layout.unflatten(flat.detach()).items()}
-    losses = {}
-    for task in problem.task_names:
-        logits = problem.task_logits(task, forward(problem.model, params, unlabeled(problem, task, data_step)))
-        if logits.numel() == 0:
-            raise ValueError(f"task {task!r}: the unlabeled batch of step {data_step} is empty (no test-time data)")
-        loss = entropy_loss(logits)
-        losses[task] = float(loss.detach())
-        if not math.isfinite(losses[task]):
-            raise FloatingPointError(f"task {task!r}: non-finite entropy ({losses[task]}) at data step {data_step}; "
-                                     "check the inputs, the learning rates and the task vectors")
-        loss.backward()
+    check_forward_mode(forward_mode)
+    check_precision(precision)
+    full = flat.detach() if shard is None else shard.gather(flat.detach())  # a shard holds one block of the merge
+    params = {k: v.requires_grad_(True) for k, v in layout.unflatten(full).items()}
+    run = _batched if forward_mode == "batched" else _per_task
+    losses = run(problem, params, data_step, precision, distributed.local_tasks(problem.task_names))
     if flat.requires_grad:
-        flat.backward(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()]))
-    return losses
+        grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()])
+        distributed.all_reduce_(grad)  # under torchrun: the sum over every rank's tasks
+        flat.backward(grad if shard is None or shard.whole else grad[shard.start:shard.stop])
+    return distributed.gather_task_values(problem.task_names, losses, problem.device)
 
 
 @dataclass
@@ -133,12 +244,15 @@ def fingerprint_difference(saved: Any, current: str) -> str:
 class Checkpointer:
     """Saves the run every ``every`` steps to ``<directory>/checkpoint.ckpt`` and finds it again on restart."""
 
-    def __init__(self, directory: str | Path | None, every: int, params: Mapping[str, Any], problem: MergeProblem):
-        self.path = Path(directory) / "checkpoint.ckpt" if directory else None
+    def __init__(self, directory: str | Path | None, every: int, params: Mapping[str, Any], problem: MergeProblem,
+                 shard: distributed.Shard | None = None):
+        # one file written by rank 0, or one per rank when the state is sharded (every rank writes its block)
+        self.per_rank = shard is not None and not shard.whole
+        self.path = Path(directory) / (shard.checkpoint_name() if self.per_rank else "checkpoint.ckpt") if directory else None
         self.every = int(every)
         if self.path is not None and self.every <= 0:
             raise ValueError(f"checkpoint_every must be positive, got {every}")
-        if self.path is not None:  # temp files of writers killed mid-write (the checkpoint itself is intact)
+        if self.path is not None and (self.per_rank or distributed.is_main()):  # temp files of killed writers
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
         semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
@@ -157,7 +271,7 @@ class Checkpointer:
         return payload
 
     def maybe_save(self, state: RunState, stage: str, step: int, last: bool) -> None:
-        if self.path is not None and (step % self.every == 0 or last):
+        if self.path is not None and (step % self.every == 0 or last) and (self.per_rank or distributed.is_main()):
             save_checkpoint(self.path, state.payload(stage, step, self.fingerprint))
 
 
@@ -197,6 +311,9 @@ def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], state: RunS
 def evaluator(problem: MergeProblem, layout: ParamLayout, make_flat: Callable[[], Tensor]) -> Callable[[], dict[str, float]]:
     """A no-argument function scoring the current merged parameters (for accuracy-over-steps curves)."""
     def run() -> dict[str, float]:
+        tasks = distributed.local_tasks(problem.task_names)
         with torch.no_grad():
-            return evaluate(problem, layout.unflatten(make_flat()))
+            params = layout.unflatten(make_flat())  # every rank merges (a shard gather needs all of them)
+            local = evaluate(problem, params, tasks) if tasks else {}
+        return distributed.gather_task_values(problem.task_names, local, problem.device)
     return run

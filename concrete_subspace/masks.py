@@ -31,15 +31,27 @@ def check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
-def sample_concrete(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
-    """One relaxed-Bernoulli sample per logit, differentiable in the logits (reparameterised)."""
+def logistic_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator, *, device=None,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+    """log u − log(1 − u) for u ~ U(0, 1) clamped away from 0 and 1: the noise of a relaxed-Bernoulli sample."""
+    eps = torch.finfo(dtype).eps
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype).clamp_(eps, 1 - eps)
+    return torch.log(u).sub_(u.neg_().log1p_())  # in place: two P-sized buffers, not five
+
+
+def relaxed_bernoulli(logits: Tensor, noise: Tensor, temperature: float) -> Tensor:
+    """σ((noise + x) / λ), differentiable in the logits x; ``noise`` (from :func:`logistic_noise`) is consumed."""
     temperature = check_temperature(temperature)
     eps = torch.finfo(logits.dtype).eps
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype).clamp_(eps, 1 - eps)
-    noise = torch.log(u).sub_(u.neg_().log1p_())  # log u − log(1 − u), in place: two P-sized buffers, not five
-    del u
     # clipped like torch's SigmoidTransform, so a sample is strictly inside (0, 1) even where σ rounds to 0 or 1
     return torch.sigmoid(noise.add_(logits).div_(temperature)).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
+
+
+def sample_concrete(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+    """One relaxed-Bernoulli sample per logit, differentiable in the logits (reparameterised)."""
+    check_temperature(temperature)
+    noise = logistic_noise(logits.shape, generator, device=logits.device, dtype=logits.dtype)
+    return relaxed_bernoulli(logits, noise, temperature)
 
 
 def mean_floor(dtype: torch.dtype) -> float:

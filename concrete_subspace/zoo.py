@@ -89,22 +89,30 @@ class MiniConfig:
     logit_scale_max: float = math.log(100.0)
     ta_scaling: float = 0.3
     method_steps: dict = field(default_factory=dict)  # overrides of merge-method steps (smoke builds)
+    precision: str = "fp32"  # "bf16": pre-training and fine-tuning forwards under bf16 autocast (weights stay fp32)
 
 
-def mini_config(smoke: bool = False) -> MiniConfig:
+def mini_config(smoke: bool = False, precision: str = "fp32") -> MiniConfig:
     """The full mini configuration, or a tiny one for CI (same code path, fewer images and steps)."""
+    from .loop import check_precision
+
+    check_precision(precision)
     if not smoke:
-        return MiniConfig()
+        return MiniConfig(precision=precision)
     return MiniConfig(sizes=mini.SplitSizes(train=200, validation=60, test=100), pretrain_per_task=150,
                       pretrain_steps=30, pretrain_batch=64, finetune_steps=12, finetune_batch=32,
-                      method_steps={"steps": 2, "meta_steps": 2, "tta_steps": 2})
+                      method_steps={"steps": 2, "meta_steps": 2, "tta_steps": 2}, precision=precision)
 
 
-def default_zoo_dir(seed: int = 0, smoke: bool = False) -> Path:
-    """Cache location of a zoo: $CONCRETE_SUBSPACE_CACHE/zoo/... or ~/.cache/concrete_subspace/zoo/... (outside git)."""
+def default_zoo_dir(seed: int = 0, smoke: bool = False, precision: str = "fp32") -> Path:
+    """Cache location of a zoo: $CONCRETE_SUBSPACE_CACHE/zoo/... or ~/.cache/concrete_subspace/zoo/... (outside git).
+
+    A bf16-built zoo gets its own directory (suffix ``-bf16``); the fp32 zoo keeps the plain name.
+    """
     root = os.environ.get("CONCRETE_SUBSPACE_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "concrete_subspace"
-    return base / "zoo" / f"mini-v{ZOO_FORMAT_VERSION}-seed{seed}{'-smoke' if smoke else ''}"
+    suffix = ("-smoke" if smoke else "") + ("" if precision == "fp32" else f"-{precision}")
+    return base / "zoo" / f"mini-v{ZOO_FORMAT_VERSION}-seed{seed}{suffix}"
 
 
 # ------------------------------------------------------------------------------------------ determinism
@@ -220,6 +228,13 @@ def _cosine_lr(step: int, total: int, base: float, warmup_frac: float = 0.05) ->
     return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def _autocast(precision: str) -> torch.autocast:
+    """bf16 autocast of the build's forwards (CPU build) for ``precision="bf16"``; disabled for fp32."""
+    from .loop import autocast
+
+    return autocast(torch.device("cpu"), precision)
+
+
 def _image_embeds(clip, pixel_values: Tensor) -> Tensor:
     return F.normalize(clip.visual_projection(clip.vision_model(pixel_values=pixel_values).pooler_output), dim=-1)
 
@@ -244,8 +259,9 @@ def pretrain(clip, tokenizer, images: np.ndarray, captions: Sequence[str], cfg: 
         idx = step_indices(len(x), cfg.pretrain_batch, step, seed)
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, cfg.pretrain_steps, cfg.pretrain_lr)
-        img = _image_embeds(clip, to_pixel_values(x[idx]))
-        txt = _text_embeds(clip, tokens["input_ids"][idx], tokens["attention_mask"][idx])
+        with _autocast(cfg.precision):
+            img = _image_embeds(clip, to_pixel_values(x[idx])).float()
+            txt = _text_embeds(clip, tokens["input_ids"][idx], tokens["attention_mask"][idx]).float()
         logits = clip.logit_scale.exp() * img @ txt.T
         same = (caption_id[idx, None] == caption_id[None, idx]).float()
         target = same / same.sum(dim=1, keepdim=True)
@@ -276,7 +292,9 @@ def finetune(encoder, head: Tensor, images: Tensor, labels: Tensor, cfg: MiniCon
         idx = step_indices(len(labels), cfg.finetune_batch, step, seed)
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, cfg.finetune_steps, cfg.finetune_lr)
-        loss = F.cross_entropy(encoder(to_pixel_values(images[idx])) @ head.T, labels[idx])
+        with _autocast(cfg.precision):
+            features = encoder(to_pixel_values(images[idx])).float()
+        loss = F.cross_entropy(features @ head.T, labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -392,7 +410,7 @@ def read_manifest(zoo_dir: str | Path) -> dict:
     return manifest
 
 
-def _zoo_state(zoo_dir: Path, seed: int, smoke: bool) -> str:
+def _zoo_state(zoo_dir: Path, seed: int, smoke: bool, precision: str = "fp32") -> str:
     """'complete', 'missing', 'partial' (a build marker or zoo files, no valid manifest) or 'foreign' (other files)."""
     if not zoo_dir.exists() or not any(zoo_dir.iterdir()):
         return "missing"
@@ -400,8 +418,9 @@ def _zoo_state(zoo_dir: Path, seed: int, smoke: bool) -> str:
         manifest = read_manifest(zoo_dir)
     except (FileNotFoundError, ValueError, json.JSONDecodeError):
         manifest = None
+    built_precision = (manifest or {}).get("config", {}).get("precision", "fp32")  # zoos before the option: fp32
     if manifest is not None and manifest.get("seed") == seed and manifest.get("smoke") == smoke \
-            and not (zoo_dir / BUILDING_MARKER).exists():
+            and built_precision == precision and not (zoo_dir / BUILDING_MARKER).exists():
         return "complete"
     known = {"pretrained", "finetuned", "datasets", MANIFEST, BUILDING_MARKER}
     return "partial" if any(p.name in known for p in zoo_dir.iterdir()) else "foreign"
@@ -422,14 +441,18 @@ def _package_versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ build
 def build_zoo(out_dir: str | Path | None = None, *, scale: str = "mini", seed: int = 0, smoke: bool = False,
-              force: bool = False, progress: bool = True, methods: bool = True) -> Path:
-    """Build (or reuse) the mini zoo; returns its directory. Partial or other-version zoos are rebuilt, never used."""
+              force: bool = False, progress: bool = True, methods: bool = True, precision: str = "fp32") -> Path:
+    """Build (or reuse) the mini zoo; returns its directory. Partial or other-version zoos are rebuilt, never used.
+
+    ``precision="bf16"`` trains under bf16 autocast (saved weights fp32; default directory suffixed ``-bf16``).
+    """
     if scale != "mini":
         raise ValueError(f"build_zoo builds only the 'mini' scale (got {scale!r}); the paper scale uses Hub checkpoints")
-    zoo_dir = Path(out_dir) if out_dir is not None else default_zoo_dir(seed, smoke)
-    state = _zoo_state(zoo_dir, seed, smoke)
+    cfg = mini_config(smoke, precision)
+    zoo_dir = Path(out_dir) if out_dir is not None else default_zoo_dir(seed, smoke, precision)
+    state = _zoo_state(zoo_dir, seed, smoke, precision)
     if state == "complete" and not force:
-        if methods and read_manifest(zoo_dir).get("methods_fingerprint") != _methods_fingerprint(mini_config(smoke)):
+        if methods and read_manifest(zoo_dir).get("methods_fingerprint") != _methods_fingerprint(cfg):
             print(f"zoo: reusing the complete cached zoo at {zoo_dir}; computing its merge-method results "
                   f"(missing or made with other MINI_DEFAULTS)")
             update_method_results(zoo_dir, progress=progress)
@@ -439,13 +462,13 @@ def build_zoo(out_dir: str | Path | None = None, *, scale: str = "mini", seed: i
     if state == "foreign":
         raise FileExistsError(f"{zoo_dir} exists and holds files that are not a mini zoo; choose another --out or empty it")
     if state in ("partial", "complete"):
-        why = "forced rebuild" if state == "complete" else "incomplete, interrupted, other-seed or other-version zoo"
+        why = "forced rebuild" if state == "complete" else "incomplete, interrupted, other-seed, -precision or -version zoo"
         print(f"zoo: {zoo_dir} holds an {why}; deleting and rebuilding it")
         shutil.rmtree(zoo_dir)
     zoo_dir.mkdir(parents=True, exist_ok=True)
     (zoo_dir / BUILDING_MARKER).write_text(f"build started {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
     with deterministic(), quiet_library_bars():
-        manifest = _build(zoo_dir, mini_config(smoke), seed, smoke, progress, methods)
+        manifest = _build(zoo_dir, cfg, seed, smoke, progress, methods)
     _atomic_write_json(zoo_dir / MANIFEST, manifest)
     (zoo_dir / BUILDING_MARKER).unlink()
     print(f"zoo: built {zoo_dir} in {manifest['build_seconds']['total']:.0f} s")

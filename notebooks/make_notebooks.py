@@ -37,7 +37,8 @@ def parameters(name: str):
                 "tasks": "None: all tasks of the scale", "steps": "None: the scale defaults, at mini the zoo MINI_DEFAULTS",
                 "smoke": "True: tiny zoo and 2 steps, for CI", "figures_dir": "outputs go to figures_dir/scale/name/",
                 "cache_dir": "None: ~/.cache/concrete_subspace/results, shared by the notebooks",
-                "checkpoints": "paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP"}
+                "checkpoints": "paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP",
+                "precision": "fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)"}
     for f in dataclasses.fields(cls):
         default = f.default
         value = repr(default)
@@ -192,7 +193,8 @@ print(f"per-tensor means after rescaling: min {means.min():.6f}, max {means.max(
 ## 7. One step of Concrete Task Arithmetic, by hand
 CTA keeps λ_TA = 0.3 fixed and learns only the mask logits: θ = θ0 + λ_TA Σ_i τ_i ⊙ m / mean(m). Its loss is the
 entropy of each task's predictions on one unlabeled test batch (16 images per task), summed over tasks; Adam
-(lr 1e-3) updates the logits. `entropy_backward` runs each task's forward/backward in turn and sends the summed
+(lr 1e-3) updates the logits. `entropy_backward` runs all tasks' batches through the merged model in one forward
+(each head on its own slice; `forward_mode="per_task"` runs them one at a time to save memory) and sends the summed
 gradient through the merge into the logits.
 """),
         code("""
@@ -226,7 +228,8 @@ run logs every `eval_every` steps.
 """),
         code("""
 cta = ex.run_cached(problem, "concrete_task_arithmetic",
-                    ex.method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke),
+                    ex.method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke,
+                                     precision=config.precision),
                     cache_dir=cache)
 history = pd.DataFrame(cta.history)
 curve = history.dropna(subset=["avg_accuracy"]) if "avg_accuracy" in history else history.iloc[0:0]
