@@ -145,7 +145,8 @@ class FlanT5Config(BaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "seeds", _as_tuple(self.seeds, "seeds"))
+        seeds = _as_tuple(self.seeds, "seeds")
+        object.__setattr__(self, "seeds", None if seeds is None else tuple(int(x) for x in seeds))
 
 
 @dataclass(frozen=True)

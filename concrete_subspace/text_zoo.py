@@ -174,6 +174,16 @@ def finetune_expert(bert, head: Tensor, tokens: Mapping[str, Tensor], labels: Te
     encoder = SentenceEncoder(model).train()
     params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    with torch.random.fork_rng(devices=[]):  # BERT's dropout draws from the global RNG: seed it, leave the caller's alone
+        torch.manual_seed(seed + 1)
+        losses = _train(encoder, opt, head, tokens, labels, cfg, seed, desc, progress)
+    merged = model.merge_and_unload() if cfg.finetune == "lora" else model
+    return merged.eval().requires_grad_(False), losses
+
+
+def _train(encoder, opt, head: Tensor, tokens: Mapping[str, Tensor], labels: Tensor, cfg: TextZooConfig, seed: int,
+           desc: str, progress: bool) -> list[float]:
+    """The fine-tuning loop: cross-entropy of the frozen head's logits, cosine learning rate, batches by (seed, step)."""
     losses = []
     for step in tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False):
         idx = step_indices(len(labels), cfg.batch, step, seed)
@@ -186,8 +196,7 @@ def finetune_expert(bert, head: Tensor, tokens: Mapping[str, Tensor], labels: Te
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    merged = model.merge_and_unload() if cfg.finetune == "lora" else model
-    return merged.eval().requires_grad_(False), losses
+    return losses
 
 
 # ------------------------------------------------------------------------------------------------ build
