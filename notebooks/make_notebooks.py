@@ -445,11 +445,7 @@ if config.scale == "paper":
     tables["beside_published"] = ref.beside(table, published, on=["method", "task"])
     display(tables["beside_published"])
 else:
-    tables.update(runs=runs, seed_spread=spread, lambda_sweep=sweep, claims=claims)
-    claims_md = "# Claims at mini scale (mini-text zoo)\\n\\n" + "\\n".join(
-        f"- {c}: **{'holds' if h else 'does NOT hold'}** ({v:+.1f})" for c, v, h in
-        zip(claims["claim"], claims["value"], claims["holds"])) + "\\n"
-    (out / "claims.md").write_text(claims_md)
+    tables.update(runs=runs, seed_spread=spread, lambda_sweep=sweep, claims=claims)  # claims.md: the gates as a table
     display(Markdown("_mini scale: published numbers are for Flan-T5 on GLUE and are not shown beside mini-text results._"))
 """),
         code(f"""
