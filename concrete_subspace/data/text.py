@@ -180,7 +180,10 @@ def docstring_examples(n: int, seed: int) -> list[tuple[str, int]]:
                 lines.add(_first_line(inspect.getdoc(obj)) or "")
                 if inspect.isclass(obj):
                     for attr, member in sorted(vars(obj).items()):
-                        if not attr.startswith("_") and callable(member):
+                        # other libraries patch methods into stdlib classes (transformers: Logger.warning_once);
+                        # keep only the module's own, so the task does not depend on what else was imported
+                        owner = getattr(member, "__module__", None)
+                        if not attr.startswith("_") and callable(member) and owner in (None, module_name, module.__name__):
                             lines.add(_first_line(inspect.getdoc(member)) or "")
         lines.discard("")
         by_class[label] = lines
