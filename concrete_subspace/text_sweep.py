@@ -18,12 +18,12 @@ import torch
 from .evaluation import average, evaluate
 from .merging import run_method
 
-LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+LAMBDAS = (0.0, 0.2, 0.3, 0.4, 0.6, 1.0)
 PROBES: tuple[tuple[str, dict], ...] = (
-    ("concrete_task_arithmetic", {"scaling": 0.3, "lr": 1e-3, "steps": 40}),
-    ("concrete_task_arithmetic", {"scaling": 0.3, "lr": 1e-2, "steps": 40}),
-    ("layer_wise_adamerging", {"lr": 1e-3, "steps": 40}),
-    ("layer_wise_adamerging", {"lr": 1e-2, "steps": 40}),
+    ("concrete_task_arithmetic", {"scaling": 0.3, "lr": 1e-3, "steps": 30}),
+    ("concrete_task_arithmetic", {"scaling": 0.3, "lr": 1e-2, "steps": 30}),
+    ("layer_wise_adamerging", {"lr": 1e-3, "steps": 30}),
+    ("layer_wise_adamerging", {"lr": 1e-2, "steps": 30}),
 )
 
 
