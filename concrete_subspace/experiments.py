@@ -140,8 +140,8 @@ class FlanT5Config(BaseConfig):
                                        "layer_wise_adamerging", "layer_wise_concrete_adamerging")
     model: str = "flan-t5-base"
     limit: int | None = None
-    seeds: tuple[int, ...] | None = (0, 1, 2)
-    ta_scalings: tuple[float, ...] | None = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+    seeds: tuple[int, ...] | None = (0, 1)
+    ta_scalings: tuple[float, ...] | None = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 
     def __post_init__(self):
         super().__post_init__()
