@@ -1,5 +1,6 @@
 # Figures: every table and figure of the paper is a notebook run headless by papermill (included by the Makefile).
-#   make figures                            all notebooks at mini scale (offline, CPU; builds the zoo if missing)
+#   make figures                            all notebooks at mini scale (offline, CPU; builds the zoos if missing;
+#                                           notebook 02 runs on the mini-text zoo, all-MiniLM-L6-v2 + LoRA)
 #   make fig-01_multitask_table             one notebook
 #   make figures SCALE=paper DEVICE=cuda    the same at paper scale (Hub models; run `make download` first)
 #   make figures SMOKE=True                 tiny zoo and 2 steps (what CI runs), outputs under figures/mini-smoke/
@@ -36,9 +37,10 @@ PRECISION_FLAG := $(if $(PRECISION),-p precision $(PRECISION),)
 figures: $(FIG_TARGETS) ## run every notebook (SCALE=mini|paper DEVICE=cpu|cuda SMOKE=False|True) -> figures/
 	@echo "figures: done; outputs in figures/$(SCALE)$(SMOKE_SUFFIX)/, executed notebooks in $(EXECUTED)/"
 
-figures-zoo: $(STAMP) ## build the mini zoo the notebooks need (nothing to do at paper scale)
+figures-zoo: $(STAMP) ## build the mini zoos the notebooks need: image (seed SEED) and text (seed 0, notebook 02)
 ifeq ($(SCALE),mini)
 	$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --seed $(SEED) $(SMOKE_FLAG)
+	$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --scale mini-text --seed 0 $(SMOKE_FLAG)
 endif
 
 notebooks: $(STAMP) ## regenerate the .ipynb files from notebooks/make_notebooks.py (no outputs)

@@ -233,11 +233,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from .text_zoo import build_text_zoo
     from .zoo import build_zoo
 
     try:
-        path = build_zoo(args.out, scale=args.scale, seed=args.seed, smoke=args.smoke, force=args.force,
-                         progress=not args.quiet, precision=args.precision)
+        if args.scale == "mini-text":
+            path = build_text_zoo(args.out, seed=args.seed, smoke=args.smoke, force=args.force, progress=not args.quiet)
+        else:
+            path = build_zoo(args.out, scale=args.scale, seed=args.seed, smoke=args.smoke, force=args.force,
+                             progress=not args.quiet, precision=args.precision)
     except FileExistsError as err:  # --out holds files that are not a zoo: the user's to resolve
         raise CliError(str(err)) from None
     print(path)
@@ -310,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="the offline mini model zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     build = zoo_sub.add_parser("build", help="build (or reuse) the mini zoo", parents=[debug])
-    build.add_argument("--scale", default="mini", choices=["mini"])
+    build.add_argument("--scale", default="mini", choices=["mini", "mini-text"],
+                       help="mini: the small CLIP image zoo; mini-text: all-MiniLM-L6-v2 + LoRA experts on real text")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--out", default=None, help="zoo directory (default: the cache directory)")
     build.add_argument("--smoke", action="store_true", help="tiny zoo for CI and notebook tests")

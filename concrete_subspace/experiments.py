@@ -40,7 +40,8 @@ from .problem import MergeProblem
 from .provenance import code_fingerprint, kernel_info, lock_info
 from .task_vectors import task_vector
 
-SCALES = ("mini", "paper")
+SCALES = ("mini", "paper")  # notebook scales; load_problem also takes PROBLEM_SCALES
+PROBLEM_SCALES = ("mini", "mini-text", "paper")
 STEP_KEYS = ("steps", "meta_steps", "tta_steps")
 SMOKE_STEPS = 2
 SMOKE_OVERRIDES: dict[str, dict[str, Any]] = {"fisher_merging": {"num_examples": 16}, "regmean": {"num_examples": 32}}
@@ -137,12 +138,24 @@ class MultitaskConfig(BaseConfig):
 
 @dataclass(frozen=True)
 class FlanT5Config(BaseConfig):
-    """02_flan_t5_glue: Flan-T5 + LoRA-16 on eight GLUE tasks (paper scale only)."""
+    """02_flan_t5_glue: Flan-T5 + LoRA-16 on eight GLUE tasks (paper); at scale mini the mini-text zoo (MiniLM + LoRA).
+
+    ``seeds`` (mini only): the test-time methods are re-run with each seed (batch order and mask samples; the zoo
+    stays seed 0) for the orderings' spread; ``ta_scalings`` (mini only): the λ sweep of task arithmetic with the
+    merged model's mean entropy (the entropy premise along λ).
+    """
 
     methods: tuple[str, ...] | None = ("weight_averaging", "task_arithmetic", "ties_merging", "concrete_task_arithmetic",
                                        "layer_wise_adamerging", "layer_wise_concrete_adamerging")
     model: str = "flan-t5-base"
     limit: int | None = None
+    seeds: tuple[int, ...] | None = (0, 1)
+    ta_scalings: tuple[float, ...] | None = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        seeds = _as_tuple(self.seeds, "seeds")
+        object.__setattr__(self, "seeds", None if seeds is None else tuple(int(x) for x in seeds))
 
 
 @dataclass(frozen=True)
@@ -257,7 +270,8 @@ def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device
                  seed: int = 0, smoke: bool = False, *, arch: str = "ViT-B-32", model: str = "flan-t5-base",
                  batch_size: int = 16, limit: int | None = None, zoo_dir: str | Path | None = None,
                  checkpoints: str | Path | None = None) -> MergeProblem:
-    """The MergeProblem of a scale: the mini zoo (built if missing) or the paper's models (CLIP or Flan-T5).
+    """The MergeProblem of a scale: the mini zoo, the mini-text zoo (both built if missing; the mini-text zoo is
+    always seed 0, ``seed`` then orders the test-time batches) or the paper's models (CLIP or Flan-T5).
 
     ``split`` picks the mini zoo's test-time/evaluation split ('test' as in the paper, 'validation' for tuning);
     the paper scale always uses the test sets. ``model`` ('flan-t5-base'|'flan-t5-large') selects the GLUE problem
@@ -266,13 +280,19 @@ def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device
     (``zeroshot.pt``, ``<Dataset>/finetuned.pt``; see docs/paper_scale.md section 3).
     """
     check_checkpoints(checkpoints, scale)
+    if scale == "mini-text":
+        from . import text_zoo
+
+        directory = Path(zoo_dir) if zoo_dir is not None else text_zoo.build_text_zoo(seed=0, smoke=smoke, progress=False)
+        return text_zoo.load_text_zoo_problem(directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed,
+                                              device=device)
     if scale == "mini":
         from . import zoo
 
         directory = Path(zoo_dir) if zoo_dir is not None else ensure_zoo(seed, smoke, progress=False)
         return zoo.load_zoo_problem(directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device)
     if scale != "paper":
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        raise ValueError(f"scale must be one of {PROBLEM_SCALES}, got {scale!r}")
     if smoke:
         raise ValueError("smoke=True exists only at scale='mini'")
     if split != "test":
@@ -696,10 +716,96 @@ def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunR
     return table, records
 
 
+def text_method_params(name: str, config: FlanT5Config, seed: int) -> dict[str, Any]:
+    """Parameters of ``name`` on the mini-text zoo: registry <- text_zoo.TEXT_DEFAULTS <- steps/smoke <- run seed.
+
+    Test-time methods evaluate once, at the end (each evaluation costs several steps on this CPU).
+    """
+    from .text_zoo import TEXT_DEFAULTS, TEXT_FALLBACK_STEPS
+
+    defaults = get_method(name).defaults
+    overrides = dict(TEXT_DEFAULTS.get(name, {}))
+    for key in STEP_KEYS:
+        if key not in defaults:
+            continue
+        if config.steps is not None or config.smoke:
+            overrides.pop(key, None)
+        else:
+            overrides.setdefault(key, TEXT_FALLBACK_STEPS[key])
+    if "seed" in defaults:
+        overrides["seed"] = seed
+    if "eval_every" in defaults:
+        steps = [overrides.get(k, config.steps if config.steps is not None else SMOKE_STEPS) for k in STEP_KEYS if k in defaults]
+        overrides["eval_every"] = max(1, max(steps))
+    return method_params(name, scale="mini-text", steps=config.steps, smoke=config.smoke, overrides=overrides)
+
+
+def text_problem(config: FlanT5Config, seed: int, split: str = "test") -> MergeProblem:
+    """The mini-text problem whose test-time batches are ordered by ``seed`` (the zoo itself is always seed 0)."""
+    return load_problem("mini-text", config.tasks, config.device, split, seed, config.smoke)
+
+
+def lambda_sweep(problem: MergeProblem, scalings: Sequence[float]) -> pd.DataFrame:
+    """Task arithmetic at each λ: accuracy and mean softmax entropy (of the task's own head) per task."""
+    from .text_zoo import task_logits_on
+
+    vectors = [task_vector(problem.pretrained, problem.load_finetuned(t)) for t in problem.task_names]
+    rows = []
+    for scaling in scalings:
+        state = task_arithmetic(problem.pretrained, vectors, float(scaling))
+        for task in problem.task_names:
+            logits, labels = task_logits_on(problem, state, task)
+            logp = logits.log_softmax(-1)
+            rows.append({"scaling": float(scaling), "task": task,
+                         "accuracy": 100.0 * float((logits.argmax(-1) == labels).float().mean()),
+                         "entropy": float(-(logp.exp() * logp).sum(-1).mean())})
+    table = pd.DataFrame(rows)
+    averages = table.groupby("scaling", sort=False)[["accuracy", "entropy"]].mean().reset_index().assign(task="average")
+    return pd.concat([table, averages], ignore_index=True)
+
+
+def run_text_tables(config: FlanT5Config) -> tuple[dict[str, pd.DataFrame], dict[str, RunRecord]]:
+    """Mini scale of notebook 02: every method on the mini-text zoo; test-time methods once per seed; the λ sweep."""
+    cache = _cache(config)
+    seeds = tuple(config.seeds or (config.seed,))
+    base = text_problem(config, seeds[0])
+    rows = reference_rows(base, cache_dir=cache)
+    frames = [tidy_scores("zero_shot", rows["zero_shot"], seed=seeds[0]),
+              tidy_scores("individual", rows["individual"], seed=seeds[0])]
+    records: dict[str, RunRecord] = {}
+    for seed in seeds:
+        problem = base if seed == seeds[0] else text_problem(config, seed)
+        for name in config.methods or tuple(METHODS):
+            test_time = any(k in get_method(name).defaults for k in STEP_KEYS)
+            if seed != seeds[0] and not test_time:
+                continue  # data-free methods do not depend on the seed
+            record = run_cached(problem, name, text_method_params(name, config, seed), cache_dir=cache)
+            records[name if seed == seeds[0] else f"{name}@seed{seed}"] = record
+            frames.append(tidy_scores(name, record.scores, seed=seed))
+    scalings = tuple(float(x) for x in (config.ta_scalings or ()))
+    sweep = cached_table(cache, "text_lambda_sweep", {**problem_identity(base), "scalings": scalings},
+                         lambda: lambda_sweep(base, scalings)) if scalings else pd.DataFrame()
+    return {"runs": pd.concat(frames, ignore_index=True), "lambda_sweep": sweep}, records
+
+
+def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean, std, min and max over seeds of the task-average accuracy, and the number of seeds."""
+    avg = runs[runs["task"] == "average"]
+    out = avg.groupby("method", sort=False)["accuracy"].agg(["mean", "std", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"count": "seeds"}).fillna({"std": 0.0})
+
+
 def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
-    """Table 3 (paper scale only): Flan-T5 + LoRA-16 on GLUE; rows as in the multi-task table (STS-B: Spearman x 100)."""
-    if config.scale != "paper":
-        raise ValueError("the Flan-T5 GLUE table exists only at scale='paper' (there is no mini Flan-T5 zoo)")
+    """Table 3: Flan-T5 + LoRA-16 on GLUE (paper; STS-B: Spearman x 100), or at scale mini the mini-text zoo.
+
+    At mini scale the table is the mean over ``config.seeds`` (test-time methods; data-free ones have one run);
+    :func:`run_text_tables` also returns the per-seed rows and the λ sweep.
+    """
+    if config.scale == "mini":
+        tables, records = run_text_tables(config)
+        runs = tables["runs"]
+        table = runs.groupby(["method", "task"], sort=False)["accuracy"].mean().reset_index()
+        return table, records
     problem = load_problem("paper", config.tasks, config.device, "test", config.seed, False, arch="flan-t5",
                            model=config.model, limit=config.limit)
     rows = reference_rows(problem, cache_dir=_cache(config))
