@@ -638,9 +638,14 @@ def models_info(config: BaseConfig) -> dict[str, Any]:
     if config.scale != "mini":
         return {"scale": "paper", "arch": getattr(config, "arch", None), "model": getattr(config, "model", None),
                 "checkpoints": getattr(config, "checkpoints", None)}
-    from .zoo import default_zoo_dir
+    if isinstance(config, FlanT5Config):  # notebook 02 at mini scale runs on the mini-text zoo (always seed 0)
+        from .text_zoo import default_text_zoo_dir
 
-    directory = default_zoo_dir(config.seed, config.smoke)
+        directory = default_text_zoo_dir(0, config.smoke)
+    else:
+        from .zoo import default_zoo_dir
+
+        directory = default_zoo_dir(config.seed, config.smoke)
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         return {"scale": "mini", "zoo_dir": str(directory), "manifest": "missing"}
