@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .data import text as text_data
 from .data.batching import step_indices
 from .zoo import (BUILD_THREADS, MANIFEST, _atomic_write_json, _cosine_lr, _seeded_init, _with_average, deterministic,
-                  entropy_premise, quiet_library_bars)
+                  entropy_premise, quiet_library_bars, select_tasks)
 
 TEXT_ZOO_FORMAT_VERSION = 1
 SCALE = "mini-text"
@@ -396,13 +396,7 @@ def _problem_from(zoo_dir: Path, manifest: dict, *, tasks, split: str, batch_siz
 
     from .models.text_encoder import SentenceEncoder, build_text_problem, tokenize, zero_shot_head
 
-    if split not in ("validation", "test"):
-        raise ValueError(f"split must be 'validation' or 'test' (test-time and evaluation data), got {split!r}")
-    known = manifest["task_names"]
-    tasks = list(tasks) if tasks is not None else list(known)
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise KeyError(f"task(s) {unknown} are not in this mini-text zoo; its tasks: {known}")
+    tasks, known = select_tasks(manifest, tasks, split, zoo="mini-text zoo")
     device = torch.device(device)
     with quiet_library_bars():
         bert = BertModel.from_pretrained(zoo_dir / "pretrained", add_pooling_layer=False).to(device).eval()

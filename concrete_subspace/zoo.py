@@ -639,19 +639,25 @@ def load_zoo_problem(zoo_dir: str | Path, *, tasks: Sequence[str] | None = None,
                          seed=seed, device=device)
 
 
+def select_tasks(manifest: dict, tasks: Sequence[str] | None, split: str, zoo: str = "zoo") -> tuple[list[str], list[str]]:
+    """(requested tasks, all tasks) of a zoo's manifest, after checking the split; an unknown task name is an error."""
+    if split not in ("validation", "test"):
+        raise ValueError(f"split must be 'validation' or 'test' (TTA and evaluation data), got {split!r}")
+    known = list(manifest["task_names"])
+    tasks = list(tasks) if tasks is not None else list(known)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise KeyError(f"task(s) {unknown} are not in this {zoo}; its tasks: {known}")
+    return tasks, known
+
+
 def _problem_from(zoo_dir: Path, manifest: dict, *, tasks, split: str, batch_size: int, seed: int, device):
     """Build the MergeProblem from a manifest dict (used during the build, before the manifest is on disk)."""
     from transformers import AutoTokenizer, CLIPModel
 
     from .models.clip_hf import ImageEncoder, build_clip_problem, merge_keys, zero_shot_head
 
-    if split not in ("validation", "test"):
-        raise ValueError(f"split must be 'validation' or 'test' (TTA and evaluation data), got {split!r}")
-    known = manifest["task_names"]
-    tasks = list(tasks) if tasks is not None else list(known)
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise KeyError(f"task(s) {unknown} are not in this zoo; its tasks: {known}")
+    tasks, known = select_tasks(manifest, tasks, split)
     device = torch.device(device)
     with quiet_library_bars():
         clip = CLIPModel.from_pretrained(zoo_dir / "pretrained").to(device).eval()
