@@ -8,18 +8,14 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionModel
 
 from concrete_subspace.cli import main
+from toy import tiny_vision
 from concrete_subspace.merging import task_arithmetic
 from concrete_subspace.state_io import save_state_dict
 
 
-def tiny_vision(seed: int) -> CLIPVisionModel:
-    torch.manual_seed(seed)
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=16, patch_size=8, projection_dim=8)
-    return CLIPVisionModel(config)
 
 
 @pytest.fixture

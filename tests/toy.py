@@ -110,3 +110,13 @@ def run_toy_job(out: str, method: str = "layer_wise_concrete_adamerging", pause_
 
 if __name__ == "__main__":
     run_toy_job(**json.loads(sys.argv[1]))
+
+
+def tiny_vision(seed: int):
+    """A randomly initialised two-head, one-layer HF CLIPVisionModel (16x16 images): a real checkpoint class in ms."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=8)
+    return CLIPVisionModel(config)

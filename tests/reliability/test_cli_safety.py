@@ -11,17 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from concrete_subspace import merging
 from concrete_subspace.checkpoint import atomic_write_json
 from concrete_subspace.cli import main
+from toy import tiny_vision
 
-def tiny_vision(seed: int) -> CLIPVisionModel:
-    torch.manual_seed(seed)
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=16, patch_size=8, projection_dim=8)
-    return CLIPVisionModel(config)
 
 
 @pytest.fixture
