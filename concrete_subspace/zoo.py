@@ -90,6 +90,8 @@ class MiniConfig:
     ta_scaling: float = 0.3
     method_steps: dict = field(default_factory=dict)  # overrides of merge-method steps (smoke builds)
     precision: str = "fp32"  # "bf16": pre-training and fine-tuning forwards under bf16 autocast (weights stay fp32)
+    domain_shift: bool = False  # v2: each task's images in its own domain (data/shifts.py), unseen in pre-training
+    unnamed_classes: dict = field(default_factory=dict)  # v2: {task: class indices pre-training never shows}
 
 
 def mini_config(smoke: bool = False, precision: str = "fp32") -> MiniConfig:
@@ -189,7 +191,7 @@ def generate_task_data(cfg: MiniConfig, seed: int, progress: bool = True) -> dic
     """All task splits: {task: {split: (uint8 images, int64 labels)}}."""
     data = {}
     for task in tqdm(cfg.tasks, desc="zoo: task data", disable=not progress):
-        data[task] = {s: mini.make_task_split(task, s, seed, cfg.sizes) for s in SPLITS}
+        data[task] = {s: mini.make_task_split(task, s, seed, cfg.sizes, cfg.domain_shift) for s in SPLITS}
     return data
 
 
@@ -490,7 +492,7 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
 
     t = time.perf_counter()
     data = generate_task_data(cfg, seed, progress)
-    pre_x, pre_captions, _ = mini.make_pretraining_set(seed, cfg.pretrain_per_task, cfg.sizes)
+    pre_x, pre_captions, _ = mini.make_pretraining_set(seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes)
     save_task_datasets(data, zoo_dir / "datasets")
     t = lap("data", t)
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from .shifts import apply_task_shift
 
 IMAGE_SIZE = 28
 _S = IMAGE_SIZE
@@ -552,8 +554,12 @@ def _digits_sizes(sizes: SplitSizes) -> SplitSizes:
     return SplitSizes(train=10**9, validation=min(sizes.validation, 300), test=sizes.test)
 
 
-def make_task_split(task: str, split: str, seed: int, sizes: SplitSizes = SplitSizes()) -> tuple[np.ndarray, np.ndarray]:
-    """Task-distribution images (uint8 N x 28 x 28 x 3) and labels of one split; deterministic in the arguments."""
+def make_task_split(task: str, split: str, seed: int, sizes: SplitSizes = SplitSizes(),
+                    domain_shift: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Task-distribution images (uint8 N x 28 x 28 x 3) and labels of one split; deterministic in the arguments.
+
+    ``domain_shift=True`` (zoo v2) applies the task's own domain shift (data/shifts.py) after the corruption.
+    """
     if task not in TASKS:
         raise KeyError(f"unknown mini task {task!r}; known: {list(TASKS)}")
     if split not in ("train", "validation", "test"):
@@ -577,16 +583,23 @@ def make_task_split(task: str, split: str, seed: int, sizes: SplitSizes = SplitS
         n = getattr(sizes, split)
         labels = _balanced_labels(rng, n, len(spec.classnames))
         imgs = _PROCEDURAL[task](rng, labels, clean=False)
-    return _to_uint8(corrupt(imgs, rng, spec.level)), labels
+    imgs = corrupt(imgs, rng, spec.level)
+    if domain_shift:
+        imgs = apply_task_shift(task, imgs, rng)
+    return _to_uint8(imgs), labels
 
 
-def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSizes()) -> tuple[np.ndarray, list[str], list[str]]:
+def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSizes(),
+                         unnamed: Mapping[str, Sequence[int]] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Uncorrupted image-caption pairs for contrastive pre-training: half canonical renders, half varied renders.
 
     The varied renders use the task generator (colours, positions, sizes) without the task corruption (clutter,
     colour cast, contrast, noise), so the task distribution is a shifted, noisier version of what pre-training saw.
     Real tasks use only their train-split base images. Returns uint8 images, captions, and each caption's task.
+    ``unnamed`` (zoo v2): per task, class indices that pre-training never shows (no image, no caption), so the
+    pre-trained model knows them only through what it learned from the other classes and tasks.
     """
+    unnamed = unnamed or {}
     images, captions, tasks = [], [], []
     for task, spec in TASKS.items():
         rng = derive_rng(seed, task, "pretrain")
@@ -594,12 +607,14 @@ def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSize
         if task in ("mnist", "digits"):
             x, y = _mnist_arrays() if task == "mnist" else _digits_arrays()
             idx = _real_split_indices(seed, task, y, _digits_sizes(sizes) if task == "digits" else _real_sizes(sizes))["train"]
+            idx = idx[~np.isin(y[idx], list(unnamed.get(task, ())))]
             idx = rng.choice(idx, size=per_task, replace=len(idx) < per_task)
             render = _render_mnist if task == "mnist" else _render_digits
             imgs = np.concatenate([render(rng, x[idx[:n_clean]], True), render(rng, x[idx[n_clean:]], False)])
             labels = y[idx]
         else:
-            labels = _balanced_labels(rng, per_task, len(spec.classnames))
+            shown = np.setdiff1d(np.arange(len(spec.classnames)), list(unnamed.get(task, ())))
+            labels = shown[_balanced_labels(rng, per_task, len(shown))]
             gen = _PROCEDURAL[task]
             imgs = np.concatenate([gen(rng, labels[:n_clean], clean=True), gen(rng, labels[n_clean:], clean=False)])
         for c in labels:

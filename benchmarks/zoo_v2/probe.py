@@ -1,0 +1,250 @@
+"""Zoo v2 design probes (issue 11): pre-train a candidate mini CLIP, then fine-tune experts on it, then run methods.
+
+Research script, kept as run; the chosen recipe lives in concrete_subspace.zoo. Every number is on the VALIDATION
+split (the test split is never scored here). Stages, each writing JSON next to its models:
+
+  probe.py pretrain OUT --unnamed none|third|half [--per-task N] [--steps N] [--no-shift]
+      pre-train, then zero-shot and linear-probe accuracy of theta0 per task (train -> validation)
+  probe.py finetune OUT TAG [--lr 3e-4] [--steps 1400]
+      experts on OUT's pre-trained model -> OUT/TAG is a complete zoo directory (manifest, symlinked data);
+      individual and task-arithmetic accuracy / mean entropy along lambda, ||tau||/||theta0||, cosines, cross-transfer
+  probe.py methods OUT/TAG NAME k=v ... [--eval-every N]
+      one merge method on the validation split with its accuracy along the run
+
+Run with 1 thread: OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/zoo_v2/probe.py ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from concrete_subspace import zoo
+from concrete_subspace.data import mini
+
+torch.set_num_threads(1)
+LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+
+
+def unnamed_classes(kind: str) -> dict[str, list[int]]:
+    """Class indices pre-training never shows: none, every third class (c % 3 == 2), or every second (odd c)."""
+    if kind == "none":
+        return {}
+    pick = {"third": lambda c: c % 3 == 2, "half": lambda c: c % 2 == 1}[kind]
+    return {t: [c for c in range(len(s.classnames)) if pick(c)] for t, s in mini.TASKS.items()}
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def embed(encoder, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([encoder(zoo.to_pixel_values(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
+def linear_probe(xtr, ytr, xva, yva) -> tuple[float, float]:
+    """Best validation accuracy of a logistic regression on frozen embeddings over C in {0.1, 1, 10}; (acc, C)."""
+    from sklearn.linear_model import LogisticRegression
+
+    best = (0.0, None)
+    for c in (0.1, 1.0, 10.0):
+        clf = LogisticRegression(C=c, max_iter=2000).fit(xtr, ytr)
+        best = max(best, (100.0 * float((clf.predict(xva) == yva).mean()), c), key=lambda r: r[0])
+    return best
+
+
+def config(args) -> zoo.MiniConfig:
+    return replace(zoo.mini_config(), domain_shift=not args.no_shift, unnamed_classes=unnamed_classes(args.unnamed),
+                   pretrain_per_task=args.per_task, pretrain_steps=args.steps)
+
+
+def cmd_pretrain(args) -> None:
+    from transformers import CLIPModel
+
+    from concrete_subspace.models.clip_hf import ImageEncoder, zero_shot_head
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = config(args)
+    t0 = time.perf_counter()
+    with zoo.deterministic():
+        data = zoo.generate_task_data(cfg, args.seed)
+        zoo.save_task_datasets(data, out / "datasets")
+        pre_x, pre_captions, _ = mini.make_pretraining_set(args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes)
+        t_data = time.perf_counter() - t0
+        tokenizer = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
+        clip = zoo._seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
+        losses = zoo.pretrain(clip, tokenizer, pre_x, pre_captions, cfg, args.seed)
+        clip.save_pretrained(out / "pretrained")
+        zoo.build_processor(tokenizer).save_pretrained(out / "pretrained")
+        t_pre = time.perf_counter() - t0 - t_data
+        encoder = ImageEncoder.from_clip(clip).eval()
+        rows = {}
+        for task in cfg.tasks:
+            spec = mini.TASKS[task]
+            head = zero_shot_head(clip, tokenizer, spec.classnames, spec.templates)
+            xtr, ytr = (torch.from_numpy(a) for a in data[task]["train"])
+            xva, yva = (torch.from_numpy(a) for a in data[task]["validation"])
+            keep = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(0))[:3000]
+            etr, eva = embed(encoder, xtr[keep]), embed(encoder, xva)
+            pred = (eva @ head.T).argmax(-1)
+            hidden = torch.tensor([int(y) in set(cfg.unnamed_classes.get(task, ())) for y in yva])
+            probe, c = linear_probe(etr.numpy(), ytr[keep].numpy(), eva.numpy(), yva.numpy())
+            rows[task] = {"zero_shot": 100.0 * float((pred == yva).float().mean()),
+                          "zero_shot_named": 100.0 * float((pred == yva)[~hidden].float().mean()),
+                          "zero_shot_unnamed": 100.0 * float((pred == yva)[hidden].float().mean()) if hidden.any() else None,
+                          "linear_probe": probe, "probe_C": c}
+            print(task, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rows[task].items()}, flush=True)
+    avg = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("zero_shot", "linear_probe")}
+    print("average", {k: round(v, 1) for k, v in avg.items()})
+    write_json(out / "pretrain.json", {"args": vars(args), "config": {k: v for k, v in cfg.__dict__.items() if k != "sizes"},
+                                       "tasks": rows, "average": avg, "loss_first_last": [losses[0], float(np.mean(losses[-20:]))],
+                                       "seconds": {"data": round(t_data, 1), "pretrain": round(t_pre, 1),
+                                                   "total": round(time.perf_counter() - t0, 1)}})
+
+
+def cmd_finetune(args) -> None:
+    from transformers import AutoTokenizer, CLIPModel
+
+    from concrete_subspace.models.clip_hf import ImageEncoder, pretrained_state, zero_shot_head
+
+    src = Path(args.out)
+    pre = json.loads((src / "pretrain.json").read_text())
+    dst = src / args.tag
+    (dst / "finetuned").mkdir(parents=True, exist_ok=True)
+    for name in ("pretrained", "datasets"):
+        if not (dst / name).exists():
+            (dst / name).symlink_to(Path("..") / name)
+    base = zoo.mini_config()
+    cfg = replace(base, domain_shift=pre["config"]["domain_shift"], unnamed_classes=pre["config"]["unnamed_classes"],
+                  pretrain_per_task=pre["config"]["pretrain_per_task"], pretrain_steps=pre["config"]["pretrain_steps"],
+                  finetune_lr=args.lr, finetune_steps=args.steps, weight_decay=args.weight_decay)
+    t0 = time.perf_counter()
+    with zoo.deterministic():
+        clip = CLIPModel.from_pretrained(src / "pretrained").eval()
+        tokenizer = AutoTokenizer.from_pretrained(src / "pretrained")
+        heads = {t: zero_shot_head(clip, tokenizer, mini.TASKS[t].classnames, mini.TASKS[t].templates) for t in cfg.tasks}
+        encoder = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
+        theta0 = {k: v.clone() for k, v in pretrained_state(encoder).items()}
+        data = {t: {s: tuple(a.numpy() for a in zoo.load_task_split(src, t, s)) for s in ("train", "validation", "test")}
+                for t in cfg.tasks}
+        finetuned, losses = {}, {}
+        for i, task in enumerate(cfg.tasks):
+            expert = copy.deepcopy(encoder)
+            x, y = data[task]["train"]
+            losses[task] = zoo.finetune(expert, heads[task], torch.from_numpy(x), torch.from_numpy(y), cfg,
+                                        args.seed * 100 + i, f"fine-tune {task}")
+            zoo.save_vision_model(expert.vision_model, dst / "finetuned" / task)
+            finetuned[task] = {k: v.detach().clone() for k, v in pretrained_state(expert).items()}
+        t_ft = time.perf_counter() - t0
+        accuracy, premise = zoo._evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, True)
+        manifest = zoo._manifest(cfg, args.seed, False, tokenizer, clip, accuracy, premise, [0.0] * 20, losses,
+                                 {"finetune": round(t_ft, 1)})
+        zoo._atomic_write_json(dst / zoo.MANIFEST, manifest)
+        # geometry and the task-arithmetic path, validation split only
+        keys = list(theta0)
+        flat0 = torch.cat([theta0[k].flatten() for k in keys])
+        taus = {t: torch.cat([finetuned[t][k].flatten() for k in keys]) - flat0 for t in cfg.tasks}
+        tau = torch.stack([taus[t] for t in cfg.tasks])
+        cos = torch.nn.functional.normalize(tau, dim=1) @ torch.nn.functional.normalize(tau, dim=1).T
+        off = cos[~torch.eye(len(cfg.tasks), dtype=torch.bool)]
+        val = {t: (torch.from_numpy(data[t]["validation"][0]), torch.from_numpy(data[t]["validation"][1])) for t in cfg.tasks}
+        path = {}
+        summed = {k: sum(finetuned[t][k] - theta0[k] for t in cfg.tasks) for k in keys}
+        for lam in LAMBDAS:
+            merged = {k: theta0[k] + lam * summed[k] for k in keys}
+            accs, ents = [], []
+            for t in cfg.tasks:
+                logits = zoo.predict_logits(encoder, merged, heads[t], val[t][0])
+                r = zoo.entropy_premise(logits, val[t][1])
+                accs.append(r["accuracy"])
+                ents.append(r["entropy_mean"])
+            path[lam] = {"accuracy": float(np.mean(accs)), "entropy": float(np.mean(ents)),
+                         "per_task": dict(zip(cfg.tasks, accs))}
+            print(f"TA lambda {lam}: acc {path[lam]['accuracy']:.1f} entropy {path[lam]['entropy']:.3f}", flush=True)
+        cross = {}
+        for j in cfg.tasks:  # theta0 + 0.3 tau_j on every other task i, minus zero-shot on i
+            merged = {k: finetuned[j][k] * 0.3 + theta0[k] * 0.7 for k in keys}
+            for i in cfg.tasks:
+                if i != j:
+                    acc = zoo._accuracy(zoo.predict_logits(encoder, merged, heads[i], val[i][0]), val[i][1])
+                    cross[f"{j}->{i}"] = acc - accuracy["validation"]["zero_shot"][i]
+    v = accuracy["validation"]
+    result = {"args": vars(args), "zero_shot": v["zero_shot"], "individual": v["individual"], "ta_path": path,
+              "tau_norm_ratio": float(tau.norm(dim=1).mean() / flat0.norm()), "cosine_mean": float(off.mean()),
+              "cross_mean": float(np.mean(list(cross.values()))), "cross_nonneg": int(sum(c >= 0 for c in cross.values())),
+              "cross": cross, "seconds": round(time.perf_counter() - t0, 1)}
+    print({k: result[k] for k in ("tau_norm_ratio", "cosine_mean", "cross_mean", "cross_nonneg")},
+          "ZS", round(v["zero_shot"]["average"], 1), "Ind", round(v["individual"]["average"], 1))
+    write_json(dst / "finetune.json", result)
+
+
+def cmd_methods(args) -> None:
+    from concrete_subspace.evaluation import average, evaluate
+    from concrete_subspace.merging import run_method
+
+    params = {}
+    for kv in args.params:
+        k, v = kv.split("=", 1)
+        params[k] = json.loads(v)
+    t0 = time.perf_counter()
+    with zoo.deterministic():
+        problem = zoo.load_zoo_problem(args.zoo, split="validation", seed=args.seed)
+        extra = {"eval_every": args.eval_every} if args.eval_every else {}
+        result = run_method(args.name, problem, seed=args.seed, **params, **extra) if "seed" in _defaults(args.name) \
+            else run_method(args.name, problem, **params, **extra)
+        scores = evaluate(problem, result.state)
+    curve = [(r.get("stage"), r["step"], round(r["avg_accuracy"], 2)) for r in result.history if "avg_accuracy" in r]
+    row = {"name": args.name, "params": params, "seed": args.seed, "validation": scores, "average": average(scores),
+           "curve": curve, "seconds": round(time.perf_counter() - t0, 1)}
+    print(json.dumps({k: row[k] for k in ("name", "params", "seed", "average", "curve", "seconds")}))
+    with open(Path(args.zoo) / "methods.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _defaults(name: str) -> dict:
+    from concrete_subspace.merging import get_method
+
+    return get_method(name).defaults
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pretrain")
+    a.add_argument("out")
+    a.add_argument("--unnamed", default="none", choices=("none", "third", "half"))
+    a.add_argument("--per-task", type=int, default=8000)
+    a.add_argument("--steps", type=int, default=4800)
+    a.add_argument("--no-shift", action="store_true")
+    a.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("finetune")
+    b.add_argument("out")
+    b.add_argument("tag")
+    b.add_argument("--lr", type=float, default=3e-4)
+    b.add_argument("--steps", type=int, default=1400)
+    b.add_argument("--weight-decay", type=float, default=0.05)
+    b.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("methods")
+    c.add_argument("zoo")
+    c.add_argument("name")
+    c.add_argument("params", nargs="*")
+    c.add_argument("--eval-every", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "methods": cmd_methods}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
