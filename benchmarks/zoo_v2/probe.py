@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from concrete_subspace import zoo
+from concrete_subspace import geometry, zoo
 from concrete_subspace.data import mini
 
 torch.set_num_threads(1)
-LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
 
 def unnamed_classes(kind: str) -> dict[str, list[int]]:
@@ -51,17 +50,6 @@ def write_json(path: Path, obj) -> None:
 @torch.no_grad()
 def embed(encoder, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat([encoder(zoo.to_pixel_values(images[i:i + batch])) for i in range(0, len(images), batch)])
-
-
-def linear_probe(xtr, ytr, xva, yva) -> tuple[float, float]:
-    """Best validation accuracy of a logistic regression on frozen embeddings over C in {0.1, 1, 10}; (acc, C)."""
-    from sklearn.linear_model import LogisticRegression
-
-    best = (0.0, None)
-    for c in (0.1, 1.0, 10.0):
-        clf = LogisticRegression(C=c, max_iter=2000).fit(xtr, ytr)
-        best = max(best, (100.0 * float((clf.predict(xva) == yva).mean()), c), key=lambda r: r[0])
-    return best
 
 
 def config(args) -> zoo.MiniConfig:
@@ -100,7 +88,8 @@ def cmd_pretrain(args) -> None:
             etr, eva = embed(encoder, xtr[keep]), embed(encoder, xva)
             pred = (eva @ head.T).argmax(-1)
             hidden = torch.tensor([int(y) in set(cfg.unnamed_classes.get(task, ())) for y in yva])
-            probe, c = linear_probe(etr.numpy(), ytr[keep].numpy(), eva.numpy(), yva.numpy())
+            fit = geometry.linear_probe((etr.numpy(), ytr[keep].numpy()), (eva.numpy(), yva.numpy()))
+            probe, c = fit["validation"], fit["C"]
             rows[task] = {"zero_shot": 100.0 * float((pred == yva).float().mean()),
                           "zero_shot_named": 100.0 * float((pred == yva)[~hidden].float().mean()),
                           "zero_shot_unnamed": 100.0 * float((pred == yva)[hidden].float().mean()) if hidden.any() else None,
@@ -153,39 +142,22 @@ def cmd_finetune(args) -> None:
                                  {"finetune": round(t_ft, 1)})
         zoo._atomic_write_json(dst / zoo.MANIFEST, manifest)
         # geometry and the task-arithmetic path, validation split only
-        keys = list(theta0)
-        flat0 = torch.cat([theta0[k].flatten() for k in keys])
-        taus = {t: torch.cat([finetuned[t][k].flatten() for k in keys]) - flat0 for t in cfg.tasks}
-        tau = torch.stack([taus[t] for t in cfg.tasks])
-        cos = torch.nn.functional.normalize(tau, dim=1) @ torch.nn.functional.normalize(tau, dim=1).T
-        off = cos[~torch.eye(len(cfg.tasks), dtype=torch.bool)]
         val = {t: (torch.from_numpy(data[t]["validation"][0]), torch.from_numpy(data[t]["validation"][1])) for t in cfg.tasks}
-        path = {}
-        summed = {k: sum(finetuned[t][k] - theta0[k] for t in cfg.tasks) for k in keys}
-        for lam in LAMBDAS:
-            merged = {k: theta0[k] + lam * summed[k] for k in keys}
-            accs, ents = [], []
-            for t in cfg.tasks:
-                logits = zoo.predict_logits(encoder, merged, heads[t], val[t][0])
-                r = zoo.entropy_premise(logits, val[t][1])
-                accs.append(r["accuracy"])
-                ents.append(r["entropy_mean"])
-            path[lam] = {"accuracy": float(np.mean(accs)), "entropy": float(np.mean(ents)),
-                         "per_task": dict(zip(cfg.tasks, accs))}
-            print(f"TA lambda {lam}: acc {path[lam]['accuracy']:.1f} entropy {path[lam]['entropy']:.3f}", flush=True)
-        cross = {}
-        for j in cfg.tasks:  # theta0 + 0.3 tau_j on every other task i, minus zero-shot on i
-            merged = {k: finetuned[j][k] * 0.3 + theta0[k] * 0.7 for k in keys}
-            for i in cfg.tasks:
-                if i != j:
-                    acc = zoo._accuracy(zoo.predict_logits(encoder, merged, heads[i], val[i][0]), val[i][1])
-                    cross[f"{j}->{i}"] = acc - accuracy["validation"]["zero_shot"][i]
+
+        def predict(params, task, x):
+            return zoo.predict_logits(encoder, params, heads[task], x)
+
+        geo = geometry.task_vector_geometry(theta0, finetuned)
+        path = geometry.ta_path(predict, theta0, finetuned, val)
+        for row in path:
+            print(f"TA lambda {row['lambda']}: acc {row['accuracy']:.1f} entropy {row['entropy']:.3f}", flush=True)
+        cross = geometry.cross_transfer(predict, theta0, finetuned, val, accuracy["validation"]["zero_shot"])
     v = accuracy["validation"]
     result = {"args": vars(args), "zero_shot": v["zero_shot"], "individual": v["individual"], "ta_path": path,
-              "tau_norm_ratio": float(tau.norm(dim=1).mean() / flat0.norm()), "cosine_mean": float(off.mean()),
-              "cross_mean": float(np.mean(list(cross.values()))), "cross_nonneg": int(sum(c >= 0 for c in cross.values())),
-              "cross": cross, "seconds": round(time.perf_counter() - t0, 1)}
-    print({k: result[k] for k in ("tau_norm_ratio", "cosine_mean", "cross_mean", "cross_nonneg")},
+              "premise": geometry.entropy_premise_holds(path), "tau_norm_ratio": geo["tau_norm_ratio_mean"],
+              "cosine_mean": geo["cosine_mean"], "cross": geometry.cross_summary(cross), "cross_matrix": cross,
+              "geometry": geo, "seconds": round(time.perf_counter() - t0, 1)}
+    print({k: result[k] for k in ("tau_norm_ratio", "cosine_mean", "cross", "premise")},
           "ZS", round(v["zero_shot"]["average"], 1), "Ind", round(v["individual"]["average"], 1))
     write_json(dst / "finetune.json", result)
 
