@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .data import mini
 from .data.batching import step_indices
 
-ZOO_FORMAT_VERSION = 1
+ZOO_FORMAT_VERSION = 2  # 2: zoo v2 (task-specific domains, stronger pre-training, small task vectors)
 MANIFEST = "manifest.json"
 BUILDING_MARKER = ".zoo_building"  # present while a build writes into the directory
 SPLITS = ("train", "validation", "test")
@@ -520,7 +520,10 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
 
     accuracy, premise = _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, progress)
     t = lap("evaluate", t)
+    geometry = _geometry(encoder, theta0, finetuned, heads, data, accuracy, seed)
+    t = lap("geometry", t)
     manifest = _manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, times)
+    manifest["geometry"] = geometry
     if methods:
         manifest["methods"] = _method_results(zoo_dir, manifest, cfg, seed, progress)
         manifest["methods_fingerprint"] = _methods_fingerprint(cfg)
@@ -547,6 +550,36 @@ def _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg: MiniConfig, prog
     for s in premise:
         premise[s]["average"] = {k: float(np.nanmean([premise[s][t][k] for t in cfg.tasks])) for k in premise[s][cfg.tasks[0]]}
     return accuracy, premise
+
+
+@torch.no_grad()
+def _embed(encoder, images: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Normalised image embeddings of the (pre-trained) encoder for uint8 images."""
+    x = torch.from_numpy(images)
+    return torch.cat([encoder(to_pixel_values(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
+
+
+def _geometry(encoder, theta0, finetuned, heads, data, accuracy, seed: int, probe_train: int = 3000) -> dict:
+    """The manifest's "geometry" (concrete_subspace.geometry): linear probe vs zero-shot of theta0, task-vector norms and
+    cosines, cross-transfer (validation), and the task-arithmetic path with its entropy premise (validation and test)."""
+    from . import geometry
+
+    def predict(params, task, x):
+        return predict_logits(encoder, params, heads[task], x)
+
+    probe = {}
+    for task in finetuned:
+        (xtr, ytr), (xva, yva), (xte, yte) = (data[task][s] for s in SPLITS)
+        keep = mini.derive_rng(seed, task, "probe").permutation(len(ytr))[:probe_train]
+        probe[task] = geometry.linear_probe((_embed(encoder, xtr[keep]), ytr[keep]), (_embed(encoder, xva), yva),
+                                            (_embed(encoder, xte), yte))
+    probe["average"] = {s: float(np.mean([probe[t][s] for t in finetuned])) for s in ("validation", "test")}
+    tensors = {s: {t: tuple(torch.from_numpy(a) for a in data[t][s]) for t in finetuned} for s in ("validation", "test")}
+    paths = {s: geometry.ta_path(predict, theta0, finetuned, tensors[s]) for s in tensors}
+    cross = geometry.cross_transfer(predict, theta0, finetuned, tensors["validation"], accuracy["validation"]["zero_shot"])
+    return {"linear_probe": probe, "task_vectors": geometry.task_vector_geometry(theta0, finetuned),
+            "cross_transfer": {"split": "validation", "scaling": 0.3, "matrix": cross, **geometry.cross_summary(cross)},
+            "ta_path": paths, "entropy_premise_along_lambda": {s: geometry.entropy_premise_holds(p) for s, p in paths.items()}}
 
 
 def _manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, times) -> dict:

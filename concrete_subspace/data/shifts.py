@@ -46,7 +46,7 @@ def pixelate(x: np.ndarray, rng: np.random.Generator, block: int = 4) -> np.ndar
     return np.repeat(np.repeat(cells, block, axis=1), block, axis=2)
 
 
-def salt_and_pepper(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.2) -> np.ndarray:
+def salt_and_pepper(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.08) -> np.ndarray:
     """A random fraction of the pixels set to black or white (all channels)."""
     hit = rng.random(x.shape[:3]) < fraction
     value = (rng.random(x.shape[:3]) < 0.5).astype(x.dtype)
