@@ -56,7 +56,7 @@ def run_ours(zoo: Path, work: Path, method: str, seed: int, steps: int, batch_si
     import torch
 
     from concrete_subspace import zoo as zoo_module
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.manual_seed(seed)
     problem = zoo_module.load_zoo_problem(zoo, batch_size=batch_size, seed=0)

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from concrete_subspace.bench import parse_config, versions
     from concrete_subspace.evaluation import average, evaluate
     from concrete_subspace.experiments import method_params
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.set_num_threads(args.threads)
     rows = []

@@ -89,7 +89,7 @@ def profile_ours(method: str, warmup: int, case) -> dict:
 
     import concrete_subspace.bench as bench
     from concrete_subspace import adamerging, concrete, loop
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     problem = bench.vit_problem(case)
     sections = defaultdict(lambda: [0.0, 0.0])

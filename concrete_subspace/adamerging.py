@@ -16,8 +16,8 @@ from torch import Tensor
 from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, check_test_time_data, entropy_backward,
                    evaluator, optimise, parse_dtype)
 from .distributed import Shard, local_task_vectors, make_shard
-from .merging import MergeResult, merge_flat, ties_preprocess
-from .problem import MergeProblem
+from .merging import merge_flat, ties_preprocess
+from .problem import MergeProblem, MergeResult
 from .task_vectors import ParamLayout, stack_task_vectors
 
 GRANULARITIES = ("task", "layer")

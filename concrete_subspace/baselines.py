@@ -14,8 +14,7 @@ from tqdm.auto import tqdm
 
 from .evaluation import to_device
 from .functional import forward
-from .merging import MergeResult
-from .problem import MergeProblem
+from .problem import MergeProblem, MergeResult
 from .task_vectors import check_compatible, check_finite
 
 

@@ -332,7 +332,7 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
         torch.cuda.reset_peak_memory_stats(dev)
     reset = reset_peak_rss() if dev.type == "cpu" else True
     probe = Probe(dev)
-    from .merging import run_method
+    from .registry import run_method
 
     start = time.perf_counter()
     with instrumented(probe):
@@ -425,7 +425,7 @@ def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHO
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .merging import get_method
+    from .registry import get_method
 
     for case in cases:
         if case not in ALL_CASES:

@@ -73,7 +73,7 @@ def finite(value: float) -> float:
 
 def parse_params(method: str, items: Sequence[str]) -> dict[str, Any]:
     """``["k=v", ...]`` -> typed overrides, checked against the method's parameters and their ranges."""
-    from .merging import get_method, resolve_params
+    from .registry import get_method, resolve_params
 
     defaults = get_method(method).defaults
     overrides = {}
@@ -173,7 +173,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_json
-    from .merging import get_method, resolve_params
+    from .registry import get_method, resolve_params
     from .provenance import environment_info
     from .state_io import save_state_dict
     from .task_vectors import check_finite, float_keys, task_vector
@@ -265,7 +265,7 @@ PASSTHROUGH = {"bench": run_bench, "download": run_download}
 
 
 def _methods():
-    from .merging import METHODS
+    from .registry import METHODS
 
     return METHODS
 
@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (one line, exit 2); anything else is a bug and keeps its traceback."""
     from .checkpoint import CheckpointError
-    from .merging import UnknownMethodError
+    from .registry import UnknownMethodError
     from .state_io import CheckpointFileError, UnsafeCheckpointError
     from .task_vectors import StateDictError
 

@@ -30,8 +30,8 @@ from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, 
                    evaluator, optimise, parse_dtype)
 from .distributed import make_shard
 from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits
-from .merging import MergeResult, apply_mask_flat, merge_flat
-from .problem import MergeProblem
+from .merging import apply_mask_flat, merge_flat
+from .problem import MergeProblem, MergeResult
 from .task_vectors import ParamLayout, sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")

@@ -34,7 +34,8 @@ from torch import Tensor
 from .checkpoint import atomic_write_bytes, atomic_write_json
 from .evaluation import average, evaluate
 from .loop import check_precision
-from .merging import METHODS, get_method, masked_merge, run_method, stream_task_vectors, task_arithmetic
+from .merging import masked_merge, task_arithmetic
+from .registry import METHODS, get_method, run_method, stream_task_vectors
 from .masks import evaluation_mask
 from .problem import MergeProblem
 from .provenance import code_fingerprint, kernel_info, lock_info

@@ -25,7 +25,7 @@ SCALES = ("mini", "paper")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m concrete_subspace.run",
                                      description="Run one registry method (single process or under torchrun).")
-    parser.add_argument("method", help="registry name, e.g. concrete_task_arithmetic (see merging.METHODS)")
+    parser.add_argument("method", help="registry name, e.g. concrete_task_arithmetic (see registry.METHODS)")
     parser.add_argument("--scale", default="mini", choices=SCALES)
     parser.add_argument("--tasks", nargs="*", default=None, help="task names (default: all of the scale)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank takes cuda:LOCAL_RANK)")
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import distributed
     from .cli import CliError, parse_params
-    from .merging import UnknownMethodError, get_method
+    from .registry import UnknownMethodError, get_method
 
     torch.set_num_threads(args.threads)
     try:
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace, params: dict, device: str) -> int:
     from . import distributed
     from .evaluation import evaluate
     from .experiments import ensure_zoo, load_problem
-    from .merging import run_method
+    from .registry import run_method
     from .provenance import environment_info
 
     if args.scale == "mini" and args.zoo_dir is None:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .evaluation import average, evaluate
-from .merging import run_method
+from .registry import run_method
 
 LAMBDAS = (0.0, 0.2, 0.3, 0.4, 0.6, 1.0)
 PROBES: tuple[tuple[str, dict], ...] = (

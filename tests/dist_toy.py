@@ -25,7 +25,7 @@ from toy import make_toy_problem, pausing  # noqa: E402
 def main(config: dict) -> None:
     from concrete_subspace import distributed
     from concrete_subspace.checkpoint import save_checkpoint
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.set_num_threads(1)
     distributed.init_from_env("cpu")

@@ -21,7 +21,7 @@ import torch
 
 from concrete_subspace import distributed
 from concrete_subspace.checkpoint import load_checkpoint
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 from concrete_subspace.task_vectors import ParamLayout
 
 HERE = Path(__file__).resolve().parent

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from concrete_subspace.masks import rescale, sample_concrete
-from concrete_subspace.merging import (METHODS, combine, disjoint_sum, elect_sign, get_method, masked_merge, merge_flat,
-                                       run_method, task_arithmetic, ties_flat, ties_merging, ties_preprocess,
-                                       trim_top_k, weight_averaging)
+from concrete_subspace.merging import (combine, disjoint_sum, elect_sign, masked_merge, merge_flat, task_arithmetic,
+                                       ties_flat, ties_merging, ties_preprocess, trim_top_k, weight_averaging)
+from concrete_subspace.registry import METHODS, get_method, run_method
 from concrete_subspace.task_vectors import ParamLayout, task_vector
 
 # Three task vectors of 5 entries; hand-worked TIES at density 0.2 (k = 5 − int(1.0) = 4: keep |x| ≥ 4th smallest |x|).

@@ -8,7 +8,8 @@ import torch
 from concrete_subspace.evaluation import average, evaluate
 from concrete_subspace.functional import forward
 from concrete_subspace.loop import entropy
-from concrete_subspace.merging import run_method, task_arithmetic, ties_merging
+from concrete_subspace.merging import task_arithmetic, ties_merging
+from concrete_subspace.registry import run_method
 from concrete_subspace.task_vectors import task_vector
 
 QUIET = {"progress": False}

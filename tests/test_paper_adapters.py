@@ -218,7 +218,7 @@ def test_clip_head_matches_task_vectors_formula(hf_clip_dirs):
 
 def test_clip_hub_merge_end_to_end(clip_problem):
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
     result = run_method("task_arithmetic", clip_problem)
     assert set(result.state) >= set(clip_problem.pretrained)
     assert all(torch.isfinite(v).all() for v in result.state.values())
@@ -279,7 +279,7 @@ def test_open_clip_key_mapping(task_vectors_dir):
 def test_open_clip_problem_end_to_end(task_vectors_dir, vision_data):
     from concrete_subspace.data.paper import clip_image_transform, load_vision_test_set
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
     from concrete_subspace.models.open_clip_ckpt import build_open_clip_problem, zero_shot_head
     import open_clip
     root, clip = task_vectors_dir
@@ -583,7 +583,7 @@ def test_glue_scores():
 
 def test_flan_t5_merge_end_to_end(t5_problem):
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
     result = run_method("task_arithmetic", t5_problem)
     assert set(t5_problem.pretrained) <= set(result.state)
     batches = list(t5_problem.eval_batches("stsb"))
@@ -596,7 +596,7 @@ def test_flan_t5_merge_end_to_end(t5_problem):
 
 def test_flan_t5_concrete_task_arithmetic_runs(t5_problem):
     """The entropy path: first-step logits over the vocabulary, gradients through functional_call to the mask."""
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
     result = run_method("concrete_task_arithmetic", t5_problem, steps=2, log_every=1, progress=False)
     losses = [float(h["loss"]) for h in result.history if "loss" in h]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
@@ -605,7 +605,7 @@ def test_flan_t5_concrete_task_arithmetic_runs(t5_problem):
 
 
 def test_clip_hub_layer_wise_adamerging_runs(clip_problem):
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
     result = run_method("layer_wise_adamerging", clip_problem, steps=2, log_every=1, progress=False)
     assert set(clip_problem.pretrained) <= set(result.state)
     assert all(torch.isfinite(v).all() for v in result.state.values())

@@ -14,7 +14,8 @@ import torch
 
 from concrete_subspace.loop import FORWARD_MODES, PRECISIONS, concat_inputs, entropy_backward, shape_groups
 from concrete_subspace.masks import sample_concrete
-from concrete_subspace.merging import apply_mask_flat, merge_flat, run_method
+from concrete_subspace.merging import apply_mask_flat, merge_flat
+from concrete_subspace.registry import run_method
 
 from toy import Encoder
 

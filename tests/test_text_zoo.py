@@ -87,7 +87,7 @@ def test_problem_contract(problem):
                                            ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 2})])
 def test_registry_methods_run_unchanged(problem, method, params):
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     result = run_method(method, problem, **params)
     assert set(result.state) == set(problem.pretrained)

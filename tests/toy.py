@@ -98,7 +98,7 @@ def run_toy_job(out: str, method: str = "layer_wise_concrete_adamerging", pause_
     With ``pause_after_calls`` the job stops mid-step at that data call (see :func:`pausing`), waiting to be killed.
     """
     from concrete_subspace.checkpoint import save_checkpoint
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.set_num_threads(1)
     problem = make_toy_problem()

@@ -42,7 +42,7 @@ def _rows(name: str, params: dict, result, seconds: float, evaluate_final) -> It
 def sweep(zoo_dir: str | Path, methods: Iterable[str] | None = None, progress: bool = True) -> list[dict]:
     """Run the grid on the zoo's validation split; returns one dict per evaluated point."""
     from ..evaluation import evaluate
-    from ..merging import run_method
+    from ..registry import run_method
     from ..zoo import load_zoo_problem
 
     problem = load_zoo_problem(zoo_dir, split="validation")

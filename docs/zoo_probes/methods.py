@@ -6,7 +6,7 @@ import json, sys, time
 import numpy as np, torch
 from concrete_subspace import zoo
 from concrete_subspace.evaluation import evaluate
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 from concrete_subspace.models.clip_hf import build_clip_problem
 from common import setup, split
 src, states, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[4])

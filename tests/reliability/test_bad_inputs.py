@@ -12,7 +12,7 @@ import torch
 
 from concrete_subspace.data.batching import step_indices
 from concrete_subspace.evaluation import evaluate
-from concrete_subspace.merging import UnknownMethodError, get_method, resolve_params, run_method
+from concrete_subspace.registry import UnknownMethodError, get_method, resolve_params, run_method
 from concrete_subspace.problem import MergeProblem
 from concrete_subspace.task_vectors import StateDictError, ZeroTaskVectorWarning
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from concrete_subspace import merging
+from concrete_subspace import registry
 from concrete_subspace.checkpoint import atomic_write_json
 from concrete_subspace.cli import main
 from toy import tiny_vision
@@ -219,8 +219,8 @@ def test_internal_error_keeps_its_traceback_and_debug_shows_user_errors(models, 
     def broken(pretrained, vectors, scaling=0.3):
         raise ValueError("internal bug in the merge")
 
-    spec = merging.METHODS["task_arithmetic"]
-    monkeypatch.setitem(merging.METHODS, "task_arithmetic", merging.MethodSpec(
+    spec = registry.METHODS["task_arithmetic"]
+    monkeypatch.setitem(registry.METHODS, "task_arithmetic", registry.MethodSpec(
         spec.name, spec.pretty_name, spec.reference, spec.run, spec.needs_data, broken))
     with pytest.raises(ValueError, match="internal bug"):
         merge(pre, fts, tmp_path / "out")

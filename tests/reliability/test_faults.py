@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from concrete_subspace.checkpoint import CheckpointError, load_checkpoint
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent

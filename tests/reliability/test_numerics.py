@@ -15,7 +15,8 @@ import torch
 
 from concrete_subspace.evaluation import average, evaluate
 from concrete_subspace.loop import entropy, entropy_loss
-from concrete_subspace.merging import run_method, task_arithmetic
+from concrete_subspace.merging import task_arithmetic
+from concrete_subspace.registry import run_method
 from concrete_subspace.task_vectors import task_vector
 
 QUIET = {"progress": False}

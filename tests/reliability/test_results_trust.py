@@ -12,7 +12,8 @@ import torch
 
 from concrete_subspace import concrete
 from concrete_subspace import experiments as ex
-from concrete_subspace.merging import apply_mask_flat, merge_flat, run_method
+from concrete_subspace.merging import apply_mask_flat, merge_flat
+from concrete_subspace.registry import run_method
 from concrete_subspace.provenance import code_fingerprint
 from concrete_subspace.task_vectors import ParamLayout, stack_task_vectors, sum_task_vectors
 

@@ -14,7 +14,7 @@ import torch
 from concrete_subspace import checkpoint as ckpt
 from concrete_subspace.checkpoint import (MAGIC, CheckpointError, atomic_write_bytes, atomic_write_json,
                                           load_checkpoint, save_checkpoint)
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 
 
 class RunsCode:

@@ -7,7 +7,7 @@ issue notes (same check, `steps=100`).
 import pytest
 
 from concrete_subspace.evaluation import average, evaluate
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 
 QUIET = {"progress": False, "log_every": 1000}
 
