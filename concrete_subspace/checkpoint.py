@@ -1,14 +1,19 @@
-"""Atomic, checksummed files: checkpoints that resume exactly and results that are never half-written."""
+"""Atomic, checksummed files: checkpoints that resume exactly and results that are never half-written.
+
+Every file the library writes goes through :func:`atomic_path` (or its wrappers ``atomic_write_bytes`` /
+``atomic_write_json``); ``zoo.py`` keeps its own ``_atomic_write_json`` until the mini zoo v2 split (issue 11).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -19,21 +24,30 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is corrupted, truncated, of another format, or from a different run configuration."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: readers see old or new, never half."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside ``path`` for any writer (safetensors, CSV, bytes): when the block ends, the file is
+    fsynced and renamed over ``path``, so readers see the old or the new file, never half; on error it is removed
+    and the previous ``path`` (if any) is untouched. The one atomic-write primitive of the library."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # the previous ``path`` (if any) is untouched
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return Path(path)
 
 
 def standard_json(obj: Any) -> Any:

@@ -32,6 +32,7 @@ from .distributed import make_shard
 from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits
 from .merging import apply_mask_flat, merge_flat
 from .problem import MergeProblem, MergeResult
+from .seeding import derive_seed
 from .task_vectors import ParamLayout, sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
@@ -91,6 +92,7 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     logits = init_logits(theta0.numel(), init_logit, device=theta0.device).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)
+    eval_seed = derive_seed(seed, 1, stride=1)  # the evaluation mask's own stream (seed + 1)
     state = RunState({"logits": logits}, {"optimizer": optimizer}, generator)
     start = 0
     if payload is not None:
@@ -106,7 +108,7 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
     def final_mask() -> Tensor:
-        eval_generator = torch.Generator(device=theta0.device).manual_seed(seed + 1)
+        eval_generator = torch.Generator(device=theta0.device).manual_seed(eval_seed)
         return evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
 
     def evaluation_flat() -> Tensor:  # gathered from every rank's block (all of it unless sharded)
@@ -119,7 +121,7 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
         mask = final_mask()
         merged = layout.unflatten(shard.gather(apply_mask_flat(theta0, summed, shard.local(mask), shard.local_layout)))
     extras = {**_mask_extras(shard.gather(logits), layout),
-              "eval_mask": eval_mask_record(mask, eval_mask, seed + 1, temperature)}
+              "eval_mask": eval_mask_record(mask, eval_mask, eval_seed, temperature)}
     return MergeResult(merged, params, state.history, extras)
 
 
@@ -204,14 +206,15 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
         return shard.local(evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator))
 
     def meta_evaluation_flat() -> Tensor:
-        return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(seed + 1)))
+        return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(derive_seed(seed, 1, stride=1))))
 
     optimise("meta", meta_steps, meta_step, state, checkpointer, start=meta_start, progress=progress,
              log_every=log_every, eval_fn=evaluator(problem, layout, meta_evaluation_flat), eval_every=eval_every,
              log_fn=lambda: _density_row(shard.gather(logits)))
 
     logits.requires_grad_(False)
-    kept_mask = final_mask(seed + 2)
+    kept_seed = derive_seed(seed, 2, stride=1)  # the frozen mask of test-time adaptation (seed + 2)
+    kept_mask = final_mask(kept_seed)
     adapted = adapt_coefficients(problem, layout, theta0, vectors, stage="tta", granularity=granularity, init=init,
                                  clamp=clamp, lr=tta_lr, betas=betas, steps=tta_steps, mask=kept_mask,
                                  state_generator=generator, checkpointer=checkpointer, resume_payload=payload,
@@ -221,7 +224,7 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
     with torch.no_grad():
         merged = shard.gather(merge(effective_coefficients(adapted, clamp), kept_mask))
     extras = {**_mask_extras(shard.gather(logits), layout), "coefficients": effective_coefficients(adapted, clamp).cpu(),
-              "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, seed + 2, temperature)}
+              "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, kept_seed, temperature)}
     return MergeResult(layout.unflatten(merged), params, state.history, extras)
 
 

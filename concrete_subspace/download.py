@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,9 @@ from .models.clip_hub import finetuned_id, pretrained_id
 from .models.flan_t5 import adapter_id, base_id
 from .models.hub import describe, resolve, resolved_commit
 from .models.templates import VISION_TASKS
+from .status import show_status
+
+log = logging.getLogger(__name__)
 
 GROUPS: tuple[str, ...] = ("clip-b32", "clip-l14", "vision-data", "glue", "flan-t5-base", "flan-t5-large", "open-clip")
 
@@ -145,28 +149,24 @@ def download_all(what: Sequence[str] | None = None, *, revisions: dict[str, str]
         if dry_run:
             outcomes.append(Outcome(item, True, detail="dry run"))
             if progress:
-                print(f"[{i}/{len(items)}] {item.kind:9s} {label}", flush=True)
+                log.info(f"[{i}/{len(items)}] {item.kind:9s} {label}")
             continue
         outcome = fetch(item, revision=revisions.get(item.id), cache_dir=cache_dir, verify=verify)
         outcomes.append(outcome)
         if progress:
             status = "ok  " if outcome.ok else "FAIL"
-            print(f"[{i}/{len(items)}] {status} {item.kind:9s} {label}: {outcome.detail} ({outcome.seconds:.1f}s)",
-                  flush=True)
+            log.info(f"[{i}/{len(items)}] {status} {item.kind:9s} {label}: {outcome.detail} ({outcome.seconds:.1f}s)")
     if manifest is not None:
         write_manifest(outcomes, manifest)
     return outcomes
 
 
 def write_manifest(outcomes: Sequence[Outcome], path: str | os.PathLike) -> Path:
-    """Write the outcomes as JSON via a temporary file + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the outcomes as JSON, atomically."""
+    from .checkpoint import atomic_write_json
+
     rows = [{**asdict(o.item), **{k: v for k, v in asdict(o).items() if k != "item"}} for o in outcomes]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "items": rows}, indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "items": rows})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, value = pin.split("=", 1)
         revisions[key] = value
     what = [w.strip() for w in args.what.split(",") if w.strip()] or None
+    show_status()
     try:
         outcomes = download_all(what, revisions=revisions, cache_dir=args.cache_dir, verify=not args.no_verify,
                                 dry_run=args.dry_run, manifest=args.manifest)

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..seeding import derive_seed
+
 
 def step_indices(n: int, batch_size: int, step: int, seed: int, reshuffle: bool = False) -> Tensor:
     """Indices of the batch at ``step`` from a shuffled order of the data, cycled.
@@ -22,7 +24,7 @@ def step_indices(n: int, batch_size: int, step: int, seed: int, reshuffle: bool 
     epochs, offsets = positions // n, positions % n
     indices = torch.empty(batch_size, dtype=torch.long)
     for epoch in epochs.unique().tolist():
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + (epoch if reshuffle else 0)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch if reshuffle else 0)))
         in_epoch = epochs == epoch
         indices[in_epoch] = perm[offsets[in_epoch]]
     return indices

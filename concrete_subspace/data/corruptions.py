@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..seeding import derive_seed
+
 CORRUPTIONS: tuple[str, ...] = ("motion_blur", "impulse_noise", "gaussian_noise", "pixelate", "spatter", "contrast",
                                 "jpeg_compression")
 
@@ -247,12 +249,12 @@ def corruption_transform(name: str, severity: int = 1, seed: int = 0) -> Callabl
     """
     def transform(pixels: Tensor) -> Tensor:
         digest = zlib.crc32(pixels.detach().cpu().contiguous().numpy().tobytes())
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + digest)
+        gen = torch.Generator().manual_seed(derive_seed(seed, digest))
         return corrupt(pixels, name, severity, generator=gen)
     return transform
 
 
 def corrupt_indexed(image: Any, index: int, name: str, severity: int = 1, seed: int = 0) -> Any:
     """Corrupt example ``index`` of a test set deterministically: generator seeded from (seed, index)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + int(index))
+    gen = torch.Generator().manual_seed(derive_seed(seed, index))
     return corrupt(image, name, severity, generator=gen)

@@ -63,18 +63,15 @@ def sweep(zoo_dir: str | Path, methods: Iterable[str] | None = None, progress: b
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
     """Write rows (union of keys as columns) to CSV atomically."""
-    import os
+    from ..checkpoint import atomic_path
 
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..seeding import derive_seed
+
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -105,7 +107,7 @@ def _faker_examples(locales: dict[str, str], n: int, seed: int, make: Callable) 
     """n distinct texts per locale (class index = order of ``locales``), each from a seeded Faker instance."""
     out = []
     for label, locale in enumerate(locales.values()):
-        fake, seen, tries = _faker(locale, seed * 1009 + label), set(), 0
+        fake, seen, tries = _faker(locale, derive_seed(seed, label, stride=1009)), set(), 0
         while len(seen) < n and tries < 20 * n:
             text = " ".join(make(fake).split())
             tries += 1
@@ -234,7 +236,7 @@ def make_task_splits(task: str, seed: int, per_class: int | None = None) -> dict
         raise KeyError(f"unknown text task {task!r}; known: {list(TASKS)}")
     n = per_class if per_class is not None else TASKS[task].per_class
     examples = EXAMPLES[task](n, seed)
-    rng = random.Random(seed * 7919 + TASK_NAMES.index(task))
+    rng = random.Random(derive_seed(seed, TASK_NAMES.index(task), stride=7919))
     splits: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in SPLITS}
     for label in range(len(TASKS[task].classnames)):
         items = [x for x, y in examples if y == label]

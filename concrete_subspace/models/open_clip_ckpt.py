@@ -146,13 +146,13 @@ def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False,
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, allow_pickle: bool = False) -> Path:
     """Write ``src``'s state dict to ``dst`` as safetensors (atomically), so later loads need no pickle."""
     from safetensors.torch import save_file
+
+    from ..checkpoint import atomic_path
+
     state = load_checkpoint(src, allow_pickle=allow_pickle)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": Path(src).name})
-    os.replace(tmp, dst)
-    return dst
+    with atomic_path(dst) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": Path(src).name})
+    return Path(dst)
 
 
 # ---------------------------------------------------------------------------------------------- key mapping

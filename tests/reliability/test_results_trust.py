@@ -7,6 +7,7 @@ import json
 import sys
 import types
 
+import pandas as pd
 import pytest
 import torch
 
@@ -157,11 +158,11 @@ def test_cached_tables_are_keyed_on_the_code_that_computes_them(tmp_path):
 
     def compute_a():
         log.calls.append("a")
-        return ex.pd.DataFrame({"x": [1]})
+        return pd.DataFrame({"x": [1]})
 
     def compute_b():
         log.calls.append("b")
-        return ex.pd.DataFrame({"x": [2]})
+        return pd.DataFrame({"x": [2]})
 
     for fn in (compute_a, compute_b):
         fn.__module__ = "concrete_subspace.experiments"
