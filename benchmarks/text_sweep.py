@@ -41,9 +41,18 @@ def main(argv=None) -> int:
     rows = []
 
     def record(probe: str, method: str, params: dict, scores: dict, t0: float, c0: float, **extra) -> None:
-        rows.append({"probe": probe, "method": method, "params": json.dumps(params), "avg": round(average(scores), 2),
-                     **{f"acc/{k}": round(v, 2) for k, v in scores.items()}, **extra,
-                     "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)})
+        rows.append(
+            {
+                "probe": probe,
+                "method": method,
+                "params": json.dumps(params),
+                "avg": round(average(scores), 2),
+                **{f"acc/{k}": round(v, 2) for k, v in scores.items()},
+                **extra,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
+            }
+        )
         print(f"{probe:>10} {method} {params}: avg {average(scores):.2f}", flush=True)
         pd.DataFrame(rows).to_csv(args.out, index=False)  # rewritten after every probe: a killed sweep keeps its rows
 
@@ -51,7 +60,9 @@ def main(argv=None) -> int:
     sweep = ex.lambda_sweep(problem, LAMBDAS)
     for scaling, group in sweep[sweep["task"] != "average"].groupby("scaling"):
         scores = dict(zip(group["task"], group["accuracy"]))
-        record("lambda", "task_arithmetic", {"scaling": scaling}, scores, t0, c0, entropy=round(group["entropy"].mean(), 4))
+        record(
+            "lambda", "task_arithmetic", {"scaling": scaling}, scores, t0, c0, entropy=round(group["entropy"].mean(), 4)
+        )
     for method, params in PROBES:
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_method(method, problem, **params)

@@ -19,18 +19,22 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import atomic_write_bytes
+
+if TYPE_CHECKING:  # imported lazily at run time, so `concrete-subspace --help` stays fast
+    import pandas
+    import torch
 
 CASES = ("mini", "vit_b32")
 ALL_CASES = CASES + ("vit_tiny",)  # vit_tiny: a seconds-long smoke case, not part of the default run
@@ -66,7 +70,7 @@ VIT_TINY = ViTCase(hidden=64, layers=2, heads=2, mlp=128, patch=16, image=64, pr
 VIT_CASES = {"vit_b32": VIT_B32, "vit_tiny": VIT_TINY}
 
 
-def _rng(*parts: Any) -> "torch.Generator":
+def _rng(*parts: Any) -> torch.Generator:
     """A CPU generator seeded from ``parts`` (stable across processes and Python hash seeds)."""
     import torch
 
@@ -80,9 +84,15 @@ def vit_encoder(case: ViTCase = VIT_B32, device: str = "cpu"):
 
     from .models.clip_hf import ImageEncoder
 
-    config = CLIPVisionConfig(hidden_size=case.hidden, intermediate_size=case.mlp, num_hidden_layers=case.layers,
-                              num_attention_heads=case.heads, image_size=case.image, patch_size=case.patch,
-                              projection_dim=case.projection)
+    config = CLIPVisionConfig(
+        hidden_size=case.hidden,
+        intermediate_size=case.mlp,
+        num_hidden_layers=case.layers,
+        num_attention_heads=case.heads,
+        image_size=case.image,
+        patch_size=case.patch,
+        projection_dim=case.projection,
+    )
     with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG: fork and seed it
         torch.manual_seed(case.seed)
         vision = CLIPVisionModel(config)
@@ -137,11 +147,14 @@ def vit_problem(case: ViTCase = VIT_B32, batch_size: int = 16, device: str = "cp
         return iter(())
 
     return MergeProblem(
-        model=encoder, pretrained=pretrained, task_names=tasks,
+        model=encoder,
+        pretrained=pretrained,
+        task_names=tasks,
         load_finetuned=lambda task: synthetic_finetuned(pretrained, index[task], case),
         task_logits=lambda task, features: features @ heads[task].T,
         unlabeled_batch=lambda task, step: synthetic_images(index[task], step, batch_size, case, device),
-        eval_batches=no_eval, info=asdict(case),
+        eval_batches=no_eval,
+        info=asdict(case),
     )
 
 
@@ -160,8 +173,10 @@ def mini_problem(batch_size: int = 16, device: str = "cpu"):
             continue
         problem = zoo.load_zoo_problem(directory, batch_size=batch_size, device=device)
         return problem, f"{'smoke ' if smoke else ''}zoo at {directory}"
-    return None, (f"no mini zoo built (looked in {zoo.default_zoo_dir()} and {zoo.default_zoo_dir(smoke=True)}); "
-                  "build it with `make zoo` (or `make zoo-smoke`)")
+    return None, (
+        f"no mini zoo built (looked in {zoo.default_zoo_dir()} and {zoo.default_zoo_dir(smoke=True)}); "
+        "build it with `make zoo` (or `make zoo-smoke`)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ measurement
@@ -200,7 +215,7 @@ def reset_peak_rss() -> bool:
 class Probe:
     """Clocks and memory marks of one method run, filled by the wrappers of :func:`instrumented`."""
 
-    def __init__(self, device: "torch.device"):
+    def __init__(self, device: torch.device):
         self.device = device
         self.steps: list[tuple[str, int, float, float]] = []  # (stage, step, wall seconds, process CPU seconds)
         self.build_seconds: list[float] = []
@@ -233,6 +248,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
             probe.sync()
             probe.steps.append((stage, step, time.perf_counter() - start, time.process_time() - cpu))
             return values
+
         return real_optimise(stage, steps, timed, *args, **kwargs)
 
     def timed_build(real: Callable) -> Callable:
@@ -244,12 +260,16 @@ def instrumented(probe: Probe) -> Iterator[None]:
             probe.build_seconds.append(time.perf_counter() - start)
             probe.build_peak = probe.peak()
             return out
+
         return build
 
-    patched = [(adamerging, "optimise", optimise), (concrete, "optimise", optimise),
-               (adamerging, "prepare_vectors", timed_build(adamerging.prepare_vectors)),
-               (concrete, "prepare_vectors", timed_build(concrete.prepare_vectors)),
-               (concrete, "sum_task_vectors", timed_build(concrete.sum_task_vectors))]  # CTA streams a sum
+    patched = [
+        (adamerging, "optimise", optimise),
+        (concrete, "optimise", optimise),
+        (adamerging, "prepare_vectors", timed_build(adamerging.prepare_vectors)),
+        (concrete, "prepare_vectors", timed_build(concrete.prepare_vectors)),
+        (concrete, "sum_task_vectors", timed_build(concrete.sum_task_vectors)),
+    ]  # CTA streams a sum
     saved = []
     for module, name, fn in patched:
         if not hasattr(module, name):
@@ -283,11 +303,19 @@ def select_configs(configs: Sequence[str], precisions: Sequence[str] | None) -> 
     return chosen
 
 
-def method_params(method: str, total_steps: int, vector_dtype: str, precision: str = "fp32",
-                  forward_mode: str = "batched") -> dict:
+def method_params(
+    method: str, total_steps: int, vector_dtype: str, precision: str = "fp32", forward_mode: str = "batched"
+) -> dict:
     """Registry overrides for a timed run: ``total_steps`` per stage, no logging, evaluation or checkpoints."""
-    common = {"progress": False, "log_every": 10**9, "eval_every": 0, "checkpoint_dir": None, "vector_dtype": vector_dtype,
-              "precision": precision, "forward_mode": forward_mode}
+    common = {
+        "progress": False,
+        "log_every": 10**9,
+        "eval_every": 0,
+        "checkpoint_dir": None,
+        "vector_dtype": vector_dtype,
+        "precision": precision,
+        "forward_mode": forward_mode,
+    }
     if "concrete_adamerging" in method:
         return {**common, "meta_steps": total_steps, "tta_steps": total_steps}
     return {**common, "steps": total_steps}
@@ -302,9 +330,19 @@ def versions() -> dict:
     return {**environment_info("cuda" if torch.cuda.is_available() else "cpu"), "cpu_count": os.cpu_count()}
 
 
-def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: int, threads: int,
-            vector_dtype: str = "float32", batch_size: int = 16, config: str = "fp32:batched",
-            overrides: dict | None = None) -> list[dict]:
+def measure(
+    case: str,
+    method: str,
+    *,
+    device: str = "cpu",
+    steps: int,
+    warmup: int,
+    threads: int,
+    vector_dtype: str = "float32",
+    batch_size: int = 16,
+    config: str = "fp32:batched",
+    overrides: dict | None = None,
+) -> list[dict]:
     """Run one method on one case in THIS process and return one row per optimisation stage.
 
     ``overrides``: further method parameters (e.g. ``shard_vectors`` for benchmarks/distributed_bench.py)."""
@@ -318,7 +356,9 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
     if case in VIT_CASES:
         spec = VIT_CASES[case]
         problem = vit_problem(spec, batch_size, device)
-        note = f"random CLIP vision tower (hidden {spec.hidden}, {spec.layers} layers), {spec.num_tasks} synthetic tasks"
+        note = (
+            f"random CLIP vision tower (hidden {spec.hidden}, {spec.layers} layers), {spec.num_tasks} synthetic tasks"
+        )
     elif case == "mini":
         problem, note = mini_problem(batch_size, device)
         if problem is None:
@@ -336,50 +376,117 @@ def measure(case: str, method: str, *, device: str = "cpu", steps: int, warmup: 
 
     start = time.perf_counter()
     with instrumented(probe):
-        run_method(method, problem, **method_params(method, warmup + steps, vector_dtype, precision, forward_mode),
-                   **(overrides or {}))
+        run_method(
+            method,
+            problem,
+            **method_params(method, warmup + steps, vector_dtype, precision, forward_mode),
+            **(overrides or {}),
+        )
     total_seconds = time.perf_counter() - start
     peak = probe.peak()
     rows = []
     for stage in dict.fromkeys(s for s, *_ in probe.steps):
         times = [sec for s, i, sec, _ in probe.steps if s == stage and i >= warmup]
         cpu = [c for s, i, _, c in probe.steps if s == stage and i >= warmup]
-        rows.append({
-            "case": case, "method": method, "stage": stage, "implementation": "concrete_subspace", "device": device,
-            "config": config, "precision": precision, "forward_mode": forward_mode,
-            "threads": threads, "batch_size": batch_size, "num_tasks": len(problem.task_names),
-            "num_params": num_params, "vector_dtype": vector_dtype, "warmup": warmup, "steps": len(times),
-            "step_seconds_median": statistics.median(times) if times else None,
-            "step_seconds_min": min(times) if times else None, "step_seconds_all": times,
-            "step_cpu_seconds_median": statistics.median(cpu) if cpu else None, "step_cpu_seconds_all": cpu,
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "build_vectors_seconds": probe.build_seconds[0] if probe.build_seconds else None,
-            "setup_seconds": setup_seconds, "total_seconds": total_seconds,
-            "peak_bytes": peak, "peak_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else ("VmHWM" if reset else "ru_maxrss"),
-            "build_peak_bytes": probe.build_peak, "rss_start_bytes": rss_start, "rss_problem_bytes": rss_problem,
-            "note": note,
-        })
+        rows.append(
+            {
+                "case": case,
+                "method": method,
+                "stage": stage,
+                "implementation": "concrete_subspace",
+                "device": device,
+                "config": config,
+                "precision": precision,
+                "forward_mode": forward_mode,
+                "threads": threads,
+                "batch_size": batch_size,
+                "num_tasks": len(problem.task_names),
+                "num_params": num_params,
+                "vector_dtype": vector_dtype,
+                "warmup": warmup,
+                "steps": len(times),
+                "step_seconds_median": statistics.median(times) if times else None,
+                "step_seconds_min": min(times) if times else None,
+                "step_seconds_all": times,
+                "step_cpu_seconds_median": statistics.median(cpu) if cpu else None,
+                "step_cpu_seconds_all": cpu,
+                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                "build_vectors_seconds": probe.build_seconds[0] if probe.build_seconds else None,
+                "setup_seconds": setup_seconds,
+                "total_seconds": total_seconds,
+                "peak_bytes": peak,
+                "peak_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else ("VmHWM" if reset else "ru_maxrss"),
+                "build_peak_bytes": probe.build_peak,
+                "rss_start_bytes": rss_start,
+                "rss_problem_bytes": rss_problem,
+                "note": note,
+            }
+        )
     return rows
 
 
 # ------------------------------------------------------------------------------------------------ the driver
-def _worker(case: str, method: str, device: str, steps: int, warmup: int, threads: int, vector_dtype: str,
-            batch_size: int, timeout: float | None, config: str = "fp32:batched") -> list[dict]:
+def _worker(
+    case: str,
+    method: str,
+    device: str,
+    steps: int,
+    warmup: int,
+    threads: int,
+    vector_dtype: str,
+    batch_size: int,
+    timeout: float | None,
+    config: str = "fp32:batched",
+) -> list[dict]:
     """Run :func:`measure` in a fresh interpreter (separate memory peak); a failure becomes a row with the error."""
-    cmd = [sys.executable, "-m", "concrete_subspace.bench", "--worker", "--cases", case, "--methods", method,
-           "--device", device, "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads),
-           "--vector-dtype", vector_dtype, "--batch-size", str(batch_size), "--configs", config]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "concrete_subspace.bench",
+        "--worker",
+        "--cases",
+        case,
+        "--methods",
+        method,
+        "--device",
+        device,
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--threads",
+        str(threads),
+        "--vector-dtype",
+        vector_dtype,
+        "--batch-size",
+        str(batch_size),
+        "--configs",
+        config,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return [{"case": case, "method": method, "config": config, "error": f"timed out after {timeout} s"}]
     for line in done.stdout.splitlines()[::-1]:
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON "):])
+            return json.loads(line[len("BENCH_JSON ") :])
     tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-    return [{"case": case, "method": method, "config": config, "error": f"worker exited {done.returncode}: {' | '.join(tail)}"}]
+    return [
+        {
+            "case": case,
+            "method": method,
+            "config": config,
+            "error": f"worker exited {done.returncode}: {' | '.join(tail)}",
+        }
+    ]
 
 
 def load_reference(results_dir: Path = RESULTS_DIR) -> list[dict]:
@@ -391,7 +498,7 @@ def load_reference(results_dir: Path = RESULTS_DIR) -> list[dict]:
     return rows
 
 
-def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFrame":
+def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
     """Our rows beside fusion_bench's for the same case, method, stage, device, threads and batch size: ratios."""
     import pandas as pd
 
@@ -403,8 +510,13 @@ def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFra
         return pd.DataFrame()
     values = ["step_seconds_median", "step_cpu_seconds_median", "peak_bytes", "steps"]
     them = them.reindex(columns=keys + values).rename(
-        columns={"step_seconds_median": "fb_step_seconds", "step_cpu_seconds_median": "fb_step_cpu_seconds",
-                 "peak_bytes": "fb_peak_bytes", "steps": "fb_steps"})
+        columns={
+            "step_seconds_median": "fb_step_seconds",
+            "step_cpu_seconds_median": "fb_step_cpu_seconds",
+            "peak_bytes": "fb_peak_bytes",
+            "steps": "fb_steps",
+        }
+    )
     merged = ours.reindex(columns=keys + ["config"] + values).merge(them, on=keys, how="inner")
     merged["step_time_ratio"] = merged["step_seconds_median"] / merged["fb_step_seconds"]
     merged["step_cpu_ratio"] = merged["step_cpu_seconds_median"] / merged["fb_step_cpu_seconds"]
@@ -412,10 +524,20 @@ def compare(ours: "pandas.DataFrame", theirs: Sequence[dict]) -> "pandas.DataFra
     return merged
 
 
-def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHODS, device: str = "cpu",
-              steps: int | None = None, warmup: int | None = None, threads: int = 2, out: str | Path | None = None,
-              vector_dtype: str = "float32", batch_size: int = 16, timeout: float | None = 3600,
-              progress: bool = True, configs: Sequence[str] = DEFAULT_CONFIGS) -> "pandas.DataFrame":
+def run_bench(
+    cases: Sequence[str] = CASES,
+    methods: Sequence[str] = BENCH_METHODS,
+    device: str = "cpu",
+    steps: int | None = None,
+    warmup: int | None = None,
+    threads: int = 2,
+    out: str | Path | None = None,
+    vector_dtype: str = "float32",
+    batch_size: int = 16,
+    timeout: float | None = 3600,
+    progress: bool = True,
+    configs: Sequence[str] = DEFAULT_CONFIGS,
+) -> pandas.DataFrame:
     """Benchmark ``methods`` on ``cases`` (one subprocess each) and return a tidy table; write JSON/CSV to ``out``.
 
     ``configs`` are ``precision:forward_mode`` pairs, each a separate row (:data:`DEFAULT_CONFIGS`).
@@ -436,48 +558,80 @@ def run_bench(cases: Sequence[str] = CASES, methods: Sequence[str] = BENCH_METHO
         parse_config(config)
     if device.startswith("cuda"):
         import torch
+
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} requested but torch.cuda.is_available() is False")
     rows: list[dict] = []
     jobs = [(c, m, k) for c in cases for m in methods for k in configs]
     for case, method, config in tqdm(jobs, desc="bench", disable=not progress):
         w, s = DEFAULT_STEPS[case]
-        rows.extend(_worker(case, method, device, steps if steps is not None else s, warmup if warmup is not None else w,
-                            threads, vector_dtype, batch_size, timeout, config))
+        rows.extend(
+            _worker(
+                case,
+                method,
+                device,
+                steps if steps is not None else s,
+                warmup if warmup is not None else w,
+                threads,
+                vector_dtype,
+                batch_size,
+                timeout,
+                config,
+            )
+        )
     table = pd.DataFrame(rows)
     measured = table.dropna(subset=["stage"]) if "stage" in table else pd.DataFrame()
     comparison = compare(measured, load_reference())
     if out is not None:
         out = Path(out)
-        payload = {"versions": versions(), "threads": threads, "device": device, "rows": rows,
-                   "comparison": comparison.to_dict(orient="records")}
+        payload = {
+            "versions": versions(),
+            "threads": threads,
+            "device": device,
+            "rows": rows,
+            "comparison": comparison.to_dict(orient="records"),
+        }
         atomic_write_bytes(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str).encode())
-        atomic_write_bytes(out.with_suffix(".csv"), table.drop(columns=["step_seconds_all"], errors="ignore").to_csv(index=False).encode())
+        atomic_write_bytes(
+            out.with_suffix(".csv"),
+            table.drop(columns=["step_seconds_all"], errors="ignore").to_csv(index=False).encode(),
+        )
     table.attrs["comparison"] = comparison
     return table
 
 
-def format_table(table: "pandas.DataFrame") -> str:
+def format_table(table: pandas.DataFrame) -> str:
     """A compact text table: step time (median, s), peak memory (GiB), task-vector build time (s)."""
     if table.empty:
         return "(no rows)"
-    lines = [f"{'case':8} {'method':32} {'config':13} {'stage':26} {'step s':>8} {'cpu s':>8} {'peak GiB':>9} {'build s':>8} {'n':>3}"]
+    lines = [
+        f"{'case':8} {'method':32} {'config':13} {'stage':26} {'step s':>8} {'cpu s':>8} {'peak GiB':>9} {'build s':>8} {'n':>3}"
+    ]
     for r in table.to_dict(orient="records"):
         if isinstance(r.get("skipped"), str) or isinstance(r.get("error"), str):
-            lines.append(f"{r['case']:8} {r['method']:32} {str(r.get('config', '')):13} {'SKIPPED: ' + r['skipped'] if isinstance(r.get('skipped'), str) else 'ERROR: ' + r['error']}")
+            lines.append(
+                f"{r['case']:8} {r['method']:32} {str(r.get('config', '')):13} {'SKIPPED: ' + r['skipped'] if isinstance(r.get('skipped'), str) else 'ERROR: ' + r['error']}"
+            )
             continue
         build = r.get("build_vectors_seconds")
         cpu = r.get("step_cpu_seconds_median")
-        lines.append(f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_seconds_median']:8.3f} "
-                     f"{cpu if cpu is not None else float('nan'):8.3f} "
-                     f"{r['peak_bytes'] / 2**30:9.2f} {build if build is not None else float('nan'):8.2f} {r['steps']:3d}")
+        lines.append(
+            f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_seconds_median']:8.3f} "
+            f"{cpu if cpu is not None else float('nan'):8.3f} "
+            f"{r['peak_bytes'] / 2**30:9.2f} {build if build is not None else float('nan'):8.2f} {r['steps']:3d}"
+        )
     comparison = table.attrs.get("comparison")
     if comparison is not None and not comparison.empty:
-        lines += ["", "vs fusion_bench 0.2.33 (ours / theirs; < 1 is better)",
-                  f"{'case':8} {'method':32} {'config':13} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}"]
+        lines += [
+            "",
+            "vs fusion_bench 0.2.33 (ours / theirs; < 1 is better)",
+            f"{'case':8} {'method':32} {'config':13} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}",
+        ]
         for r in comparison.to_dict(orient="records"):
-            lines.append(f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_time_ratio']:10.2f} "
-                         f"{r['step_cpu_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}")
+            lines.append(
+                f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_time_ratio']:10.2f} "
+                f"{r['step_cpu_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}"
+            )
     return "\n".join(lines)
 
 
@@ -492,24 +646,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vector-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
-                        help="PRECISION:FORWARD_MODE pairs, one row each (default: %(default)s)")
-    parser.add_argument("--precision", nargs="+", default=None, choices=["fp32", "bf16"],
-                        help="keep only the configs of these precisions (make bench PRECISION=...)")
-    parser.add_argument("--out", default=None, help="path stem for <out>.json and <out>.csv (default benchmarks/results/bench_<device>)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        help="PRECISION:FORWARD_MODE pairs, one row each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        choices=["fp32", "bf16"],
+        help="keep only the configs of these precisions (make bench PRECISION=...)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="path stem for <out>.json and <out>.csv (default benchmarks/results/bench_<device>)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         case, method = args.cases[0], args.methods[0]
         w, s = DEFAULT_STEPS[case]
-        rows = measure(case, method, device=args.device, steps=args.steps if args.steps is not None else s,
-                       warmup=args.warmup if args.warmup is not None else w, threads=args.threads,
-                       vector_dtype=args.vector_dtype, batch_size=args.batch_size, config=args.configs[0])
+        rows = measure(
+            case,
+            method,
+            device=args.device,
+            steps=args.steps if args.steps is not None else s,
+            warmup=args.warmup if args.warmup is not None else w,
+            threads=args.threads,
+            vector_dtype=args.vector_dtype,
+            batch_size=args.batch_size,
+            config=args.configs[0],
+        )
         print("BENCH_JSON " + json.dumps(rows, default=str), flush=True)
         return 0
     out = args.out or str(RESULTS_DIR / f"bench_{args.device.replace(':', '')}")
-    table = run_bench(args.cases, args.methods, args.device, args.steps, args.warmup, args.threads, out,
-                      args.vector_dtype, args.batch_size, configs=select_configs(args.configs, args.precision))
+    table = run_bench(
+        args.cases,
+        args.methods,
+        args.device,
+        args.steps,
+        args.warmup,
+        args.threads,
+        out,
+        args.vector_dtype,
+        args.batch_size,
+        configs=select_configs(args.configs, args.precision),
+    )
     print(format_table(table))
     print(f"\nwrote {Path(out).with_suffix('.json')} and {Path(out).with_suffix('.csv')}")
     return 0

@@ -12,8 +12,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -81,13 +82,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not raw.startswith(MAGIC):
         raise CheckpointError(f"{path}: not a concrete_subspace checkpoint (bad header); delete it to start over")
     header_end = raw.find(b"\n", len(MAGIC))
-    digest, data = raw[len(MAGIC):max(header_end, len(MAGIC))], raw[header_end + 1:]
+    digest, data = raw[len(MAGIC) : max(header_end, len(MAGIC))], raw[header_end + 1 :]
     if header_end < 0 or hashlib.sha256(data).hexdigest().encode() != digest:
         raise CheckpointError(f"{path}: checksum mismatch (corrupted or truncated checkpoint); delete it to start over")
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # weights_only refuses globals that could run code: report in one line, never execute
-        raise CheckpointError(f"{path}: refused to load (not plain tensors and containers): {load_error_reason(err)}") from None
+        raise CheckpointError(
+            f"{path}: refused to load (not plain tensors and containers): {load_error_reason(err)}"
+        ) from None
 
 
 def load_error_reason(err: BaseException) -> str:

@@ -8,7 +8,7 @@ in :mod:`adamerging` and :mod:`concrete`. This module imports no method: the reg
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,7 +20,9 @@ from .task_vectors import ParamLayout, StateDict, apply_to
 # ----------------------------------------------------------------------------------------------------------------
 # Pure functions on state dicts
 # ----------------------------------------------------------------------------------------------------------------
-def task_arithmetic(pretrained: StateDict, task_vectors: Iterable[StateDict], scaling: float = 0.3) -> dict[str, Tensor]:
+def task_arithmetic(
+    pretrained: StateDict, task_vectors: Iterable[StateDict], scaling: float = 0.3
+) -> dict[str, Tensor]:
     """θ0 + λ Σ_i τ_i (Ilharco et al.); task vectors may be a generator, so only a running sum is held."""
     total: dict[str, Tensor] | None = None
     for vector in task_vectors:
@@ -38,8 +40,9 @@ def weight_averaging(pretrained: StateDict, task_vectors: Iterable[StateDict]) -
     return task_arithmetic(pretrained, vectors, scaling=1.0 / len(vectors))
 
 
-def masked_merge(pretrained: StateDict, task_vectors: Sequence[StateDict], weights: Sequence[float] | Tensor,
-                 mask: StateDict) -> dict[str, Tensor]:
+def masked_merge(
+    pretrained: StateDict, task_vectors: Sequence[StateDict], weights: Sequence[float] | Tensor, mask: StateDict
+) -> dict[str, Tensor]:
     """θ0 + Σ_i w_i τ_i ⊙ m / mean(m), with one shared mask rescaled per tensor (the paper's merged model)."""
     out = dict(pretrained)
     for key in task_vectors[0]:
@@ -79,7 +82,9 @@ def ties_flat(vectors: Tensor, density: float = 0.2) -> Tensor:
     return disjoint_sum(trimmed, elect_sign(trimmed))
 
 
-def ties_merging(pretrained: StateDict, task_vectors: Sequence[StateDict], scaling: float = 0.3, density: float = 0.2) -> dict[str, Tensor]:
+def ties_merging(
+    pretrained: StateDict, task_vectors: Sequence[StateDict], scaling: float = 0.3, density: float = 0.2
+) -> dict[str, Tensor]:
     """TIES-Merging (Yadav et al.) over task vectors flattened across all float tensors; θ0 + λ · merged."""
     layout = ParamLayout.of(task_vectors[0])
     stacked = torch.stack([layout.flatten(v) for v in task_vectors])
@@ -109,11 +114,15 @@ def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
             total = term if total is None else total + term
         return total
     if weights.shape[1] != len(layout.numels):
-        raise ValueError(f"combine: layer-wise weights of shape {tuple(weights.shape)} for {len(layout.numels)} tensors")
+        raise ValueError(
+            f"combine: layer-wise weights of shape {tuple(weights.shape)} for {len(layout.numels)} tensors"
+        )
     # layer-wise: one [T] @ [T, n_k] product per tensor on views of the matrix: a single pass over it, no P-sized
     # per-task coefficient vectors (and only the [T, n_k] slice is widened when the vectors are stored narrower)
-    parts = [column @ block.to(weights.dtype)
-             for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))]
+    parts = [
+        column @ block.to(weights.dtype)
+        for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))
+    ]
     return torch.cat(parts)
 
 
@@ -170,7 +179,9 @@ def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: 
     return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype)).to(theta0.dtype)
 
 
-def merge_flat(theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None) -> Tensor:
+def merge_flat(
+    theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None
+) -> Tensor:
     """Flat θ = θ0 + Σ_i w_i τ_i (⊙ m / mean(m) per tensor when a mask is given)."""
     return apply_mask_flat(theta0, combine(vectors, weights, layout), mask, layout)
 

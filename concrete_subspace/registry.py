@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import numbers
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,9 @@ class MethodSpec:
     @property
     def defaults(self) -> dict[str, Any]:
         sig = inspect.signature(self.run)
-        return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+        return {
+            n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+        }
 
 
 class UnknownMethodError(KeyError):
@@ -57,7 +60,9 @@ def _closest(name: str, valid: Iterable[str]) -> str:
 def get_method(name: str) -> MethodSpec:
     """The registry entry for ``name``, or an error listing the valid names."""
     if name not in METHODS:
-        raise UnknownMethodError(f"unknown method {name!r}.{_closest(name, METHODS)} Valid methods: {', '.join(METHODS)}")
+        raise UnknownMethodError(
+            f"unknown method {name!r}.{_closest(name, METHODS)} Valid methods: {', '.join(METHODS)}"
+        )
     return METHODS[name]
 
 
@@ -67,7 +72,9 @@ def resolve_params(name: str, overrides: Mapping[str, Any] | None = None) -> dic
     params = spec.defaults
     for key, value in (overrides or {}).items():
         if key not in params:
-            raise UnknownMethodError(f"unknown parameter {key!r} for method {name!r}.{_closest(key, params)} Valid parameters: {', '.join(params)}")
+            raise UnknownMethodError(
+                f"unknown parameter {key!r} for method {name!r}.{_closest(key, params)} Valid parameters: {', '.join(params)}"
+            )
         params[key] = value
     return params
 
@@ -96,11 +103,15 @@ def check_param_type(method: str, key: str, value: Any, default: Any, annotation
     if default is None:
         if value is None:
             return
-        reference = next((d for name, d in (("bool", False), ("float", 0.0), ("int", 0)) if name in str(annotation)), None)
+        reference = next(
+            (d for name, d in (("bool", False), ("float", 0.0), ("int", 0)) if name in str(annotation)), None
+        )
     match = _type_matches(value, reference)
     if match is not None and not match[0]:
-        raise TypeError(f"parameter {key!r} of method {method!r} must be {match[1]} (default {default!r}), "
-                        f"got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"parameter {key!r} of method {method!r} must be {match[1]} (default {default!r}), "
+            f"got {type(value).__name__} {value!r}"
+        )
 
 
 def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
@@ -140,24 +151,55 @@ ADAMERGING = "https://arxiv.org/abs/2310.02575"
 
 #: One entry per method, in the order the tables list them.
 ENTRIES: tuple[MethodSpec, ...] = (
-    MethodSpec("weight_averaging", "Weight Averaging", "https://arxiv.org/abs/2203.05482", _run_weight_averaging,
-               False, lambda pre, tvs: weight_averaging(pre, tvs)),
-    MethodSpec("task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089", _run_task_arithmetic,
-               False, task_arithmetic),
-    MethodSpec("ties_merging", "TIES-Merging", "https://arxiv.org/abs/2306.01708", _run_ties_merging,
-               False, lambda pre, tvs, **p: ties_merging(pre, list(tvs), **p)),
+    MethodSpec(
+        "weight_averaging",
+        "Weight Averaging",
+        "https://arxiv.org/abs/2203.05482",
+        _run_weight_averaging,
+        False,
+        lambda pre, tvs: weight_averaging(pre, tvs),
+    ),
+    MethodSpec(
+        "task_arithmetic",
+        "Task Arithmetic",
+        "https://arxiv.org/abs/2212.04089",
+        _run_task_arithmetic,
+        False,
+        task_arithmetic,
+    ),
+    MethodSpec(
+        "ties_merging",
+        "TIES-Merging",
+        "https://arxiv.org/abs/2306.01708",
+        _run_ties_merging,
+        False,
+        lambda pre, tvs, **p: ties_merging(pre, list(tvs), **p),
+    ),
     MethodSpec("fisher_merging", "Fisher Merging", "https://arxiv.org/abs/2111.09832", baselines.fisher_merging, True),
     MethodSpec("regmean", "RegMean", "https://arxiv.org/abs/2212.09849", baselines.regmean, True),
     MethodSpec("task_wise_adamerging", "Task-wise AdaMerging", ADAMERGING, adamerging.task_wise_adamerging, True),
     MethodSpec("layer_wise_adamerging", "Layer-wise AdaMerging", ADAMERGING, adamerging.layer_wise_adamerging, True),
-    MethodSpec("task_wise_adamerging_pp", "Task-wise AdaMerging++", ADAMERGING, adamerging.task_wise_adamerging_pp, True),
-    MethodSpec("layer_wise_adamerging_pp", "Layer-wise AdaMerging++", ADAMERGING, adamerging.layer_wise_adamerging_pp,
-               True),
+    MethodSpec(
+        "task_wise_adamerging_pp", "Task-wise AdaMerging++", ADAMERGING, adamerging.task_wise_adamerging_pp, True
+    ),
+    MethodSpec(
+        "layer_wise_adamerging_pp", "Layer-wise AdaMerging++", ADAMERGING, adamerging.layer_wise_adamerging_pp, True
+    ),
     MethodSpec("concrete_task_arithmetic", "Concrete Task Arithmetic", PAPER, concrete.concrete_task_arithmetic, True),
-    MethodSpec("task_wise_concrete_adamerging", "Task-wise Concrete AdaMerging", PAPER,
-               concrete.task_wise_concrete_adamerging, True),
-    MethodSpec("layer_wise_concrete_adamerging", "Layer-wise Concrete AdaMerging", PAPER,
-               concrete.layer_wise_concrete_adamerging, True),
+    MethodSpec(
+        "task_wise_concrete_adamerging",
+        "Task-wise Concrete AdaMerging",
+        PAPER,
+        concrete.task_wise_concrete_adamerging,
+        True,
+    ),
+    MethodSpec(
+        "layer_wise_concrete_adamerging",
+        "Layer-wise Concrete AdaMerging",
+        PAPER,
+        concrete.layer_wise_concrete_adamerging,
+        True,
+    ),
 )
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ENTRIES}

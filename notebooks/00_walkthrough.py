@@ -24,15 +24,15 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.WalkthroughConfig)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
 temperatures = (0.2, 0.5, 1.0, 2.0)
 
 # %% [markdown]
@@ -42,7 +42,8 @@ temperatures = (0.2, 0.5, 1.0, 2.0)
 import pandas as pd
 import torch
 
-from concrete_subspace import experiments as ex, plotting as pl
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
 from concrete_subspace.task_vectors import stack_task_vectors
 
 config, out, started = ex.setup("00_walkthrough", globals())  # config from the parameters; offline, 1 thread, out/
@@ -57,7 +58,12 @@ config
 # %%
 problem = ex.problem_for(config)
 print("tasks:", list(problem.task_names))
-print("merged tensors:", len(problem.pretrained), "| merged parameters:", sum(v.numel() for v in problem.pretrained.values()))
+print(
+    "merged tensors:",
+    len(problem.pretrained),
+    "| merged parameters:",
+    sum(v.numel() for v in problem.pretrained.values()),
+)
 
 # %% [markdown]
 # ## 2. Task vectors
@@ -80,8 +86,11 @@ norms.to_frame()
 # %%
 signs = torch.sign(vectors)
 T = len(problem.task_names)
-conflicts = pd.DataFrame([[float(((signs[i] * signs[j]) < 0).float().mean()) for j in range(T)] for i in range(T)],
-                         index=problem.task_names, columns=problem.task_names)
+conflicts = pd.DataFrame(
+    [[float(((signs[i] * signs[j]) < 0).float().mean()) for j in range(T)] for i in range(T)],
+    index=problem.task_names,
+    columns=problem.task_names,
+)
 fig = pl.interference_figure(conflicts, norms, path=out / "interference")
 
 # %% [markdown]
@@ -93,8 +102,13 @@ fig = pl.interference_figure(conflicts, norms, path=out / "interference")
 cache = ex.cache_root(config)
 rows = ex.reference_rows(problem, cache_dir=cache)
 ta = ex.run_cached(problem, "task_arithmetic", ex.method_params("task_arithmetic", scale=config.scale), cache_dir=cache)
-gap = pd.concat([ex.tidy_scores("zero_shot", rows["zero_shot"]), ex.tidy_scores("task_arithmetic", ta.scores),
-                 ex.tidy_scores("individual", rows["individual"])])
+gap = pd.concat(
+    [
+        ex.tidy_scores("zero_shot", rows["zero_shot"]),
+        ex.tidy_scores("task_arithmetic", ta.scores),
+        ex.tidy_scores("individual", rows["individual"]),
+    ]
+)
 ex.wide(gap)
 
 # %% [markdown]
@@ -139,8 +153,10 @@ def rescale_per_tensor(m: torch.Tensor) -> torch.Tensor:
 
 generator = torch.Generator(device=theta0.device).manual_seed(config.seed)
 mask = concrete_sample(torch.zeros_like(theta0), generator)
-print(f"sample: min {mask.min():.3f}, max {mask.max():.3f}, mean {mask.mean():.3f}, "
-      f"fraction > 0.5: {(mask > 0.5).float().mean():.3f}")
+print(
+    f"sample: min {mask.min():.3f}, max {mask.max():.3f}, mean {mask.mean():.3f}, "
+    f"fraction > 0.5: {(mask > 0.5).float().mean():.3f}"
+)
 means = torch.stack([part.mean() for part in rescale_per_tensor(mask).split(layout.numels)])
 print(f"per-tensor means after rescaling: min {means.min():.6f}, max {means.max():.6f} over {len(means)} tensors")
 
@@ -194,20 +210,32 @@ def adam_first_step(param: torch.Tensor, grad: torch.Tensor, lr: float) -> torch
 
 
 generator = torch.Generator(device=theta0.device).manual_seed(config.seed)  # the run's generator, fresh
-x = torch.zeros_like(theta0, requires_grad=True)                               # 1. logits, keep probability 0.5
-m = rescale_per_tensor(concrete_sample(x, generator))                         #    a sample, rescaled per tensor
-summed = sum(scaling * tau for tau in vectors)                                # 2. λ Σ_i τ_i
-loss = summed_entropy(theta0 + summed * m, data_step=0)                       # 3.-4. forward, summed entropy
-loss.backward()                                                               # 5. g = ∂L/∂x
-x_cta = adam_first_step(x.detach(), x.grad, lr)                               # 6. Adam
-print(f"summed entropy {loss.item():.4f}; gradient norm {x.grad.norm():.3g}; logits moved by at most "
-      f"{(x_cta - x.detach()).abs().max():.2e}")
+x = torch.zeros_like(theta0, requires_grad=True)  # 1. logits, keep probability 0.5
+m = rescale_per_tensor(concrete_sample(x, generator))  #    a sample, rescaled per tensor
+summed = sum(scaling * tau for tau in vectors)  # 2. λ Σ_i τ_i
+loss = summed_entropy(theta0 + summed * m, data_step=0)  # 3.-4. forward, summed entropy
+loss.backward()  # 5. g = ∂L/∂x
+x_cta = adam_first_step(x.detach(), x.grad, lr)  # 6. Adam
+print(
+    f"summed entropy {loss.item():.4f}; gradient norm {x.grad.norm():.3g}; logits moved by at most "
+    f"{(x_cta - x.detach()).abs().max():.2e}"
+)
 
-library = run_method("concrete_task_arithmetic", problem, steps=1, scaling=scaling, temperature=temperature, lr=lr,
-                     seed=config.seed, progress=False)
+library = run_method(
+    "concrete_task_arithmetic",
+    problem,
+    steps=1,
+    scaling=scaling,
+    temperature=temperature,
+    lr=lr,
+    seed=config.seed,
+    progress=False,
+)
 tolerance = 0.05 * lr  # 5% of one Adam step (see above)
-cta_matches = (torch.allclose(library.extras["mask_logits"], x_cta.cpu(), rtol=0, atol=tolerance)
-               and abs(library.history[0]["loss"] - loss.item()) < 1e-4)
+cta_matches = (
+    torch.allclose(library.extras["mask_logits"], x_cta.cpu(), rtol=0, atol=tolerance)
+    and abs(library.history[0]["loss"] - loss.item()) < 1e-4
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -240,26 +268,40 @@ print("library CTA step == hand-derived step:", cta_matches)
 inner_lr, init = 1.0, 0.3
 generator = torch.Generator(device=theta0.device).manual_seed(config.seed)
 x = torch.zeros_like(theta0, requires_grad=True)
-w = torch.full((len(vectors),), init, device=theta0.device, requires_grad=True)   # w reset to w0
+w = torch.full((len(vectors),), init, device=theta0.device, requires_grad=True)  # w reset to w0
 
-m = rescale_per_tensor(concrete_sample(x, generator)).detach()                     # inner: the mask is a constant
+m = rescale_per_tensor(concrete_sample(x, generator)).detach()  # inner: the mask is a constant
 inner_loss = summed_entropy(theta0 + (w.clamp(0, 1) @ vectors) * m, data_step=0)
 inner_loss.backward()
-w_adapted = adam_first_step(w.detach(), w.grad, inner_lr)                           # ONE inner Adam step on w
+w_adapted = adam_first_step(w.detach(), w.grad, inner_lr)  # ONE inner Adam step on w
 
-m_new = rescale_per_tensor(concrete_sample(x, generator))                           # outer: a new sample
+m_new = rescale_per_tensor(concrete_sample(x, generator))  # outer: a new sample
 outer_loss = summed_entropy(theta0 + (w_adapted.clamp(0, 1) @ vectors) * m_new, data_step=1)
 outer_loss.backward()
-x_cam = adam_first_step(x.detach(), x.grad, lr)                                     # ONE outer Adam step on x
-print(f"inner entropy {inner_loss.item():.4f} -> adapted w {[round(v, 3) for v in w_adapted.tolist()]}; "
-      f"outer entropy {outer_loss.item():.4f}")
+x_cam = adam_first_step(x.detach(), x.grad, lr)  # ONE outer Adam step on x
+print(
+    f"inner entropy {inner_loss.item():.4f} -> adapted w {[round(v, 3) for v in w_adapted.tolist()]}; "
+    f"outer entropy {outer_loss.item():.4f}"
+)
 
-library = run_method("task_wise_concrete_adamerging", problem, meta_steps=1, tta_steps=0, init=init,
-                     inner_lr=inner_lr, outer_lr=lr, temperature=temperature, seed=config.seed, progress=False)
+library = run_method(
+    "task_wise_concrete_adamerging",
+    problem,
+    meta_steps=1,
+    tta_steps=0,
+    init=init,
+    inner_lr=inner_lr,
+    outer_lr=lr,
+    temperature=temperature,
+    seed=config.seed,
+    progress=False,
+)
 meta_row = next(row for row in library.history if row.get("stage") == "meta")
-cam_matches = (torch.allclose(library.extras["mask_logits"], x_cam.cpu(), rtol=0, atol=tolerance)
-               and abs(meta_row["inner_loss"] - inner_loss.item()) < 1e-4
-               and abs(meta_row["loss"] - outer_loss.item()) < 1e-4)
+cam_matches = (
+    torch.allclose(library.extras["mask_logits"], x_cam.cpu(), rtol=0, atol=tolerance)
+    and abs(meta_row["inner_loss"] - inner_loss.item()) < 1e-4
+    and abs(meta_row["loss"] - outer_loss.item()) < 1e-4
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -273,13 +315,22 @@ print("library Concrete AdaMerging step == hand-derived step:", cam_matches)
 # run logs every `eval_every` steps.
 
 # %%
-cta = ex.run_cached(problem, "concrete_task_arithmetic",
-                    ex.method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke,
-                                     precision=config.precision),
-                    cache_dir=cache)
+cta = ex.run_cached(
+    problem,
+    "concrete_task_arithmetic",
+    ex.method_params(
+        "concrete_task_arithmetic",
+        scale=config.scale,
+        steps=config.steps,
+        smoke=config.smoke,
+        precision=config.precision,
+    ),
+    cache_dir=cache,
+)
 history = pd.DataFrame(cta.history)
 curve = history.dropna(subset=["avg_accuracy"]) if "avg_accuracy" in history else history.iloc[0:0]
 import matplotlib.pyplot as plt
+
 pl.set_style()
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 axes[0].plot(history["step"], history["loss"], marker=".")
@@ -287,8 +338,10 @@ axes[0].set(xlabel="CTA step", ylabel="summed entropy (loss)")
 axes[1].plot(curve["step"], curve["avg_accuracy"], marker="o")
 axes[1].axhline(ta.average, color="grey", linestyle=":", label=f"Task Arithmetic (λ = {ta.params['scaling']:g})")
 axes[1].set_title(f"CTA (λ = {cta.params['scaling']:g})")
-axes[1].set(xlabel="CTA step", ylabel="average accuracy (%)"); axes[1].legend(frameon=False)
-fig.tight_layout(); pl.save(fig, out / "cta_run")
+axes[1].set(xlabel="CTA step", ylabel="average accuracy (%)")
+axes[1].legend(frameon=False)
+fig.tight_layout()
+pl.save(fig, out / "cta_run")
 summary = pd.concat([gap, ex.tidy_scores("concrete_task_arithmetic", cta.scores)])
 ex.wide(summary)
 
@@ -296,6 +349,11 @@ ex.wide(summary)
 # Save the tables and the results JSON (parameters, seed, versions, device, wall time).
 
 # %%
-path = ex.write_outputs(config, "00_walkthrough", {"summary": summary, "interference": conflicts.reset_index(names="task")},
-                        started=started, runs=[ta, cta])
+path = ex.write_outputs(
+    config,
+    "00_walkthrough",
+    {"summary": summary, "interference": conflicts.reset_index(names="task")},
+    started=started,
+    runs=[ta, cta],
+)
 print("outputs written to", path.as_posix().split("figures/")[-1])

@@ -22,17 +22,24 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.FlanT5Config)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = ('weight_averaging', 'task_arithmetic', 'ties_merging', 'concrete_task_arithmetic', 'layer_wise_adamerging', 'layer_wise_concrete_adamerging')
-model = 'flan-t5-base'
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+methods = (
+    "weight_averaging",
+    "task_arithmetic",
+    "ties_merging",
+    "concrete_task_arithmetic",
+    "layer_wise_adamerging",
+    "layer_wise_concrete_adamerging",
+)
+model = "flan-t5-base"
 limit = None
 seeds = (0, 1)
 ta_scalings = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -41,7 +48,9 @@ ta_scalings = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 import pandas as pd
 from IPython.display import Markdown, display
 
-from concrete_subspace import experiments as ex, plotting as pl, reference as ref
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
+from concrete_subspace import reference as ref
 
 config, out, started = ex.setup("02_flan_t5_glue", globals())  # config from the parameters; offline, 1 thread, out/
 config
@@ -115,31 +124,63 @@ if config.scale != "paper":
     rho = upto["accuracy"].corr(upto["entropy"], method="spearman") if len(upto) > 2 else float("nan")
     per_seed = runs[runs["task"] == "average"].pivot_table(index="seed", columns="method", values="accuracy")
     rows = [
-        {"claim": "zero-shot < task arithmetic (best λ) by >= 5", "value": best["accuracy"] - averages["zero_shot"],
-         "holds": best["accuracy"] - averages["zero_shot"] >= 5},
-        {"claim": "task arithmetic (best λ) < individual by >= 5", "value": averages["individual"] - best["accuracy"],
-         "holds": averages["individual"] - best["accuracy"] >= 5},
-        {"claim": "entropy falls with rising accuracy from λ = 0 to the best λ (Spearman < 0)", "value": rho,
-         "holds": bool(rho < 0)},
-        {"claim": f"lowest-entropy λ ({low['scaling']:.1f}) is within 0.1 of the best λ ({best['scaling']:.1f})",
-         "value": low["scaling"] - best["scaling"], "holds": abs(low["scaling"] - best["scaling"]) <= 0.1 + 1e-9},
+        {
+            "claim": "zero-shot < task arithmetic (best λ) by >= 5",
+            "value": best["accuracy"] - averages["zero_shot"],
+            "holds": best["accuracy"] - averages["zero_shot"] >= 5,
+        },
+        {
+            "claim": "task arithmetic (best λ) < individual by >= 5",
+            "value": averages["individual"] - best["accuracy"],
+            "holds": averages["individual"] - best["accuracy"] >= 5,
+        },
+        {
+            "claim": "entropy falls with rising accuracy from λ = 0 to the best λ (Spearman < 0)",
+            "value": rho,
+            "holds": bool(rho < 0),
+        },
+        {
+            "claim": f"lowest-entropy λ ({low['scaling']:.1f}) is within 0.1 of the best λ ({best['scaling']:.1f})",
+            "value": low["scaling"] - best["scaling"],
+            "holds": abs(low["scaling"] - best["scaling"]) <= 0.1 + 1e-9,
+        },
     ]
-    for better, worse in (("concrete_task_arithmetic", "task_arithmetic"), ("layer_wise_adamerging", "task_arithmetic"),
-                          ("layer_wise_concrete_adamerging", "layer_wise_adamerging"),
-                          ("layer_wise_concrete_adamerging", "concrete_task_arithmetic"),
-                          ("ties_merging", "task_arithmetic"), ("task_arithmetic", "weight_averaging")):
+    for better, worse in (
+        ("concrete_task_arithmetic", "task_arithmetic"),
+        ("layer_wise_adamerging", "task_arithmetic"),
+        ("layer_wise_concrete_adamerging", "layer_wise_adamerging"),
+        ("layer_wise_concrete_adamerging", "concrete_task_arithmetic"),
+        ("ties_merging", "task_arithmetic"),
+        ("task_arithmetic", "weight_averaging"),
+    ):
         if better in per_seed and worse in per_seed:
             pair = per_seed[[better, worse]]
             filled = pair.fillna(pair.iloc[0])  # data-free methods: their one (seed-independent) run
             diff = (filled[better] - filled[worse])[pair.notna().any(axis=1)]
-            rows.append({"claim": f"{ex.pretty(better)} > {ex.pretty(worse)} (holds in {int((diff > 0).sum())}/{len(diff)} seeds)",
-                         "value": diff.mean(), "holds": bool((diff > 0).all())})
+            rows.append(
+                {
+                    "claim": f"{ex.pretty(better)} > {ex.pretty(worse)} (holds in {int((diff > 0).sum())}/{len(diff)} seeds)",
+                    "value": diff.mean(),
+                    "holds": bool((diff > 0).all()),
+                }
+            )
     claims = pd.DataFrame(rows)
-    verdict = lambda ok: "holds" if ok else "does NOT hold"
-    display(Markdown("\n".join(f"- {c}: **{verdict(h)}** ({v:+.1f})" for c, v, h in
-                                zip(claims["claim"], claims["value"], claims["holds"]))))
-    print(f"best λ {best['scaling']:.1f}: TA {best['accuracy']:.1f}; zero-shot {averages['zero_shot']:.1f}; "
-          f"individual {averages['individual']:.1f}")
+
+    def verdict(ok):
+        return "holds" if ok else "does NOT hold"
+
+    display(
+        Markdown(
+            "\n".join(
+                f"- {c}: **{verdict(h)}** ({v:+.1f})"
+                for c, v, h in zip(claims["claim"], claims["value"], claims["holds"])
+            )
+        )
+    )
+    print(
+        f"best λ {best['scaling']:.1f}: TA {best['accuracy']:.1f}; zero-shot {averages['zero_shot']:.1f}; "
+        f"individual {averages['individual']:.1f}"
+    )
 
 # %% [markdown]
 # At paper scale: average scores beside the published ones (authors' result files).
@@ -151,14 +192,21 @@ if config.scale == "paper":
     display(tables["beside_published"])
 else:
     tables.update(runs=runs, seed_spread=spread, lambda_sweep=sweep, claims=claims)  # claims.md: the gates as a table
-    display(Markdown("_mini scale: published numbers are for Flan-T5 on GLUE and are not shown beside mini-text results._"))
+    display(
+        Markdown("_mini scale: published numbers are for Flan-T5 on GLUE and are not shown beside mini-text results._")
+    )
 
 # %%
 extra = {"skipped": False}
 if config.scale != "paper":
     from concrete_subspace import text_zoo
+
     manifest = text_zoo.read_text_manifest(text_zoo.default_text_zoo_dir(0, config.smoke))
-    extra["models"] = {"scale": "mini-text", "zoo_created": manifest["created"], "encoder": manifest["encoder"]["source"],
-                       "zoo_accuracy_test": manifest["accuracy"]["test"]}
+    extra["models"] = {
+        "scale": "mini-text",
+        "zoo_created": manifest["created"],
+        "encoder": manifest["encoder"]["source"],
+        "zoo_accuracy_test": manifest["accuracy"]["test"],
+    }
 path = ex.write_outputs(config, "02_flan_t5_glue", tables, started=started, runs=records.values(), extra=extra)
 print("outputs written to", path.as_posix().split("figures/")[-1])

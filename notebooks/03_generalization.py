@@ -21,24 +21,32 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.GeneralizationConfig)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = ('task_arithmetic', 'ties_merging', 'concrete_task_arithmetic', 'layer_wise_adamerging', 'layer_wise_concrete_adamerging')
-arch = 'ViT-B-32'
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+methods = (
+    "task_arithmetic",
+    "ties_merging",
+    "concrete_task_arithmetic",
+    "layer_wise_adamerging",
+    "layer_wise_concrete_adamerging",
+)
+arch = "ViT-B-32"
 checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from concrete_subspace import experiments as ex, plotting as pl, reference as ref
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
+from concrete_subspace import reference as ref
 
 config, out, started = ex.setup("03_generalization", globals())  # config from the parameters; offline, 1 thread, out/
 config
@@ -62,23 +70,46 @@ rows = []
 for split, frame in summary.groupby("split", sort=False):
     for column in ("avg_seen", "avg_unseen"):
         averages = dict(zip(frame["method"], frame[column]))
-        checked = ex.check_claims(averages, ex.claims("concrete_ta_beats_ta", "layer_wise_concrete_am_beats_am", "ties_beats_ta"))
+        checked = ex.check_claims(
+            averages, ex.claims("concrete_ta_beats_ta", "layer_wise_concrete_am_beats_am", "ties_beats_ta")
+        )
         checked.insert(0, "tasks", column.removeprefix("avg_"))
         checked.insert(0, "split", split)
         rows.append(checked)
 claims = pd.concat(rows, ignore_index=True)
-verdict = lambda ok: "holds" if ok else "does NOT hold"
-display(Markdown("\n".join(f"- {s}, {t} tasks: {c}: **{verdict(h)}** ({d:+.1f})" for s, t, c, d, h in
-                            zip(claims["split"], claims["tasks"], claims["claim"], claims["difference"], claims["holds"]))))
+
+
+def verdict(ok):
+    return "holds" if ok else "does NOT hold"
+
+
+display(
+    Markdown(
+        "\n".join(
+            f"- {s}, {t} tasks: {c}: **{verdict(h)}** ({d:+.1f})"
+            for s, t, c, d, h in zip(
+                claims["split"], claims["tasks"], claims["claim"], claims["difference"], claims["holds"]
+            )
+        )
+    )
+)
 
 # %%
 tables = {"table": table, "summary": summary, "claims": claims}
 if config.scale == "paper":
     published = ref.load_reference("clip_vit_b32_generalization").rename(columns={"setting": "split"})
-    tables["beside_published"] = summary.merge(published, on=["split", "method"], how="left", suffixes=(" (ours)", " (published)"))
+    tables["beside_published"] = summary.merge(
+        published, on=["split", "method"], how="left", suffixes=(" (ours)", " (published)")
+    )
     display(tables["beside_published"])
 
 # %%
-path = ex.write_outputs(config, "03_generalization", tables, started=started, runs=records.values(),
-                        extra={"splits": ex.generalization_splits(config)})
+path = ex.write_outputs(
+    config,
+    "03_generalization",
+    tables,
+    started=started,
+    runs=records.values(),
+    extra={"splits": ex.generalization_splits(config)},
+)
 print("outputs written to", path.as_posix().split("figures/")[-1])

@@ -24,38 +24,49 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.RobustnessConfig)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = ('task_arithmetic', 'ties_merging', 'concrete_task_arithmetic', 'layer_wise_adamerging', 'layer_wise_concrete_adamerging')
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+methods = (
+    "task_arithmetic",
+    "ties_merging",
+    "concrete_task_arithmetic",
+    "layer_wise_adamerging",
+    "layer_wise_concrete_adamerging",
+)
 corruptions = None
 severity = 3
-arch = 'ViT-B-32'
+arch = "ViT-B-32"
 checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from concrete_subspace import experiments as ex, plotting as pl, reference as ref
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
 
 config, out, started = ex.setup("04_robustness", globals())  # config from the parameters; offline, 1 thread, out/
 config
 
 # %%
 table, records = ex.run_robustness(config)
-averages = table[table["task"] == "average"].pivot_table(index="method", columns="corruption", values="accuracy", sort=False)
+averages = table[table["task"] == "average"].pivot_table(
+    index="method", columns="corruption", values="accuracy", sort=False
+)
 averages.index = [ex.pretty(m) for m in averages.index]
 averages
 
 # %%
-fig = pl.robustness_figure(table, path=out / "robustness", title=f"average accuracy under corruption (severity {config.severity})")
+fig = pl.robustness_figure(
+    table, path=out / "robustness", title=f"average accuracy under corruption (severity {config.severity})"
+)
 
 # %% [markdown]
 # ## Which claims of the paper hold here?
@@ -64,7 +75,10 @@ fig = pl.robustness_figure(table, path=out / "robustness", title=f"average accur
 # %%
 rows = []
 for corruption, frame in table[table["task"] == "average"].groupby("corruption", sort=False):
-    checked = ex.check_claims(dict(zip(frame["method"], frame["accuracy"])), ex.claims("concrete_ta_beats_ta", "layer_wise_concrete_am_beats_am"))
+    checked = ex.check_claims(
+        dict(zip(frame["method"], frame["accuracy"])),
+        ex.claims("concrete_ta_beats_ta", "layer_wise_concrete_am_beats_am"),
+    )
     checked.insert(0, "corruption", corruption)
     rows.append(checked)
 claims = pd.concat(rows, ignore_index=True)
@@ -73,6 +87,11 @@ display(Markdown("\n".join(f"- {c}: holds under **{s} of {k}** conditions" for c
 claims
 
 # %%
-path = ex.write_outputs(config, "04_robustness", {"table": table, "averages": averages.reset_index(names="method"), "claims": claims},
-                        started=started, runs=records.values())
+path = ex.write_outputs(
+    config,
+    "04_robustness",
+    {"table": table, "averages": averages.reset_index(names="method"), "claims": claims},
+    started=started,
+    runs=records.values(),
+)
 print("outputs written to", path.as_posix().split("figures/")[-1])

@@ -20,24 +20,32 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.CurvesConfig)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = ('concrete_task_arithmetic', 'task_wise_adamerging', 'layer_wise_adamerging', 'task_wise_concrete_adamerging', 'layer_wise_concrete_adamerging')
-arch = 'ViT-B-32'
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+methods = (
+    "concrete_task_arithmetic",
+    "task_wise_adamerging",
+    "layer_wise_adamerging",
+    "task_wise_concrete_adamerging",
+    "layer_wise_concrete_adamerging",
+)
+arch = "ViT-B-32"
 checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from concrete_subspace import experiments as ex, plotting as pl, reference as ref
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
+from concrete_subspace import reference as ref
 
 config, out, started = ex.setup("05_curves", globals())  # config from the parameters; offline, 1 thread, out/
 config
@@ -57,8 +65,11 @@ fig = pl.curves_figure(curves, published=published, path=out / "curves", title="
 # Per task, for the layer-wise methods (mask meta-learning, then test-time adaptation):
 
 # %%
-for method, stage in [("layer_wise_concrete_adamerging", "meta"), ("layer_wise_concrete_adamerging", "tta"),
-                      ("layer_wise_adamerging", "tta")]:
+for method, stage in [
+    ("layer_wise_concrete_adamerging", "meta"),
+    ("layer_wise_concrete_adamerging", "tta"),
+    ("layer_wise_adamerging", "tta"),
+]:
     if method in records:
         fig = pl.curves_per_task(curves, method, stage, path=out / f"{method}_{stage}")
 
@@ -72,20 +83,37 @@ avg = curves[curves["task"] == "average"]
 rows = []
 for (method, stage), frame in avg.groupby(["method", "stage"], sort=False):
     frame = frame.sort_values("step")
-    rows.append({"method": method, "stage": stage, "first": frame["accuracy"].iloc[0], "last": frame["accuracy"].iloc[-1],
-                 "best": frame["accuracy"].max(), "gain": frame["accuracy"].iloc[-1] - frame["accuracy"].iloc[0]})
+    rows.append(
+        {
+            "method": method,
+            "stage": stage,
+            "first": frame["accuracy"].iloc[0],
+            "last": frame["accuracy"].iloc[-1],
+            "best": frame["accuracy"].max(),
+            "gain": frame["accuracy"].iloc[-1] - frame["accuracy"].iloc[0],
+        }
+    )
 progress_table = pd.DataFrame(rows)
 final = {m: r.average for m, r in records.items()}
 claims = ex.check_claims(final, ex.claims("task_wise_concrete_am_beats_am", "layer_wise_concrete_am_beats_am"))
 meta = progress_table[progress_table["stage"] == "meta"]
-lines = [f"- mask meta-learning of {ex.pretty(m)} raises accuracy: **{'holds' if g > 0 else 'does NOT hold'}** ({g:+.1f})"
-         for m, g in zip(meta["method"], meta["gain"])]
-lines += [f"- {c}: **{'holds' if h else 'does NOT hold'}** ({d:+.1f})" for c, d, h in
-          zip(claims["claim"], claims["difference"], claims["holds"])]
+lines = [
+    f"- mask meta-learning of {ex.pretty(m)} raises accuracy: **{'holds' if g > 0 else 'does NOT hold'}** ({g:+.1f})"
+    for m, g in zip(meta["method"], meta["gain"])
+]
+lines += [
+    f"- {c}: **{'holds' if h else 'does NOT hold'}** ({d:+.1f})"
+    for c, d, h in zip(claims["claim"], claims["difference"], claims["holds"])
+]
 display(Markdown("\n".join(lines)))
 progress_table
 
 # %%
-path = ex.write_outputs(config, "05_curves", {"curves": curves, "progress": progress_table, "claims": claims},
-                        started=started, runs=records.values())
+path = ex.write_outputs(
+    config,
+    "05_curves",
+    {"curves": curves, "progress": progress_table, "claims": claims},
+    started=started,
+    runs=records.values(),
+)
 print("outputs written to", path.as_posix().split("figures/")[-1])

@@ -22,25 +22,25 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.MaskConfig)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = ('concrete_task_arithmetic', 'layer_wise_concrete_adamerging')
-arch = 'ViT-B-32'
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+methods = ("concrete_task_arithmetic", "layer_wise_concrete_adamerging")
+arch = "ViT-B-32"
 checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
 
 # %%
-import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from concrete_subspace import experiments as ex, plotting as pl, reference as ref
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
 
 config, out, started = ex.setup("06_mask_analysis", globals())  # config from the parameters; offline, 1 thread, out/
 config
@@ -64,13 +64,23 @@ masked = ex.masked_individuals(config, problem, records)
 masked.pivot_table(index="model", columns="task", values="accuracy", sort=False)
 
 # %%
-fig = pl.grouped_bars(masked, hue="model", path=out / "masked_individual", title="individual models with the learned mask")
+fig = pl.grouped_bars(
+    masked, hue="model", path=out / "masked_individual", title="individual models with the learned mask"
+)
 avg = masked[masked["task"] == "average"].set_index("model")["accuracy"]
-lines = [f"- {model}: average {value:.1f} vs unmasked individual {avg['individual']:.1f} ({value - avg['individual']:+.1f})"
-         for model, value in avg.items() if model != "individual"]
+lines = [
+    f"- {model}: average {value:.1f} vs unmasked individual {avg['individual']:.1f} ({value - avg['individual']:+.1f})"
+    for model, value in avg.items()
+    if model != "individual"
+]
 display(Markdown("\n".join(lines)))
 
 # %%
-path = ex.write_outputs(config, "06_mask_analysis", {"density": density, "masked_individual": masked}, started=started,
-                        runs=records.values())
+path = ex.write_outputs(
+    config,
+    "06_mask_analysis",
+    {"density": density, "masked_individual": masked},
+    started=started,
+    runs=records.values(),
+)
 print("outputs written to", path.as_posix().split("figures/")[-1])

@@ -25,28 +25,28 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; names = fields of experiments.AblationConfig)
-scale = 'mini'  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = 'cpu'  # cpu or cuda
+scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
+device = "cpu"  # cpu or cuda
 seed = 0
 tasks = None  # None: all tasks of the scale
 steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
 smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = 'figures'  # outputs go to figures_dir/scale/name/
+figures_dir = "figures"  # outputs go to figures_dir/scale/name/
 cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = 'fp32'  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
+precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
 temperatures = (0.2, 0.5, 1.0, 2.0)
 scalings = (0.3, 0.5, 0.7)
 ta_scalings = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-eval_masks = ('sample', 'expected', 'hard', 'bernoulli')
+eval_masks = ("sample", "expected", "hard", "bernoulli")
 task_counts = (2, 4, 6, 8)
-arch = 'ViT-B-32'
+arch = "ViT-B-32"
 checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
-from concrete_subspace import experiments as ex, plotting as pl, reference as ref
+from concrete_subspace import experiments as ex
+from concrete_subspace import plotting as pl
 
 config, out, started = ex.setup("07_ablations", globals())  # config from the parameters; offline, 1 thread, out/
 config
@@ -77,18 +77,20 @@ for name, frame in tables.items():
 
 # %%
 lines = []
-temp = tables["temperature"]; temp = temp[temp["task"] == "average"]
+temp = tables["temperature"][tables["temperature"]["task"] == "average"]
 if not temp.empty:
     best = temp.loc[temp["accuracy"].idxmax()]
-    lines.append(f"- best temperature here: λ = {best['temperature']:g} ({best['accuracy']:.1f}); "
-                 f"λ = 0.5 is {'the best' if best['temperature'] == 0.5 else 'not the best'}")
-scal = tables["scaling"]; scal = scal[scal["task"] == "average"]
+    lines.append(
+        f"- best temperature here: λ = {best['temperature']:g} ({best['accuracy']:.1f}); "
+        f"λ = 0.5 is {'the best' if best['temperature'] == 0.5 else 'not the best'}"
+    )
+scal = tables["scaling"][tables["scaling"]["task"] == "average"]
 for s in sorted(set(scal[scal["method"] == "concrete_task_arithmetic"]["scaling"])):
     pair = scal[scal["scaling"] == s].set_index("method")["accuracy"]
     if {"task_arithmetic", "concrete_task_arithmetic"} <= set(pair.index):
         d = pair["concrete_task_arithmetic"] - pair["task_arithmetic"]
         lines.append(f"- λ_TA = {s:g}: CTA vs TA {d:+.1f} → claim **{'holds' if d > 0 else 'does NOT hold'}**")
-nt = tables["num_tasks"]; nt = nt[nt["task"] == "average"]
+nt = tables["num_tasks"][tables["num_tasks"]["task"] == "average"]
 for k in sorted(set(nt["num_tasks"])):
     pair = nt[nt["num_tasks"] == k].set_index("method")["accuracy"]
     d = pair["concrete_task_arithmetic"] - pair["task_arithmetic"]

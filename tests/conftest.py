@@ -28,6 +28,7 @@ def toy():
 def toy_vectors(toy):
     """(layout, θ0 flat, [T, P] task vectors) of the toy problem."""
     from concrete_subspace.task_vectors import stack_task_vectors
+
     layout, vectors = stack_task_vectors(toy.pretrained, toy.load_finetuned, toy.task_names)
     return layout, layout.flatten(toy.pretrained), vectors
 

@@ -41,7 +41,7 @@ def resolve(module: str, node: ast.ImportFrom | ast.Import, is_package: bool) ->
         return [a.name for a in node.names if a.name.startswith("concrete_subspace")]
     if node.level:
         base = module.split(".") if is_package else module.split(".")[:-1]
-        base = base[:len(base) - (node.level - 1)]
+        base = base[: len(base) - (node.level - 1)]
         target = ".".join(base + ([node.module] if node.module else []))
     else:
         target = node.module or ""
@@ -62,8 +62,11 @@ def import_graph() -> dict[str, set[str]]:
         for node in tree.body:  # module level only (also inside top-level if/try)
             for inner in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
                 if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    edges.update(t for t in resolve(name, inner, is_package)
-                                 if t in names and not (name + ".").startswith(t + "."))  # a package's __init__ runs first anyway
+                    edges.update(
+                        t
+                        for t in resolve(name, inner, is_package)
+                        if t in names and not (name + ".").startswith(t + ".")
+                    )  # a package's __init__ runs first anyway
         graph[name] = edges
     return graph
 
@@ -77,7 +80,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -102,8 +105,12 @@ def test_find_cycle_finds_one():
 
 def test_primitives_never_import_the_registry_or_methods():
     graph = import_graph()
-    methods = {"concrete_subspace.registry", "concrete_subspace.adamerging", "concrete_subspace.concrete",
-               "concrete_subspace.baselines"}
+    methods = {
+        "concrete_subspace.registry",
+        "concrete_subspace.adamerging",
+        "concrete_subspace.concrete",
+        "concrete_subspace.baselines",
+    }
     for primitive in ("merging", "masks", "task_vectors", "problem", "functional", "loop"):
         name = f"concrete_subspace.{primitive}"
         assert not graph[name] & methods, f"{name} imports {graph[name] & methods}"
@@ -127,10 +134,21 @@ print(json.dumps(sorted(set(failures))))
 
 
 def test_every_module_imports_alone_in_a_fresh_interpreter():
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", IMPORT_EACH_ALONE, json.dumps(module_names())], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_ALONE, json.dumps(module_names())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     failures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(failures)

@@ -27,8 +27,13 @@ def derivation_cells() -> list[str]:
 
 
 def run_derivation(problem, seed: int = 0) -> dict:
-    namespace = {"torch": torch, "pd": pd, "stack_task_vectors": stack_task_vectors, "problem": problem,
-                 "config": types.SimpleNamespace(seed=seed)}
+    namespace = {
+        "torch": torch,
+        "pd": pd,
+        "stack_task_vectors": stack_task_vectors,
+        "problem": problem,
+        "config": types.SimpleNamespace(seed=seed),
+    }
     for source in derivation_cells():
         exec(compile(source, str(WALKTHROUGH), "exec"), namespace)
     return namespace

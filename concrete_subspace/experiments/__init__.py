@@ -21,50 +21,84 @@ One module per concern; every public name is importable from here:
 - :mod:`.notebook` the one-call setup of a notebook's first cell
 """
 
-from .configs import (  # noqa: F401
-    SCALES, TEST_TIME_METHODS, HEADLINE_METHODS, check_checkpoints, BaseConfig, WalkthroughConfig, MultitaskConfig,
-    FlanT5Config, GeneralizationConfig, RobustnessConfig, CurvesConfig, MaskConfig, AblationConfig, CONFIGS,
-    THREADS_ENV, set_threads, config_from, out_dir, cache_root
-)
-from .problems import (  # noqa: F401
-    PROBLEM_SCALES, ensure_zoo, load_problem, problem_for, restrict, problem_identity
-)
-from .params import (  # noqa: F401
-    STEP_KEYS, SMOKE_STEPS, SMOKE_OVERRIDES, CURVE_POINTS, MINI_FALLBACK_STEPS, mini_defaults, method_params,
-    text_method_params
-)
+from .ablations import run_ablations  # noqa: F401
 from .cache import (  # noqa: F401
-    NON_SEMANTIC, RunRecord, jsonable, problem_code, run_fingerprint, run_key, run_cached, final_scores,
-    cached_table, reference_rows, cache_for
+    NON_SEMANTIC,
+    RunRecord,
+    cache_for,
+    cached_table,
+    final_scores,
+    jsonable,
+    problem_code,
+    reference_rows,
+    run_cached,
+    run_fingerprint,
+    run_key,
 )
-from .tables import (  # noqa: F401
-    tidy_scores, with_average, wide, to_markdown, pretty
-)
-from .outputs import (  # noqa: F401
-    package_versions, device_info, models_info, check_runs_match_models, write_outputs
-)
-from .runners import (  # noqa: F401
-    run_methods, run_multitask, PAPER_GENERALIZATION_SPLITS, MINI_GENERALIZATION_SPLITS, generalization_splits,
-    run_generalization, generalization_summary, curves_table, run_curves
-)
-from .text import (  # noqa: F401
-    text_problem, lambda_sweep, run_text_tables, seed_summary, run_flan_t5
-)
-from .robustness import (  # noqa: F401
-    PAPER_ROBUSTNESS_TASKS, MINI_ROBUSTNESS_TASKS, MINI_ROBUSTNESS_STEPS, corrupted_problem, corruption_names,
-    run_robustness
+from .claims import CLAIMS, MULTITASK_CLAIMS, Claim, averages_of, best_method_claim, check_claims, claim_col, claims  # noqa: F401
+from .configs import (  # noqa: F401
+    CONFIGS,
+    HEADLINE_METHODS,
+    SCALES,
+    TEST_TIME_METHODS,
+    THREADS_ENV,
+    AblationConfig,
+    BaseConfig,
+    CurvesConfig,
+    FlanT5Config,
+    GeneralizationConfig,
+    MaskConfig,
+    MultitaskConfig,
+    RobustnessConfig,
+    WalkthroughConfig,
+    cache_root,
+    check_checkpoints,
+    config_from,
+    out_dir,
+    set_threads,
 )
 from .mask_analysis import (  # noqa: F401
-    mask_density_table, BLOCK_CONTAINERS, OPEN_CLIP_STEM, layer_of, mask_of, masked_individual_table,
-    masked_individuals, eval_mask_table
-)
-from .ablations import (  # noqa: F401
-    run_ablations
-)
-from .claims import (  # noqa: F401
-    Claim, CLAIMS, MULTITASK_CLAIMS, claims, check_claims, claim_col, best_method_claim, averages_of
-)
-from .regression import (  # noqa: F401
-    REGRESSION_METHODS, regression_table, compare_regression
+    BLOCK_CONTAINERS,
+    OPEN_CLIP_STEM,
+    eval_mask_table,
+    layer_of,
+    mask_density_table,
+    mask_of,
+    masked_individual_table,
+    masked_individuals,
 )
 from .notebook import setup  # noqa: F401
+from .outputs import check_runs_match_models, device_info, models_info, package_versions, write_outputs  # noqa: F401
+from .params import (  # noqa: F401
+    CURVE_POINTS,
+    MINI_FALLBACK_STEPS,
+    SMOKE_OVERRIDES,
+    SMOKE_STEPS,
+    STEP_KEYS,
+    method_params,
+    mini_defaults,
+    text_method_params,
+)
+from .problems import PROBLEM_SCALES, ensure_zoo, load_problem, problem_for, problem_identity, restrict  # noqa: F401
+from .regression import REGRESSION_METHODS, compare_regression, regression_table  # noqa: F401
+from .robustness import (  # noqa: F401
+    MINI_ROBUSTNESS_STEPS,
+    MINI_ROBUSTNESS_TASKS,
+    PAPER_ROBUSTNESS_TASKS,
+    corrupted_problem,
+    corruption_names,
+    run_robustness,
+)
+from .runners import (  # noqa: F401
+    MINI_GENERALIZATION_SPLITS,
+    PAPER_GENERALIZATION_SPLITS,
+    curves_table,
+    generalization_splits,
+    generalization_summary,
+    run_curves,
+    run_generalization,
+    run_methods,
+    run_multitask,
+)
+from .tables import pretty, tidy_scores, to_markdown, wide, with_average  # noqa: F401
+from .text import lambda_sweep, run_flan_t5, run_text_tables, seed_summary, text_problem  # noqa: F401

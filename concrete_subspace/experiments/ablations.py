@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -15,12 +16,18 @@ from .problems import problem_for, problem_identity, restrict
 from .runners import curves_table
 from .tables import tidy_scores
 
+
 def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict[str, RunRecord]]:
     """Temperature, steps, λ_TA, evaluation mask and number of tasks, all for Concrete TA (TA beside it)."""
     problem = problem_for(config)
     cache = cache_for(config)
-    base = method_params("concrete_task_arithmetic", scale=config.scale, steps=config.steps, smoke=config.smoke,
-                         precision=config.precision)
+    base = method_params(
+        "concrete_task_arithmetic",
+        scale=config.scale,
+        steps=config.steps,
+        smoke=config.smoke,
+        precision=config.precision,
+    )
     records: dict[str, RunRecord] = {}
     tables: dict[str, pd.DataFrame] = {}
 
@@ -48,8 +55,12 @@ def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict
     tables["scaling"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     kinds = tuple(config.eval_masks or ())
-    tables["eval_mask"] = cached_table(cache, "eval_mask", {**problem_identity(problem), "run": default_run.key, "kinds": kinds},
-                                       lambda: eval_mask_table(problem, default_run, kinds))
+    tables["eval_mask"] = cached_table(
+        cache,
+        "eval_mask",
+        {**problem_identity(problem), "run": default_run.key, "kinds": kinds},
+        lambda: eval_mask_table(problem, default_run, kinds),
+    )
 
     frames = []
     for count in config.task_counts or ():
@@ -57,8 +68,13 @@ def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict
         if not 1 <= count <= len(problem.task_names):
             raise ValueError(f"task_counts: {count} is outside 1..{len(problem.task_names)}")
         subset = restrict(problem, problem.task_names[:count])
-        ta = run_cached(subset, "task_arithmetic", method_params("task_arithmetic", scale=config.scale), cache_dir=cache,
-                        verbose=False)
+        ta = run_cached(
+            subset,
+            "task_arithmetic",
+            method_params("task_arithmetic", scale=config.scale),
+            cache_dir=cache,
+            verbose=False,
+        )
         frames.append(tidy_scores("task_arithmetic", ta.scores, num_tasks=count))
         record = records[f"num_tasks={count}"] = default_run if count == len(problem.task_names) else cta({}, subset)
         frames.append(tidy_scores("concrete_task_arithmetic", record.scores, num_tasks=count))

@@ -13,9 +13,10 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from torch import Tensor
@@ -79,8 +80,15 @@ def jsonable(value: Any) -> Any:
 
 def problem_code(problem: MergeProblem) -> list:
     """The callables of a problem (data, heads, scoring, model class): their code changes what a run computes."""
-    return [problem.load_finetuned, problem.task_logits, problem.unlabeled_batch, problem.eval_batches,
-            problem.train_batches, problem.score, type(problem.model)]
+    return [
+        problem.load_finetuned,
+        problem.task_logits,
+        problem.unlabeled_batch,
+        problem.eval_batches,
+        problem.train_batches,
+        problem.score,
+        type(problem.model),
+    ]
 
 
 def run_fingerprint(method: str, problem: MergeProblem, eval_problem: MergeProblem | None = None) -> dict:
@@ -98,14 +106,24 @@ def run_key(method: str, params: Mapping[str, Any], tasks: Sequence[str], contex
     ``context`` carries the problem's identity and, from :func:`run_cached`, the code fingerprint.
     """
     semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
-    blob = json.dumps({"method": method, "params": jsonable(semantic), "tasks": list(tasks),
-                       "context": jsonable(dict(context))}, sort_keys=True)
+    blob = json.dumps(
+        {"method": method, "params": jsonable(semantic), "tasks": list(tasks), "context": jsonable(dict(context))},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *, cache_dir: str | Path,
-               eval_problem: MergeProblem | None = None, context: Mapping[str, Any] | None = None,
-               force: bool = False, verbose: bool = True) -> RunRecord:
+def run_cached(
+    problem: MergeProblem,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    cache_dir: str | Path,
+    eval_problem: MergeProblem | None = None,
+    context: Mapping[str, Any] | None = None,
+    force: bool = False,
+    verbose: bool = True,
+) -> RunRecord:
     """Run a registry method (or reuse the cached run with the same key); evaluate on ``eval_problem``'s tasks.
 
     Saved per run: record.json (scores, history, params, extras, seconds) and tensors (mask logits,
@@ -115,16 +133,32 @@ def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *,
 
     eval_problem = eval_problem or problem
     fingerprint = run_fingerprint(method, problem, eval_problem)
-    context = {**problem_identity(problem), **(context or {}), "eval_tasks": list(eval_problem.task_names),
-               "code": fingerprint["sha256"]}
+    context = {
+        **problem_identity(problem),
+        **(context or {}),
+        "eval_tasks": list(eval_problem.task_names),
+        "code": fingerprint["sha256"],
+    }
     key = run_key(method, params, problem.task_names, context)
     directory = Path(cache_dir) / f"{method}-{key}"
     record_path = directory / "record.json"
     if record_path.exists() and not force:
         saved = json.loads(record_path.read_text())
-        record = RunRecord(key, method, tuple(saved["tasks"]), saved["params"], saved["scores"], saved["history"],
-                           saved["extras"], saved["seconds"], directory, cached=True, code=fingerprint["sha256"],
-                           context=saved.get("context", {}), computed_at=saved.get("computed_at", ""))
+        record = RunRecord(
+            key,
+            method,
+            tuple(saved["tasks"]),
+            saved["params"],
+            saved["scores"],
+            saved["history"],
+            saved["extras"],
+            saved["seconds"],
+            directory,
+            cached=True,
+            code=fingerprint["sha256"],
+            context=saved.get("context", {}),
+            computed_at=saved.get("computed_at", ""),
+        )
         if verbose:
             log.info(f"{method}: cached run {key} (avg {record.average:.1f}, {record.seconds:.0f} s when computed)")
         return record
@@ -142,17 +176,41 @@ def run_cached(problem: MergeProblem, method: str, params: Mapping[str, Any], *,
     for name, tensor in tensors.items():
         with atomic_path(directory / f"{name}.safetensors") as tmp:
             save_file({name: tensor}, str(tmp))
-    atomic_write_json(record_path, {"method": method, "key": key, "tasks": list(problem.task_names),
-                                    "params": jsonable(result.params), "context": jsonable(context), "scores": scores,
-                                    "history": jsonable(result.history), "extras": extras,
-                                    "tensors": sorted(tensors), "seconds": round(seconds, 2),
-                                    "computed_at": computed_at, "code": fingerprint, "environment": lock_info()})
+    atomic_write_json(
+        record_path,
+        {
+            "method": method,
+            "key": key,
+            "tasks": list(problem.task_names),
+            "params": jsonable(result.params),
+            "context": jsonable(context),
+            "scores": scores,
+            "history": jsonable(result.history),
+            "extras": extras,
+            "tensors": sorted(tensors),
+            "seconds": round(seconds, 2),
+            "computed_at": computed_at,
+            "code": fingerprint,
+            "environment": lock_info(),
+        },
+    )
     shutil.rmtree(directory / "checkpoint", ignore_errors=True)  # finished: the record replaces the checkpoint
     if verbose:
         log.info(f"{method}: avg {average(scores):.1f} in {seconds:.0f} s (run {key})")
-    return RunRecord(key, method, tuple(problem.task_names), jsonable(result.params), scores,
-                     jsonable(result.history), extras, seconds, directory, code=fingerprint["sha256"],
-                     context=jsonable(context), computed_at=computed_at)
+    return RunRecord(
+        key,
+        method,
+        tuple(problem.task_names),
+        jsonable(result.params),
+        scores,
+        jsonable(result.history),
+        extras,
+        seconds,
+        directory,
+        code=fingerprint["sha256"],
+        context=jsonable(context),
+        computed_at=computed_at,
+    )
 
 
 def final_scores(result, problem: MergeProblem, eval_problem: MergeProblem) -> dict[str, float]:
@@ -175,11 +233,15 @@ def cached_table(cache_dir: str | Path, name: str, context: Mapping[str, Any], c
     return frame
 
 
-def reference_rows(problem: MergeProblem, *, cache_dir: str | Path, context: Mapping[str, Any] | None = None,
-                   verbose: bool = True) -> dict[str, dict[str, float]]:
+def reference_rows(
+    problem: MergeProblem, *, cache_dir: str | Path, context: Mapping[str, Any] | None = None, verbose: bool = True
+) -> dict[str, dict[str, float]]:
     """Zero-shot (θ0 on every task) and individual (θ_i on task i) scores, cached like runs."""
-    context = {**problem_identity(problem), **(context or {}),
-               "code": code_fingerprint([reference_rows, *problem_code(problem)])["sha256"]}
+    context = {
+        **problem_identity(problem),
+        **(context or {}),
+        "code": code_fingerprint([reference_rows, *problem_code(problem)])["sha256"],
+    }
     key = run_key("_reference_rows", {}, problem.task_names, context)
     path = Path(cache_dir) / f"reference_rows-{key}.json"
     if path.exists():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import pandas as pd
 
 from .tables import pretty
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -20,16 +21,24 @@ class Claim:
 
 #: The paper's claims on the multi-task tables, by name (notebooks pick them with :func:`claims`).
 CLAIMS: dict[str, Claim] = {
-    "merging_interferes": Claim("Merging interferes: Task Arithmetic is below the individual models", "individual",
-                                "task_arithmetic"),
+    "merging_interferes": Claim(
+        "Merging interferes: Task Arithmetic is below the individual models", "individual", "task_arithmetic"
+    ),
     "concrete_ta_beats_ta": Claim("Concrete TA beats Task Arithmetic", "concrete_task_arithmetic", "task_arithmetic"),
-    "task_wise_concrete_am_beats_am": Claim("Task-wise Concrete AdaMerging beats task-wise AdaMerging",
-                                            "task_wise_concrete_adamerging", "task_wise_adamerging"),
-    "layer_wise_concrete_am_beats_am": Claim("Layer-wise Concrete AdaMerging beats layer-wise AdaMerging",
-                                             "layer_wise_concrete_adamerging", "layer_wise_adamerging"),
+    "task_wise_concrete_am_beats_am": Claim(
+        "Task-wise Concrete AdaMerging beats task-wise AdaMerging",
+        "task_wise_concrete_adamerging",
+        "task_wise_adamerging",
+    ),
+    "layer_wise_concrete_am_beats_am": Claim(
+        "Layer-wise Concrete AdaMerging beats layer-wise AdaMerging",
+        "layer_wise_concrete_adamerging",
+        "layer_wise_adamerging",
+    ),
     "ties_beats_ta": Claim("TIES-Merging beats Task Arithmetic", "ties_merging", "task_arithmetic"),
-    "layer_wise_am_beats_task_wise": Claim("Layer-wise AdaMerging beats task-wise AdaMerging", "layer_wise_adamerging",
-                                           "task_wise_adamerging"),
+    "layer_wise_am_beats_task_wise": Claim(
+        "Layer-wise AdaMerging beats task-wise AdaMerging", "layer_wise_adamerging", "task_wise_adamerging"
+    ),
     "ta_beats_zero_shot": Claim("Task Arithmetic beats the zero-shot model", "task_arithmetic", "zero_shot"),
 }
 MULTITASK_CLAIMS = tuple(CLAIMS.values())  # all of them, in the table's order (notebook 01)
@@ -50,8 +59,15 @@ def check_claims(averages: Mapping[str, float], claims: Sequence[Claim], margin:
         if claim.better not in averages or claim.worse not in averages:
             continue
         a, b = averages[claim.better], averages[claim.worse]
-        rows.append({"claim": claim.text, claim_col("better"): a, claim_col("worse"): b, "difference": a - b,
-                     "holds": bool(a - b > margin)})
+        rows.append(
+            {
+                "claim": claim.text,
+                claim_col("better"): a,
+                claim_col("worse"): b,
+                "difference": a - b,
+                "holds": bool(a - b > margin),
+            }
+        )
     return pd.DataFrame(rows, columns=["claim", claim_col("better"), claim_col("worse"), "difference", "holds"])
 
 
@@ -65,8 +81,16 @@ def best_method_claim(averages: Mapping[str, float], expected: str = "layer_wise
     if expected not in merged:
         return pd.DataFrame(columns=["claim", "best method", "best avg", "holds"])
     best = max(merged, key=merged.get)
-    return pd.DataFrame([{"claim": f"{pretty(expected)} is the best merging method", "best method": best,
-                          "best avg": merged[best], "holds": best == expected}])
+    return pd.DataFrame(
+        [
+            {
+                "claim": f"{pretty(expected)} is the best merging method",
+                "best method": best,
+                "best avg": merged[best],
+                "holds": best == expected,
+            }
+        ]
+    )
 
 
 def averages_of(table: pd.DataFrame, by: str = "method") -> dict[str, float]:

@@ -7,19 +7,30 @@ figures and results JSON go; :func:`cache_root` is the run cache shared by the n
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from ..loop import check_precision
 
 SCALES = ("mini", "paper")  # notebook scales; load_problem also takes PROBLEM_SCALES
-TEST_TIME_METHODS = ("concrete_task_arithmetic", "task_wise_adamerging", "layer_wise_adamerging",
-                     "task_wise_concrete_adamerging", "layer_wise_concrete_adamerging")
-HEADLINE_METHODS = ("task_arithmetic", "ties_merging", "concrete_task_arithmetic", "layer_wise_adamerging",
-                    "layer_wise_concrete_adamerging")
+TEST_TIME_METHODS = (
+    "concrete_task_arithmetic",
+    "task_wise_adamerging",
+    "layer_wise_adamerging",
+    "task_wise_concrete_adamerging",
+    "layer_wise_concrete_adamerging",
+)
+HEADLINE_METHODS = (
+    "task_arithmetic",
+    "ties_merging",
+    "concrete_task_arithmetic",
+    "layer_wise_adamerging",
+    "layer_wise_concrete_adamerging",
+)
 
 
 def _as_tuple(value: Any, name: str) -> tuple | None:
@@ -40,8 +51,10 @@ def check_checkpoints(checkpoints: Any, scale: str) -> None:
     if not isinstance(checkpoints, (str, os.PathLike)) or not str(checkpoints).strip():
         raise TypeError(f"checkpoints must be None or a directory path (task_vectors layout), got {checkpoints!r}")
     if scale != "paper":
-        raise ValueError(f"checkpoints={str(checkpoints)!r} selects the paper's open_clip task_vectors checkpoints, "
-                         f"which exist only at scale='paper' (got scale={scale!r}); use scale='paper' or checkpoints=None")
+        raise ValueError(
+            f"checkpoints={str(checkpoints)!r} selects the paper's open_clip task_vectors checkpoints, "
+            f"which exist only at scale='paper' (got scale={scale!r}); use scale='paper' or checkpoints=None"
+        )
 
 
 @dataclass(frozen=True)
@@ -70,8 +83,16 @@ class BaseConfig:
             raise TypeError(f"smoke must be True or False, got {self.smoke!r}")
         check_precision(self.precision)
         for f in fields(self):
-            if f.name in ("tasks", "methods", "corruptions", "temperatures", "scalings", "eval_masks", "task_counts",
-                          "ta_scalings"):
+            if f.name in (
+                "tasks",
+                "methods",
+                "corruptions",
+                "temperatures",
+                "scalings",
+                "eval_masks",
+                "task_counts",
+                "ta_scalings",
+            ):
                 object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name), f.name))
         if self.scale == "paper" and self.smoke:
             raise ValueError("smoke=True is a mini-scale option (tiny zoo); use scale='mini' with smoke=True")
@@ -103,8 +124,14 @@ class FlanT5Config(BaseConfig):
     merged model's mean entropy (the entropy premise along λ).
     """
 
-    methods: tuple[str, ...] | None = ("weight_averaging", "task_arithmetic", "ties_merging", "concrete_task_arithmetic",
-                                       "layer_wise_adamerging", "layer_wise_concrete_adamerging")
+    methods: tuple[str, ...] | None = (
+        "weight_averaging",
+        "task_arithmetic",
+        "ties_merging",
+        "concrete_task_arithmetic",
+        "layer_wise_adamerging",
+        "layer_wise_concrete_adamerging",
+    )
     model: str = "flan-t5-base"
     limit: int | None = None
     seeds: tuple[int, ...] | None = (0, 1)
@@ -168,9 +195,14 @@ class AblationConfig(BaseConfig):
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {
-    "00_walkthrough": WalkthroughConfig, "01_multitask_table": MultitaskConfig, "02_flan_t5_glue": FlanT5Config,
-    "03_generalization": GeneralizationConfig, "04_robustness": RobustnessConfig, "05_curves": CurvesConfig,
-    "06_mask_analysis": MaskConfig, "07_ablations": AblationConfig,
+    "00_walkthrough": WalkthroughConfig,
+    "01_multitask_table": MultitaskConfig,
+    "02_flan_t5_glue": FlanT5Config,
+    "03_generalization": GeneralizationConfig,
+    "04_robustness": RobustnessConfig,
+    "05_curves": CurvesConfig,
+    "06_mask_analysis": MaskConfig,
+    "07_ablations": AblationConfig,
 }
 
 
@@ -198,8 +230,10 @@ def config_from(cls: type[BaseConfig], namespace: Mapping[str, Any]) -> BaseConf
     """Build ``cls`` from a notebook's variables (exactly its fields); names a missing parameter clearly."""
     missing = [f.name for f in fields(cls) if f.name not in namespace]
     if missing:
-        raise KeyError(f"{cls.__name__}: the parameters cell lacks {missing}; it must define every field "
-                       f"{[f.name for f in fields(cls)]}")
+        raise KeyError(
+            f"{cls.__name__}: the parameters cell lacks {missing}; it must define every field "
+            f"{[f.name for f in fields(cls)]}"
+        )
     return cls(**{f.name: namespace[f.name] for f in fields(cls)})
 
 

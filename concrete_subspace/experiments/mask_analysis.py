@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -19,14 +19,23 @@ from .configs import BaseConfig
 from .problems import problem_identity
 from .tables import pretty, tidy_scores, with_average
 
+
 def mask_density_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
     """Per merged tensor: method, tensor, layer (block index or 'other'), density (σ(x) > 0.5), mean keep probability."""
     rows = []
     for method, record in records.items():
         per_tensor = record.extras.get("mask_density", {}).get("per_tensor", {})
         for i, (key, stats) in enumerate(per_tensor.items()):
-            rows.append({"method": method, "tensor": key, "index": i, "layer": layer_of(key),
-                         "kind": "weight" if key.endswith("weight") else "bias", **stats})
+            rows.append(
+                {
+                    "method": method,
+                    "tensor": key,
+                    "index": i,
+                    "layer": layer_of(key),
+                    "kind": "weight" if key.endswith("weight") else "bias",
+                    **stats,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -62,20 +71,26 @@ def mask_of(record: RunRecord, problem: MergeProblem, kind: str | None = None) -
 
     spec = record.extras.get("eval_mask")
     if not isinstance(spec, dict):
-        raise ValueError(f"run {record.method} ({record.key}) recorded no evaluation mask (extras['eval_mask']); "
-                         "only the Concrete methods have one")
+        raise ValueError(
+            f"run {record.method} ({record.key}) recorded no evaluation mask (extras['eval_mask']); "
+            "only the Concrete methods have one"
+        )
     logits = record.tensor("mask_logits").to(problem.device)
     layout = ParamLayout.of(problem.pretrained)
     if layout.num_params != logits.numel():
-        raise ValueError(f"run {record.method} ({record.key}): {logits.numel()} mask logits but the problem merges "
-                         f"{layout.num_params} parameters (another model?)")
+        raise ValueError(
+            f"run {record.method} ({record.key}): {logits.numel()} mask logits but the problem merges "
+            f"{layout.num_params} parameters (another model?)"
+        )
     chosen = spec["kind"] if kind is None else kind
     generator = torch.Generator(device=logits.device).manual_seed(spec["seed"])
     mask = evaluation_mask(logits, chosen, temperature=spec["temperature"], generator=generator)
     if chosen == spec["kind"] and mask_digest(mask) != spec["sha256"]:
-        raise ValueError(f"run {record.method} ({record.key}): the redrawn {chosen!r} mask differs from the one its "
-                         f"final model used (drawn on {spec['device']}, redrawn on {logits.device}); analyse it on "
-                         f"the device it ran on")
+        raise ValueError(
+            f"run {record.method} ({record.key}): the redrawn {chosen!r} mask differs from the one its "
+            f"final model used (drawn on {spec['device']}, redrawn on {logits.device}); analyse it on "
+            f"the device it ran on"
+        )
     return layout.unflatten(mask)
 
 
@@ -89,7 +104,13 @@ def masked_individual_table(problem: MergeProblem, records: Mapping[str, RunReco
         rows.append({"model": "individual", "task": task, "accuracy": evaluate(problem, full, tasks=[task])[task]})
         for method, mask in masks.items():
             state = masked_merge(problem.pretrained, [vector], [1.0], mask)
-            rows.append({"model": f"masked by {pretty(method)}", "task": task, "accuracy": evaluate(problem, state, tasks=[task])[task]})
+            rows.append(
+                {
+                    "model": f"masked by {pretty(method)}",
+                    "task": task,
+                    "accuracy": evaluate(problem, state, tasks=[task])[task],
+                }
+            )
     table = pd.DataFrame(rows)
     return with_average(table, "model")
 
@@ -97,7 +118,9 @@ def masked_individual_table(problem: MergeProblem, records: Mapping[str, RunReco
 def masked_individuals(config: BaseConfig, problem: MergeProblem, records: Mapping[str, RunRecord]) -> pd.DataFrame:
     """:func:`masked_individual_table`, cached by the runs' keys."""
     context = {**problem_identity(problem), "runs": {m: r.key for m, r in records.items()}}
-    return cached_table(cache_for(config), "masked_individual", context, lambda: masked_individual_table(problem, records))
+    return cached_table(
+        cache_for(config), "masked_individual", context, lambda: masked_individual_table(problem, records)
+    )
 
 
 def eval_mask_table(problem: MergeProblem, record: RunRecord, kinds: Sequence[str]) -> pd.DataFrame:

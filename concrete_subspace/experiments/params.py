@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..registry import get_method
 from .configs import FlanT5Config
@@ -30,8 +31,15 @@ def mini_defaults() -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in MINI_DEFAULTS.items()}
 
 
-def method_params(name: str, *, scale: str = "mini", steps: int | None = None, smoke: bool = False,
-                  overrides: Mapping[str, Any] | None = None, precision: str | None = None) -> dict[str, Any]:
+def method_params(
+    name: str,
+    *,
+    scale: str = "mini",
+    steps: int | None = None,
+    smoke: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
     """The parameters a notebook runs ``name`` with: registry defaults <- mini defaults <- steps/smoke <- overrides.
 
     ``precision`` (None: the method's default) is set on the methods that take one (the test-time methods).
@@ -88,6 +96,10 @@ def text_method_params(name: str, config: FlanT5Config, seed: int) -> dict[str, 
     if "seed" in defaults:
         overrides["seed"] = seed
     if "eval_every" in defaults:
-        steps = [overrides.get(k, config.steps if config.steps is not None else SMOKE_STEPS) for k in STEP_KEYS if k in defaults]
+        steps = [
+            overrides.get(k, config.steps if config.steps is not None else SMOKE_STEPS)
+            for k in STEP_KEYS
+            if k in defaults
+        ]
         overrides["eval_every"] = max(1, max(steps))
     return method_params(name, scale="mini-text", steps=config.steps, smoke=config.smoke, overrides=overrides)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..problem import MergeProblem
 from .configs import BaseConfig, check_checkpoints
@@ -20,10 +20,21 @@ def ensure_zoo(seed: int = 0, smoke: bool = False, progress: bool = True) -> Pat
     return zoo.build_zoo(seed=seed, smoke=smoke, progress=progress)
 
 
-def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device: str = "cpu", split: str = "test",
-                 seed: int = 0, smoke: bool = False, *, arch: str = "ViT-B-32", model: str = "flan-t5-base",
-                 batch_size: int = 16, limit: int | None = None, zoo_dir: str | Path | None = None,
-                 checkpoints: str | Path | None = None) -> MergeProblem:
+def load_problem(
+    scale: str = "mini",
+    tasks: Sequence[str] | None = None,
+    device: str = "cpu",
+    split: str = "test",
+    seed: int = 0,
+    smoke: bool = False,
+    *,
+    arch: str = "ViT-B-32",
+    model: str = "flan-t5-base",
+    batch_size: int = 16,
+    limit: int | None = None,
+    zoo_dir: str | Path | None = None,
+    checkpoints: str | Path | None = None,
+) -> MergeProblem:
     """The MergeProblem of a scale: the mini zoo, the mini-text zoo (both built if missing; the mini-text zoo is
     always seed 0, ``seed`` then orders the test-time batches) or the paper's models (CLIP or Flan-T5).
 
@@ -37,14 +48,19 @@ def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device
     if scale == "mini-text":
         from .. import text_zoo
 
-        directory = Path(zoo_dir) if zoo_dir is not None else text_zoo.build_text_zoo(seed=0, smoke=smoke, progress=False)
-        return text_zoo.load_text_zoo_problem(directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed,
-                                              device=device)
+        directory = (
+            Path(zoo_dir) if zoo_dir is not None else text_zoo.build_text_zoo(seed=0, smoke=smoke, progress=False)
+        )
+        return text_zoo.load_text_zoo_problem(
+            directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device
+        )
     if scale == "mini":
         from .. import zoo
 
         directory = Path(zoo_dir) if zoo_dir is not None else ensure_zoo(seed, smoke, progress=False)
-        return zoo.load_zoo_problem(directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device)
+        return zoo.load_zoo_problem(
+            directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device
+        )
     if scale != "paper":
         raise ValueError(f"scale must be one of {PROBLEM_SCALES}, got {scale!r}")
     if smoke:
@@ -52,25 +68,37 @@ def load_problem(scale: str = "mini", tasks: Sequence[str] | None = None, device
     if split != "test":
         raise ValueError(f"the paper scale adapts and evaluates on the test sets; split={split!r} is mini-only")
     if arch == "flan-t5" and checkpoints is not None:
-        raise ValueError("checkpoints= names open_clip task_vectors CLIP checkpoints; it cannot be used with arch='flan-t5'")
+        raise ValueError(
+            "checkpoints= names open_clip task_vectors CLIP checkpoints; it cannot be used with arch='flan-t5'"
+        )
     if arch == "flan-t5":
         from ..data.paper import GLUE_TASKS
         from ..models.flan_t5 import build_flan_t5_problem
 
         size = model.removeprefix("flan-t5-")
-        return build_flan_t5_problem(size, tuple(tasks or GLUE_TASKS), device=device, batch_size=batch_size,
-                                     seed=seed, limit=limit)
+        return build_flan_t5_problem(
+            size, tuple(tasks or GLUE_TASKS), device=device, batch_size=batch_size, seed=seed, limit=limit
+        )
     from ..models.templates import VISION_TASKS
 
     if checkpoints is not None:
         from ..models.open_clip_ckpt import build_open_clip_problem
 
-        return build_open_clip_problem(checkpoints, arch, tuple(tasks or VISION_TASKS), device=device,
-                                       batch_size=batch_size, seed=seed, limit=limit, progress=True)
+        return build_open_clip_problem(
+            checkpoints,
+            arch,
+            tuple(tasks or VISION_TASKS),
+            device=device,
+            batch_size=batch_size,
+            seed=seed,
+            limit=limit,
+            progress=True,
+        )
     from ..models.clip_hub import build_clip_hub_problem
 
-    return build_clip_hub_problem(arch, tuple(tasks or VISION_TASKS), device=device, batch_size=batch_size, seed=seed,
-                                  limit=limit, progress=True)
+    return build_clip_hub_problem(
+        arch, tuple(tasks or VISION_TASKS), device=device, batch_size=batch_size, seed=seed, limit=limit, progress=True
+    )
 
 
 def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs) -> MergeProblem:
@@ -79,8 +107,15 @@ def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs
         kwargs.setdefault("arch", config.arch)
     if hasattr(config, "checkpoints"):
         kwargs.setdefault("checkpoints", config.checkpoints)
-    return load_problem(config.scale, tasks if tasks is not None else config.tasks, config.device, "test",
-                        config.seed, config.smoke, **kwargs)
+    return load_problem(
+        config.scale,
+        tasks if tasks is not None else config.tasks,
+        config.device,
+        "test",
+        config.seed,
+        config.smoke,
+        **kwargs,
+    )
 
 
 def restrict(problem: MergeProblem, tasks: Sequence[str]) -> MergeProblem:
@@ -96,7 +131,13 @@ def problem_identity(problem: MergeProblem) -> dict:
     info = dict(problem.info)
     if info.get("scale") == "mini" and info.get("manifest"):
         manifest = json.loads(Path(info["manifest"]).read_text())
-        return {"scale": "mini", "zoo_created": manifest.get("created"), "seed": manifest.get("seed"),
-                "smoke": manifest.get("smoke"), "format_version": manifest.get("format_version"),
-                "split": info.get("split"), "variant": info.get("variant", "clean")}
+        return {
+            "scale": "mini",
+            "zoo_created": manifest.get("created"),
+            "seed": manifest.get("seed"),
+            "smoke": manifest.get("smoke"),
+            "format_version": manifest.get("format_version"),
+            "split": info.get("split"),
+            "variant": info.get("variant", "clean"),
+        }
     return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, dict, list)) or v is None}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -12,8 +13,13 @@ from ..problem import MergeProblem
 from ..registry import get_method, run_method
 from .params import method_params
 
-REGRESSION_METHODS = ("task_arithmetic", "ties_merging", "concrete_task_arithmetic", "layer_wise_adamerging",
-                      "layer_wise_concrete_adamerging")
+REGRESSION_METHODS = (
+    "task_arithmetic",
+    "ties_merging",
+    "concrete_task_arithmetic",
+    "layer_wise_adamerging",
+    "layer_wise_concrete_adamerging",
+)
 
 
 def regression_table(problem: MergeProblem, methods: Sequence[str] = REGRESSION_METHODS) -> pd.DataFrame:
@@ -37,7 +43,9 @@ def regression_table(problem: MergeProblem, methods: Sequence[str] = REGRESSION_
         individual.update(evaluate(problem, {k: state[k] for k in problem.pretrained}, tasks=[task]))
     add("individual", individual)
     for method in methods:
-        result = run_method(method, problem, **method_params(method, smoke=True, overrides=_regression_overrides(method)))
+        result = run_method(
+            method, problem, **method_params(method, smoke=True, overrides=_regression_overrides(method))
+        )
         add(method, evaluate(problem, result.state))
         norm = torch.sqrt(sum(v.double().pow(2).sum() for v in result.state.values()))
         rows.append({"method": method, "task": "all", "quantity": "weight_norm", "value": float(norm)})
@@ -53,8 +61,9 @@ def _regression_overrides(method: str) -> dict[str, Any]:
     return {k: v for k, v in (("progress", False), ("eval_every", 0)) if k in defaults}
 
 
-def compare_regression(actual: pd.DataFrame, expected: pd.DataFrame, tolerances: Mapping[str, tuple[float, float]]
-                       ) -> list[str]:
+def compare_regression(
+    actual: pd.DataFrame, expected: pd.DataFrame, tolerances: Mapping[str, tuple[float, float]]
+) -> list[str]:
     """Rows of ``actual`` outside (absolute, relative) ``tolerances[quantity]`` of ``expected``, or missing, as text."""
     keys = ["method", "task", "quantity"]
     merged = expected.merge(actual, on=keys, how="outer", suffixes=("_expected", "_actual"), indicator="presence")
@@ -62,11 +71,14 @@ def compare_regression(actual: pd.DataFrame, expected: pd.DataFrame, tolerances:
     for row in merged.to_dict("records"):
         where = f"{row['method']}/{row['task']}/{row['quantity']}"
         if row["presence"] != "both":
-            problems.append(f"{where}: {'missing now' if row['presence'] == 'left_only' else 'not in the expectations'}")
+            problems.append(
+                f"{where}: {'missing now' if row['presence'] == 'left_only' else 'not in the expectations'}"
+            )
             continue
         absolute, relative = tolerances[row["quantity"]]
         allowed = absolute + relative * abs(row["value_expected"])
         if not abs(row["value_actual"] - row["value_expected"]) <= allowed:
-            problems.append(f"{where}: {row['value_actual']:.6g} vs expected {row['value_expected']:.6g} "
-                            f"(allowed ±{allowed:.3g})")
+            problems.append(
+                f"{where}: {row['value_actual']:.6g} vs expected {row['value_expected']:.6g} (allowed ±{allowed:.3g})"
+            )
     return problems

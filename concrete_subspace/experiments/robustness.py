@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -26,7 +26,9 @@ MINI_ROBUSTNESS_TASKS = ("letters", "landcover", "textures", "signs")
 MINI_ROBUSTNESS_STEPS = 50
 
 
-def corrupted_problem(problem: MergeProblem, corruption: str, severity: int, seed: int, zoo_dir: str | Path) -> MergeProblem:
+def corrupted_problem(
+    problem: MergeProblem, corruption: str, severity: int, seed: int, zoo_dir: str | Path
+) -> MergeProblem:
     """The mini problem with every test image corrupted (fixed per image, batch-wise generator from the seed)."""
     from ..data.batching import step_indices
     from ..data.corruptions import corrupt
@@ -46,7 +48,7 @@ def corrupted_problem(problem: MergeProblem, corruption: str, severity: int, see
 
     def eval_batches(task: str):
         for start in range(0, len(labels[task]), 256):
-            yield pixels[task][start:start + 256], labels[task][start:start + 256]
+            yield pixels[task][start : start + 256], labels[task][start : start + 256]
 
     info = {**problem.info, "variant": f"{corruption}-s{severity}"}
     return dataclasses.replace(problem, unlabeled_batch=unlabeled_batch, eval_batches=eval_batches, info=info)
@@ -73,11 +75,15 @@ def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, Ru
         problem = corrupted_problem(clean, corruption, config.severity, config.seed, zoo_dir)
         ref = reference_rows(problem, cache_dir=cache_for(config))
         for method in ("zero_shot", "individual"):
-            rows += [{"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in ref[method].items()]
+            rows += [
+                {"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in ref[method].items()
+            ]
         runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
         for method, record in runs.items():
             records[f"{corruption}/{method}"] = record
-            rows += [{"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()]
+            rows += [
+                {"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()
+            ]
     table = pd.DataFrame(rows)
     return with_average(table, ["corruption", "method"]), records
 
@@ -93,17 +99,21 @@ def _run_robustness_paper(config: RobustnessConfig, tasks: Sequence[str]):
     for corruption in corruption_names(config):
         corrupt_fn = None if corruption == "clean" else corruption_transform(corruption, config.severity, config.seed)
         if config.checkpoints is not None:  # test sets at the open_clip model's resolution, corrupted the same way
-            problem = build_open_clip_problem(config.checkpoints, config.arch, tasks, device=config.device,
-                                              seed=config.seed, corruption=corrupt_fn)
+            problem = build_open_clip_problem(
+                config.checkpoints, config.arch, tasks, device=config.device, seed=config.seed, corruption=corrupt_fn
+            )
         else:
             transform = clip_image_transform(224, corruption=corrupt_fn)
             test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
-            problem = build_clip_hub_problem(config.arch, tasks, device=config.device, seed=config.seed,
-                                             test_sets=test_sets)
+            problem = build_clip_hub_problem(
+                config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets
+            )
         problem = dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})
         runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
         for method, record in runs.items():
             records[f"{corruption}/{method}"] = record
-            rows += [{"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()]
+            rows += [
+                {"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()
+            ]
     table = pd.DataFrame(rows)
     return with_average(table, ["corruption", "method"]), records

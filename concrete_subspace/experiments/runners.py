@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -14,16 +15,30 @@ from .params import method_params
 from .problems import problem_for, restrict
 from .tables import tidy_scores
 
-def run_methods(problem: MergeProblem, methods: Sequence[str], config: BaseConfig, *,
-                eval_problem: MergeProblem | None = None, context: Mapping[str, Any] | None = None,
-                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, RunRecord]:
+
+def run_methods(
+    problem: MergeProblem,
+    methods: Sequence[str],
+    config: BaseConfig,
+    *,
+    eval_problem: MergeProblem | None = None,
+    context: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, RunRecord]:
     """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke."""
     records = {}
     for name in methods:
-        params = method_params(name, scale=config.scale, steps=config.steps, smoke=config.smoke,
-                               overrides=(overrides or {}).get(name), precision=config.precision)
-        records[name] = run_cached(problem, name, params, cache_dir=cache_for(config), eval_problem=eval_problem,
-                                   context=context)
+        params = method_params(
+            name,
+            scale=config.scale,
+            steps=config.steps,
+            smoke=config.smoke,
+            overrides=(overrides or {}).get(name),
+            precision=config.precision,
+        )
+        records[name] = run_cached(
+            problem, name, params, cache_dir=cache_for(config), eval_problem=eval_problem, context=context
+        )
     return records
 
 
@@ -33,8 +48,11 @@ def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunR
     methods = config.methods or tuple(METHODS)
     rows = reference_rows(problem, cache_dir=cache_for(config))
     records = run_methods(problem, methods, config)
-    table = pd.concat([tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
-                      + [tidy_scores(m, r.scores) for m, r in records.items()], ignore_index=True)
+    table = pd.concat(
+        [tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
+        + [tidy_scores(m, r.scores) for m, r in records.items()],
+        ignore_index=True,
+    )
     return table, records
 
 
@@ -84,9 +102,20 @@ def curves_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
                 continue
             stage = row.get("stage", "tta")
             stage = "concrete" if stage == "concrete_task_arithmetic" else stage
-            rows.append({"method": method, "stage": stage, "step": row["step"], "task": "average", "accuracy": row["avg_accuracy"]})
-            rows += [{"method": method, "stage": stage, "step": row["step"], "task": k.removeprefix("acc/"), "accuracy": v}
-                     for k, v in row.items() if k.startswith("acc/")]
+            rows.append(
+                {
+                    "method": method,
+                    "stage": stage,
+                    "step": row["step"],
+                    "task": "average",
+                    "accuracy": row["avg_accuracy"],
+                }
+            )
+            rows += [
+                {"method": method, "stage": stage, "step": row["step"], "task": k.removeprefix("acc/"), "accuracy": v}
+                for k, v in row.items()
+                if k.startswith("acc/")
+            ]
     return pd.DataFrame(rows, columns=["method", "stage", "step", "task", "accuracy"])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -16,6 +16,7 @@ from .params import STEP_KEYS, text_method_params
 from .problems import load_problem, problem_identity
 from .runners import run_methods
 from .tables import tidy_scores, with_average
+
 
 def text_problem(config: FlanT5Config, seed: int, split: str = "test") -> MergeProblem:
     """The mini-text problem whose test-time batches are ordered by ``seed`` (the zoo itself is always seed 0)."""
@@ -33,9 +34,14 @@ def lambda_sweep(problem: MergeProblem, scalings: Sequence[float]) -> pd.DataFra
         for task in problem.task_names:
             logits, labels = task_logits_on(problem, state, task)
             logp = logits.log_softmax(-1)
-            rows.append({"scaling": float(scaling), "task": task,
-                         "accuracy": 100.0 * float((logits.argmax(-1) == labels).float().mean()),
-                         "entropy": float(-(logp.exp() * logp).sum(-1).mean())})
+            rows.append(
+                {
+                    "scaling": float(scaling),
+                    "task": task,
+                    "accuracy": 100.0 * float((logits.argmax(-1) == labels).float().mean()),
+                    "entropy": float(-(logp.exp() * logp).sum(-1).mean()),
+                }
+            )
     table = pd.DataFrame(rows)
     return with_average(table, "scaling", ["accuracy", "entropy"])
 
@@ -46,8 +52,10 @@ def run_text_tables(config: FlanT5Config) -> tuple[dict[str, pd.DataFrame], dict
     seeds = tuple(config.seeds or (config.seed,))
     base = text_problem(config, seeds[0])
     rows = reference_rows(base, cache_dir=cache)
-    frames = [tidy_scores("zero_shot", rows["zero_shot"], seed=seeds[0]),
-              tidy_scores("individual", rows["individual"], seed=seeds[0])]
+    frames = [
+        tidy_scores("zero_shot", rows["zero_shot"], seed=seeds[0]),
+        tidy_scores("individual", rows["individual"], seed=seeds[0]),
+    ]
     records: dict[str, RunRecord] = {}
     for seed in seeds:
         problem = base if seed == seeds[0] else text_problem(config, seed)
@@ -59,8 +67,16 @@ def run_text_tables(config: FlanT5Config) -> tuple[dict[str, pd.DataFrame], dict
             records[name if seed == seeds[0] else f"{name}@seed{seed}"] = record
             frames.append(tidy_scores(name, record.scores, seed=seed))
     scalings = tuple(float(x) for x in (config.ta_scalings or ()))
-    sweep = cached_table(cache, "text_lambda_sweep", {**problem_identity(base), "scalings": scalings},
-                         lambda: lambda_sweep(base, scalings)) if scalings else pd.DataFrame()
+    sweep = (
+        cached_table(
+            cache,
+            "text_lambda_sweep",
+            {**problem_identity(base), "scalings": scalings},
+            lambda: lambda_sweep(base, scalings),
+        )
+        if scalings
+        else pd.DataFrame()
+    )
     return {"runs": pd.concat(frames, ignore_index=True), "lambda_sweep": sweep}, records
 
 
@@ -82,10 +98,22 @@ def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord
         runs = tables["runs"]
         table = runs.groupby(["method", "task"], sort=False)["accuracy"].mean().reset_index()
         return table, records
-    problem = load_problem("paper", config.tasks, config.device, "test", config.seed, False, arch="flan-t5",
-                           model=config.model, limit=config.limit)
+    problem = load_problem(
+        "paper",
+        config.tasks,
+        config.device,
+        "test",
+        config.seed,
+        False,
+        arch="flan-t5",
+        model=config.model,
+        limit=config.limit,
+    )
     rows = reference_rows(problem, cache_dir=cache_for(config))
     records = run_methods(problem, config.methods or tuple(METHODS), config)
-    table = pd.concat([tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
-                      + [tidy_scores(m, r.scores) for m, r in records.items()], ignore_index=True)
+    table = pd.concat(
+        [tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
+        + [tidy_scores(m, r.scores) for m, r in records.items()],
+        ignore_index=True,
+    )
     return table, records
