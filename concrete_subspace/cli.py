@@ -3,6 +3,8 @@
 Errors in the user's input end the command with one line on stderr and exit status 2; an unexpected internal
 error shows its traceback (exit status 1), and ``--debug`` shows the traceback of user errors too.
 ``merge`` never writes into, over or around its inputs, and moves its output into place only once complete.
+One module (about 430 lines) on purpose: every sub-command shares the parameter parsing, the input checks and the
+error handling here; the work itself is in the library modules each command calls.
 """
 
 from __future__ import annotations

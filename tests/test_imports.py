@@ -24,9 +24,11 @@ PACKAGE = ROOT / "concrete_subspace"
 
 
 def module_names() -> list[str]:
-    """Every module of the package, by dotted name (packages as their own name)."""
+    """Every module of the package, by dotted name (packages as their own name; ``__main__`` scripts left out)."""
     names = []
     for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
         parts = path.relative_to(ROOT).with_suffix("").parts
         names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
