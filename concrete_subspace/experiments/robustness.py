@@ -62,58 +62,53 @@ def corruption_names(config: RobustnessConfig) -> tuple[str, ...]:
 
 
 def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
-    """Robustness table: per corruption, each method adapts on and is scored on the corrupted test images."""
+    """Robustness table: per corruption, each method adapts on and is scored on the corrupted test images.
+
+    At mini scale the zero-shot and individual models are scored on each corruption too; with ``steps=None`` every
+    test-time run uses :data:`MINI_ROBUSTNESS_STEPS` steps (eight conditions repeat every run).
+    """
     tasks = config.tasks or (PAPER_ROBUSTNESS_TASKS if config.scale == "paper" else MINI_ROBUSTNESS_TASKS)
     if config.scale == "paper":
-        return _run_robustness_paper(config, tasks)
-    clean = problem_for(config, tasks=tasks)
-    zoo_dir = clean.info["zoo_dir"]
-    if config.steps is None and not config.smoke:
-        config = dataclasses.replace(config, steps=MINI_ROBUSTNESS_STEPS)
+        problem_of, reference = (lambda corruption: _paper_problem(config, tasks, corruption)), False
+    else:
+        clean = problem_for(config, tasks=tasks)
+        if config.steps is None and not config.smoke:
+            config = dataclasses.replace(config, steps=MINI_ROBUSTNESS_STEPS)
+        severity, seed, zoo_dir = config.severity, config.seed, clean.info["zoo_dir"]
+        problem_of, reference = (lambda corruption: corrupted_problem(clean, corruption, severity, seed, zoo_dir)), True
     rows, records = [], {}
     for corruption in corruption_names(config):
-        problem = corrupted_problem(clean, corruption, config.severity, config.seed, zoo_dir)
-        ref = reference_rows(problem, cache_dir=cache_for(config))
-        for method in ("zero_shot", "individual"):
-            rows += [
-                {"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in ref[method].items()
-            ]
-        runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
-        for method, record in runs.items():
+        problem = problem_of(corruption)
+        scores = dict(reference_rows(problem, cache_dir=cache_for(config))) if reference else {}
+        for method, record in run_methods(
+            problem, config.methods, config, context={"experiment": "robustness"}
+        ).items():
             records[f"{corruption}/{method}"] = record
-            rows += [
-                {"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()
-            ]
-    table = pd.DataFrame(rows)
-    return with_average(table, ["corruption", "method"]), records
+            scores[method] = record.scores
+        rows += [
+            {"corruption": corruption, "method": method, "task": task, "accuracy": score}
+            for method, per_task in scores.items()
+            for task, score in per_task.items()
+        ]
+    return with_average(pd.DataFrame(rows), ["corruption", "method"]), records
 
 
-def _run_robustness_paper(config: RobustnessConfig, tasks: Sequence[str]):
+def _paper_problem(config: RobustnessConfig, tasks: Sequence[str], corruption: str) -> MergeProblem:
     """Paper scale: Hub CLIP (or the task_vectors checkpoints) with each test set corrupted after resize/crop."""
     from ..data.corruptions import corruption_transform
     from ..data.paper import clip_image_transform, load_vision_test_set
     from ..models.clip_hub import build_clip_hub_problem
     from ..models.open_clip_ckpt import build_open_clip_problem
 
-    rows, records = [], {}
-    for corruption in corruption_names(config):
-        corrupt_fn = None if corruption == "clean" else corruption_transform(corruption, config.severity, config.seed)
-        if config.checkpoints is not None:  # test sets at the open_clip model's resolution, corrupted the same way
-            problem = build_open_clip_problem(
-                config.checkpoints, config.arch, tasks, device=config.device, seed=config.seed, corruption=corrupt_fn
-            )
-        else:
-            transform = clip_image_transform(224, corruption=corrupt_fn)
-            test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
-            problem = build_clip_hub_problem(
-                config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets
-            )
-        problem = dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})
-        runs = run_methods(problem, config.methods, config, context={"experiment": "robustness"})
-        for method, record in runs.items():
-            records[f"{corruption}/{method}"] = record
-            rows += [
-                {"corruption": corruption, "method": method, "task": t, "accuracy": s} for t, s in record.scores.items()
-            ]
-    table = pd.DataFrame(rows)
-    return with_average(table, ["corruption", "method"]), records
+    corrupt_fn = None if corruption == "clean" else corruption_transform(corruption, config.severity, config.seed)
+    if config.checkpoints is not None:  # test sets at the open_clip model's resolution, corrupted the same way
+        problem = build_open_clip_problem(
+            config.checkpoints, config.arch, tasks, device=config.device, seed=config.seed, corruption=corrupt_fn
+        )
+    else:
+        transform = clip_image_transform(224, corruption=corrupt_fn)
+        test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
+        problem = build_clip_hub_problem(
+            config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets
+        )
+    return dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})
