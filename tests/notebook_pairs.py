@@ -77,11 +77,15 @@ def comparable(outputs: list) -> list[dict]:
 
 
 def insert_outputs(nb: nbformat.NotebookNode, expected: dict[str, list]) -> None:
-    """Put the expected outputs into the checked cells of ``nb`` (cell id -> outputs), for nbval to compare."""
+    """Put the expected outputs into the checked cells of ``nb`` (cell id -> outputs), for nbval to compare.
+
+    The cells get an execution count (nbval refuses outputs in a cell that was never run; it does not compare counts).
+    """
     for cell in nb.cells:
         if cell.get("id") in expected:
+            cell.execution_count = 1
             cell.outputs = [
-                nbformat.from_dict({**o, **({"execution_count": None} if o["output_type"] == "execute_result" else {})})
+                nbformat.from_dict({**o, "execution_count": 1} if o["output_type"] == "execute_result" else o)
                 for o in expected[cell.id]
             ]
 

@@ -1,4 +1,4 @@
-"""experiments.py / reference.py / plotting.py on the toy problem: configs, parameters, run cache, tables, claims."""
+"""experiments/ / reference.py / plotting.py on the toy problem: configs, parameters, run cache, tables, claims."""
 
 from __future__ import annotations
 
