@@ -1,7 +1,7 @@
 """Status lines of the library (runs cached or computed, averages, downloads) go through :mod:`logging`.
 
 Library modules log to ``logging.getLogger(__name__)`` (children of ``concrete_subspace``) and never print; the
-notebooks (:func:`experiments.setup`) and the command-line entry points call :func:`show_status` to show them.
+notebooks (:func:`experiments.setup`) and ``concrete-subspace download`` call :func:`show_status` to show them.
 """
 
 from __future__ import annotations

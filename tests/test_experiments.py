@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -165,3 +167,19 @@ def test_set_threads_one_at_mini_cpu_env_overrides_and_bad_env_is_named(monkeypa
             ex.set_threads(ex.MultitaskConfig())
     finally:
         torch.set_num_threads(before)
+
+
+def test_claims_are_looked_up_by_name():
+    ta_claim, ties_claim = ex.claims("concrete_ta_beats_ta", "ties_beats_ta")
+    assert (ta_claim.better, ta_claim.worse) == ("concrete_task_arithmetic", "task_arithmetic")
+    assert ties_claim.better == "ties_merging" and list(ex.CLAIMS)[0] == "merging_interferes"
+    with pytest.raises(KeyError, match="valid"):
+        ex.claims("concrete_ta_beats_everything")
+
+
+def test_setup_builds_the_config_and_prepares_the_output_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    params = {f.name: f.default for f in dataclasses.fields(ex.CurvesConfig)}
+    config, out, started = ex.setup("05_curves", {**params, "smoke": True, "figures_dir": str(tmp_path)})
+    assert isinstance(config, ex.CurvesConfig) and config.smoke and out == tmp_path / "mini-smoke" / "05_curves"
+    assert out.is_dir() and started > 0 and os.environ["HF_HUB_OFFLINE"] == "1"

@@ -35,7 +35,7 @@ from .cache import (  # noqa: F401
     run_fingerprint,
     run_key,
 )
-from .claims import CLAIMS, MULTITASK_CLAIMS, Claim, averages_of, best_method_claim, check_claims, claim_col, claims  # noqa: F401
+from .claims import CLAIMS, Claim, averages_of, best_method_claim, check_claims, claim_col, claims  # noqa: F401
 from .configs import (  # noqa: F401
     CONFIGS,
     HEADLINE_METHODS,

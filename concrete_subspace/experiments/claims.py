@@ -41,7 +41,6 @@ CLAIMS: dict[str, Claim] = {
     ),
     "ta_beats_zero_shot": Claim("Task Arithmetic beats the zero-shot model", "task_arithmetic", "zero_shot"),
 }
-MULTITASK_CLAIMS = tuple(CLAIMS.values())  # all of them, in the table's order (notebook 01)
 
 
 def claims(*names: str) -> list[Claim]:
