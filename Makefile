@@ -1,4 +1,4 @@
-# concrete_subspace: `make figures` regenerates every table and figure; `make test` runs the test suite.
+# concrete_subspace: `make figures` regenerates every table and figure; `make test` runs the linter and the test suite.
 # Both install what they need into .venv first (idempotent). `make help` lists the targets.
 
 PYTHON ?= python3
@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-fast zoo zoo-smoke bench dist-example download clean
+.PHONY: help install lock lint format test test-fast lab zoo zoo-smoke bench dist-example download clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
@@ -46,11 +46,24 @@ lock: ## regenerate requirements-lock.txt: install pyproject.toml's needs into .
 	  $(PIP) freeze --exclude-editable; } > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
-test: install ## run the whole test suite (unit, adapters, zoo smoke build, notebooks via nbval), offline
+lint: install ## ruff lint + format check (config: pyproject.toml) and the notebook pairs (.py source vs .ipynb)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) tests/notebook_pairs.py --check
+
+format: install ## apply ruff's fixes and formatting, then rewrite the .ipynb from the notebook sources
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(PY) tests/notebook_pairs.py
+
+test: lint ## the linter, then the whole test suite (unit, adapters, zoo smoke build, notebooks via nbval), offline
 	$(OFFLINE) $(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install ## the unit tests only (skips the zoo build and the notebooks)
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not notebooks" $(PYTEST_ARGS)
+
+lab: install ## open the notebooks in JupyterLab (edit notebooks/*.py, the paired sources; `make notebooks` after)
+	$(OFFLINE) $(VENV)/bin/jupyter lab notebooks/
 
 zoo: install ## build (or reuse) the offline mini model zoo in the cache directory (PRECISION=bf16: a bf16-trained zoo)
 	$(OFFLINE) $(CLI) zoo build --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION),)

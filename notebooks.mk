@@ -43,8 +43,8 @@ ifeq ($(SCALE),mini)
 	$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --scale mini-text --seed 0 $(SMOKE_FLAG)
 endif
 
-notebooks: $(STAMP) ## regenerate the .ipynb files from notebooks/make_notebooks.py (no outputs)
-	$(VENV)/bin/python notebooks/make_notebooks.py
+notebooks: $(STAMP) ## write each notebooks/NAME.ipynb from its source notebooks/NAME.py (jupytext percent format, no outputs)
+	$(VENV)/bin/python tests/notebook_pairs.py
 
 fig-%: ## run one notebook through papermill, e.g. make fig-05_curves (names: ls notebooks/*.ipynb)
 

@@ -66,13 +66,29 @@ def main(argv=None) -> int:
         first = step(fn)
         first_wall = time.perf_counter() - t0
         times = [step(fn) for _ in range(args.steps)]
-        results[name] = {"first_call_cpu_s": first, "first_call_wall_s": first_wall, "step_cpu_s": times,
-                         "step_cpu_s_median": sorted(times)[len(times) // 2]}
-        print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[name].items() if k != "step_cpu_s"},
-              flush=True)
-    results["speedup_eager_over_compiled"] = results["eager"]["step_cpu_s_median"] / results["compiled"]["step_cpu_s_median"]
-    payload = {"case": args.case, "threads": args.threads, "precision": args.precision, "batch": 16 * case.num_tasks,
-               "results": results, "load_average": os.getloadavg()[0], "versions": versions()}
+        results[name] = {
+            "first_call_cpu_s": first,
+            "first_call_wall_s": first_wall,
+            "step_cpu_s": times,
+            "step_cpu_s_median": sorted(times)[len(times) // 2],
+        }
+        print(
+            name,
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[name].items() if k != "step_cpu_s"},
+            flush=True,
+        )
+    results["speedup_eager_over_compiled"] = (
+        results["eager"]["step_cpu_s_median"] / results["compiled"]["step_cpu_s_median"]
+    )
+    payload = {
+        "case": args.case,
+        "threads": args.threads,
+        "precision": args.precision,
+        "batch": 16 * case.num_tasks,
+        "results": results,
+        "load_average": os.getloadavg()[0],
+        "versions": versions(),
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(payload, indent=1, default=str))
     print(json.dumps({k: v for k, v in payload.items() if k != "versions"}, indent=1, default=str))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,8 +27,16 @@ def run(args: argparse.Namespace) -> None:
     from concrete_subspace.checkpoint import atomic_write_json
 
     device = distributed.init_from_env(args.device)
-    rows = measure(args.case, args.method, device=device, steps=args.steps, warmup=args.warmup, threads=args.threads,
-                   config=f"{args.precision}:{args.forward_mode}", overrides={"shard_vectors": args.shard_vectors})
+    rows = measure(
+        args.case,
+        args.method,
+        device=device,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads,
+        config=f"{args.precision}:{args.forward_mode}",
+        overrides={"shard_vectors": args.shard_vectors},
+    )
     everyone = [None] * distributed.world_size()
     if distributed.is_distributed():
         dist.all_gather_object(everyone, rows)
@@ -39,14 +46,28 @@ def run(args: argparse.Namespace) -> None:
         summary = []
         for i, stage_row in enumerate(rows):
             stage = [ranks[i] for ranks in everyone]
-            summary.append({"stage": stage_row["stage"], "world_size": distributed.world_size(),
-                            "shard_vectors": args.shard_vectors,
-                            "step_seconds": max(r["step_seconds_median"] for r in stage),
-                            "step_cpu_seconds_per_rank": [r["step_cpu_seconds_median"] for r in stage],
-                            "peak_gib_per_rank": [r["peak_bytes"] / GIB for r in stage]})
-        atomic_write_json(args.out, {"case": args.case, "method": args.method, "args": vars(args), "summary": summary,
-                                     "ranks": everyone, "versions": versions(),
-                                     "load_average": os.getloadavg()[0]})
+            summary.append(
+                {
+                    "stage": stage_row["stage"],
+                    "world_size": distributed.world_size(),
+                    "shard_vectors": args.shard_vectors,
+                    "step_seconds": max(r["step_seconds_median"] for r in stage),
+                    "step_cpu_seconds_per_rank": [r["step_cpu_seconds_median"] for r in stage],
+                    "peak_gib_per_rank": [r["peak_bytes"] / GIB for r in stage],
+                }
+            )
+        atomic_write_json(
+            args.out,
+            {
+                "case": args.case,
+                "method": args.method,
+                "args": vars(args),
+                "summary": summary,
+                "ranks": everyone,
+                "versions": versions(),
+                "load_average": os.getloadavg()[0],
+            },
+        )
         print(json.dumps(summary, indent=1))
     if distributed.is_distributed():
         dist.destroy_process_group()
@@ -55,17 +76,25 @@ def run(args: argparse.Namespace) -> None:
 def summarise(directory: Path) -> str:
     """Markdown rows: method, stage, processes, sharded, step s, speed-up, efficiency, peak GiB per rank."""
     results = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
-    base = {(r["case"], r["method"], s["stage"]): s["step_seconds"]
-            for r in results for s in r["summary"] if s["world_size"] == 1 and not s["shard_vectors"]}
-    lines = ["| case | method | stage | processes | shard_vectors | step s (slowest rank) | speed-up | efficiency | peak GiB per rank |",
-             "|---|---|---|---:|---|---:|---:|---:|---|"]
+    base = {
+        (r["case"], r["method"], s["stage"]): s["step_seconds"]
+        for r in results
+        for s in r["summary"]
+        if s["world_size"] == 1 and not s["shard_vectors"]
+    }
+    lines = [
+        "| case | method | stage | processes | shard_vectors | step s (slowest rank) | speed-up | efficiency | peak GiB per rank |",
+        "|---|---|---|---:|---|---:|---:|---:|---|",
+    ]
     for r in results:
         for s in r["summary"]:
             one = base.get((r["case"], r["method"], s["stage"]))
             speedup = one / s["step_seconds"] if one else float("nan")
-            lines.append(f"| {r['case']} | {r['method']} | {s['stage']} | {s['world_size']} | {s['shard_vectors']} | "
-                         f"{s['step_seconds']:.2f} | {speedup:.2f} | {speedup / s['world_size']:.2f} | "
-                         f"{', '.join(f'{g:.2f}' for g in s['peak_gib_per_rank'])} |")
+            lines.append(
+                f"| {r['case']} | {r['method']} | {s['stage']} | {s['world_size']} | {s['shard_vectors']} | "
+                f"{s['step_seconds']:.2f} | {speedup:.2f} | {speedup / s['world_size']:.2f} | "
+                f"{', '.join(f'{g:.2f}' for g in s['peak_gib_per_rank'])} |"
+            )
     return "\n".join(lines)
 
 

@@ -74,11 +74,15 @@ def make_algorithm(method, config, pool, bench, case, device, stamps):
     import torch
 
     if method == "concrete_task_arithmetic":
-        from fusion_bench.method.concrete_subspace.clip_concrete_task_arithmetic import ConcreteTaskArithmeticAlgorithmForCLIP as Base
+        from fusion_bench.method.concrete_subspace.clip_concrete_task_arithmetic import (
+            ConcreteTaskArithmeticAlgorithmForCLIP as Base,
+        )
     elif method == "layer_wise_adamerging":
         from fusion_bench.method.adamerging.clip_layer_wise_adamerging import CLIPLayerWiseAdaMergingAlgorithm as Base
     elif method == "layer_wise_concrete_adamerging":
-        from fusion_bench.method.concrete_subspace.clip_concrete_adamerging import ConcreteLayerWiseAdaMergingForCLIP as Base
+        from fusion_bench.method.concrete_subspace.clip_concrete_adamerging import (
+            ConcreteLayerWiseAdaMergingForCLIP as Base,
+        )
     else:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
@@ -93,6 +97,7 @@ def make_algorithm(method, config, pool, bench, case, device, stamps):
                     counters[task] += 1
                     images = bench.synthetic_images(names.index(task), step, config.batch_size, case, device)
                     yield images, torch.zeros(len(images), dtype=torch.long, device=images.device)
+
             return iterators.setdefault(task, batches())
 
         def on_test_time_adaptation_start(self):  # heads are set below, not built from a text tower
@@ -125,14 +130,34 @@ def config_for(method, steps, batch_size, lr=1e-3):
     """fusion_bench 0.2.33's default method configs (fusion_bench_config/method/...), our step count, no checkpoints."""
     from omegaconf import DictConfig
 
-    common = dict(batch_size=batch_size, num_workers=0, clamp_weights=False, tie_weights=True, strict=False,
-                  optimizer="adam", lr=lr, save_interval=10**9, merge_dtype=None)
+    common = dict(
+        batch_size=batch_size,
+        num_workers=0,
+        clamp_weights=False,
+        tie_weights=True,
+        strict=False,
+        optimizer="adam",
+        lr=lr,
+        save_interval=10**9,
+        merge_dtype=None,
+    )
     if method == "concrete_task_arithmetic":
         return DictConfig(dict(common, scaling_factor=0.3, initial_logits=0, temperature=0.5, max_steps=steps))
     if method == "layer_wise_adamerging":
         return DictConfig(dict(common, init_values=0.3, weights=None, max_steps=steps))
-    return DictConfig(dict(common, scaling_factor=0.3, initial_logits=0, temperature=0.5, max_steps=steps,
-                           base_lr=1.0, adamerging_lr=1e-3, max_adamerging_steps=steps, clamp_weights=False))
+    return DictConfig(
+        dict(
+            common,
+            scaling_factor=0.3,
+            initial_logits=0,
+            temperature=0.5,
+            max_steps=steps,
+            base_lr=1.0,
+            adamerging_lr=1e-3,
+            max_adamerging_steps=steps,
+            clamp_weights=False,
+        )
+    )
 
 
 def durations(start, stamps):
@@ -151,9 +176,15 @@ def case_vision_model(case, device="cpu"):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    config = CLIPVisionConfig(hidden_size=case.hidden, intermediate_size=case.mlp, num_hidden_layers=case.layers,
-                              num_attention_heads=case.heads, image_size=case.image, patch_size=case.patch,
-                              projection_dim=case.projection)
+    config = CLIPVisionConfig(
+        hidden_size=case.hidden,
+        intermediate_size=case.mlp,
+        num_hidden_layers=case.layers,
+        num_attention_heads=case.heads,
+        image_size=case.image,
+        patch_size=case.patch,
+        projection_dim=case.projection,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(case.seed)
         pretrained = CLIPVisionModel(config).to(device).eval()
@@ -185,7 +216,7 @@ def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b
     stages = {}
     total_steps = warmup + steps
     cfg = config_for(method, total_steps, batch_size)
-    meta_stamps, tta_stamps = [], []
+    meta_stamps = []
     algo = make_algorithm(method, cfg, pool, bench, case, device, meta_stamps)
     start = time.perf_counter()
     build_start = time.perf_counter()
@@ -218,30 +249,55 @@ def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b
     for stage, times in stages.items():
         timed = [wall for wall, _ in times[warmup:]]
         cpu = [c for _, c in times[warmup:]]
-        rows.append({
-            "case": case_name, "method": method, "stage": stage, "implementation": "fusion_bench", "device": device,
-            "threads": threads, "batch_size": batch_size, "num_tasks": case.num_tasks, "num_params": num_params,
-            "vector_dtype": "float32", "warmup": warmup, "steps": len(timed),
-            "step_seconds_median": statistics.median(timed) if timed else None,
-            "step_seconds_min": min(timed) if timed else None, "step_seconds_all": timed,
-            "step_cpu_seconds_median": statistics.median(cpu) if cpu else None, "step_cpu_seconds_all": cpu,
-            "load_average": os.getloadavg()[0],
-            "build_vectors_seconds": build, "setup_seconds": setup_seconds, "total_seconds": total_seconds,
-            "peak_bytes": final_peak, "peak_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else ("VmHWM" if reset else "ru_maxrss"),
-            "build_peak_bytes": build_peak, "rss_start_bytes": rss_start, "rss_problem_bytes": rss_problem,
-            "note": "fusion_bench 0.2.33 algorithm classes driven on the synthetic ViT-B/32-sized case",
-        })
+        rows.append(
+            {
+                "case": case_name,
+                "method": method,
+                "stage": stage,
+                "implementation": "fusion_bench",
+                "device": device,
+                "threads": threads,
+                "batch_size": batch_size,
+                "num_tasks": case.num_tasks,
+                "num_params": num_params,
+                "vector_dtype": "float32",
+                "warmup": warmup,
+                "steps": len(timed),
+                "step_seconds_median": statistics.median(timed) if timed else None,
+                "step_seconds_min": min(timed) if timed else None,
+                "step_seconds_all": timed,
+                "step_cpu_seconds_median": statistics.median(cpu) if cpu else None,
+                "step_cpu_seconds_all": cpu,
+                "load_average": os.getloadavg()[0],
+                "build_vectors_seconds": build,
+                "setup_seconds": setup_seconds,
+                "total_seconds": total_seconds,
+                "peak_bytes": final_peak,
+                "peak_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else ("VmHWM" if reset else "ru_maxrss"),
+                "build_peak_bytes": build_peak,
+                "rss_start_bytes": rss_start,
+                "rss_problem_bytes": rss_problem,
+                "note": "fusion_bench 0.2.33 algorithm classes driven on the synthetic ViT-B/32-sized case",
+            }
+        )
     return rows
 
 
 def versions():
+    from importlib.metadata import version
+
     import fusion_bench  # noqa: F401
     import torch
     import transformers
-    from importlib.metadata import version
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "fusion_bench": version("fusion-bench"), "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "fusion_bench": version("fusion-bench"),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def main(argv=None):
@@ -261,24 +317,51 @@ def main(argv=None):
         print("BENCH_JSON " + json.dumps(rows), flush=True)
         return 0
     rows = []
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     for method in args.methods:  # one fresh process per method: separate memory peaks
-        cmd = [sys.executable, __file__, "--worker", "--methods", method, "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--threads", str(args.threads), "--device", args.device, "--batch-size", str(args.batch_size),
-               "--case", args.case]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--methods",
+            method,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+            "--batch-size",
+            str(args.batch_size),
+            "--case",
+            args.case,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         found = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
         if found:
-            rows.extend(json.loads(found[-1][len("BENCH_JSON "):]))
+            rows.extend(json.loads(found[-1][len("BENCH_JSON ") :]))
         else:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-6:])
             rows.append({"case": args.case, "method": method, "implementation": "fusion_bench", "error": tail})
         print(json.dumps(rows[-1], default=str)[:600], flush=True)
     out = Path(args.out or RESULTS / f"fusion_bench_{args.case}_{args.device.replace(':', '')}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"versions": versions(), "threads": args.threads, "device": args.device, "rows": rows,
-               "command": " ".join([Path(sys.executable).name, "benchmarks/fusion_bench_bench.py", *(argv or sys.argv[1:])])}
+    payload = {
+        "versions": versions(),
+        "threads": args.threads,
+        "device": args.device,
+        "rows": rows,
+        "command": " ".join([Path(sys.executable).name, "benchmarks/fusion_bench_bench.py", *(argv or sys.argv[1:])]),
+    }
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=str))
     os.replace(tmp, out.with_suffix(".json"))

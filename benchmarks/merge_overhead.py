@@ -40,7 +40,9 @@ def old_sample(logits, temperature, generator):
 
     eps = torch.finfo(logits.dtype).eps
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).clamp(eps, 1 - eps)
-    return torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
+    return torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature).clamp(
+        torch.finfo(logits.dtype).tiny, 1 - eps
+    )
 
 
 def old_combine(vectors, weights, layout):
@@ -60,10 +62,14 @@ def build(case, num_tasks):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    import concrete_subspace.bench as bench
-
-    config = CLIPVisionConfig(hidden_size=case.hidden, intermediate_size=case.mlp, num_hidden_layers=case.layers,
-                              num_attention_heads=case.heads, image_size=case.image, patch_size=case.patch)
+    config = CLIPVisionConfig(
+        hidden_size=case.hidden,
+        intermediate_size=case.mlp,
+        num_hidden_layers=case.layers,
+        num_attention_heads=case.heads,
+        image_size=case.image,
+        patch_size=case.patch,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(case.seed)
         model = CLIPVisionModel(config)
@@ -74,9 +80,8 @@ def run(variant, method, steps, warmup, threads, case_name):
     import torch
 
     import concrete_subspace.bench as bench
-    from concrete_subspace.masks import sample_concrete
+    from concrete_subspace.masks import rescale_flat, sample_concrete
     from concrete_subspace.merging import apply_mask_flat, combine
-    from concrete_subspace.masks import rescale_flat
     from concrete_subspace.task_vectors import ParamLayout, stack_task_vectors
 
     torch.set_num_threads(threads)
@@ -107,13 +112,15 @@ def run(variant, method, steps, warmup, threads, case_name):
         if method == "concrete_task_arithmetic":
             mask_model = MaskModel(model, ignore_untrained_params=True, parameter_type="logits")
             mask_model.fill_(0.0)
-            module = TaskWiseMergedModel(get_task_wise_weights(T, 0.3), model, finetuned, clamp_weights=False,
-                                         tie_weights=True, strict=False)
+            module = TaskWiseMergedModel(
+                get_task_wise_weights(T, 0.3), model, finetuned, clamp_weights=False, tie_weights=True, strict=False
+            )
             module.requires_grad_(False)
             params = list(mask_model.parameters())
         else:
-            module = LayerWiseMergedModel(get_layer_wise_weights(T, K, 0.3), model, finetuned, clamp_weights=False,
-                                          tie_weights=True, strict=False)
+            module = LayerWiseMergedModel(
+                get_layer_wise_weights(T, K, 0.3), model, finetuned, clamp_weights=False, tie_weights=True, strict=False
+            )
             params = [module.merge_weight]
         del finetuned
         grads = dict(zip(layout.keys, layout.unflatten(model_grad).values()))
@@ -130,8 +137,11 @@ def run(variant, method, steps, warmup, threads, case_name):
             torch.autograd.backward([merged[k] for k in keys], [grads[k] for k in keys])
     else:
         before = variant == "ours_before"
-        _, vectors = stack_task_vectors(pretrained, lambda t: bench.synthetic_finetuned(pretrained, int(t[4:]), case),
-                                        [f"task{t}" for t in range(T)])
+        _, vectors = stack_task_vectors(
+            pretrained,
+            lambda t: bench.synthetic_finetuned(pretrained, int(t[4:]), case),
+            [f"task{t}" for t in range(T)],
+        )
         theta0 = layout.flatten(pretrained)
         if method == "concrete_task_arithmetic":
             summed = combine(vectors, torch.full((T,), 0.3), layout)
@@ -141,7 +151,11 @@ def run(variant, method, steps, warmup, threads, case_name):
 
             def step():
                 mask = (old_sample if before else sample_concrete)(logits, 0.5, gen)
-                flat = theta0 + summed * rescale_flat(mask, layout) if before else apply_mask_flat(theta0, summed, mask, layout)
+                flat = (
+                    theta0 + summed * rescale_flat(mask, layout)
+                    if before
+                    else apply_mask_flat(theta0, summed, mask, layout)
+                )
                 flat.backward(model_grad)
         else:
             weights = torch.full((T, K), 0.3, requires_grad=True)
@@ -150,6 +164,7 @@ def run(variant, method, steps, warmup, threads, case_name):
             def step():
                 flat = theta0 + (old_combine if before else combine)(vectors, weights, layout)
                 flat.backward(model_grad)
+
     build_seconds = time.perf_counter() - t0
     optimizer = torch.optim.Adam(params, lr=1e-3)
     times, cpu = [], []
@@ -161,11 +176,24 @@ def run(variant, method, steps, warmup, threads, case_name):
         if i >= warmup:
             times.append(time.perf_counter() - w0)
             cpu.append(time.process_time() - c0)
-    return {"variant": variant, "method": method, "case": case_name, "threads": threads, "num_params": P, "num_tasks": T,
-            "num_tensors": K, "steps": steps, "step_seconds_median": statistics.median(times), "step_seconds_all": times,
-            "step_cpu_seconds_median": statistics.median(cpu), "build_seconds": build_seconds,
-            "peak_bytes": bench.peak_rss(), "rss_setup_bytes": rss_setup,
-            "peak_over_setup_bytes": bench.peak_rss() - rss_setup, "load_average": os.getloadavg()[0]}
+    return {
+        "variant": variant,
+        "method": method,
+        "case": case_name,
+        "threads": threads,
+        "num_params": P,
+        "num_tasks": T,
+        "num_tensors": K,
+        "steps": steps,
+        "step_seconds_median": statistics.median(times),
+        "step_seconds_all": times,
+        "step_cpu_seconds_median": statistics.median(cpu),
+        "build_seconds": build_seconds,
+        "peak_bytes": bench.peak_rss(),
+        "rss_setup_bytes": rss_setup,
+        "peak_over_setup_bytes": bench.peak_rss() - rss_setup,
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def main(argv=None):
@@ -180,25 +208,55 @@ def main(argv=None):
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("BENCH_JSON " + json.dumps(run(args.variants[0], args.methods[0], args.steps, args.warmup, args.threads, args.case)))
+        print(
+            "BENCH_JSON "
+            + json.dumps(run(args.variants[0], args.methods[0], args.steps, args.warmup, args.threads, args.case))
+        )
         return 0
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     for method in args.methods:
         for variant in args.variants:
-            cmd = [sys.executable, __file__, "--worker", "--variants", variant, "--methods", method, "--steps",
-                   str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads), "--case", args.case]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--variants",
+                variant,
+                "--methods",
+                method,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--threads",
+                str(args.threads),
+                "--case",
+                args.case,
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            found = [l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")]
-            row = json.loads(found[-1][11:]) if found else {"variant": variant, "method": method,
-                                                           "error": " | ".join(done.stderr.strip().splitlines()[-4:])}
+            found = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+            row = (
+                json.loads(found[-1][11:])
+                if found
+                else {"variant": variant, "method": method, "error": " | ".join(done.stderr.strip().splitlines()[-4:])}
+            )
             rows.append(row)
-            print(f"{method:26} {variant:13} step {row.get('step_seconds_median', float('nan')):7.3f} s  "
-                  f"cpu {row.get('step_cpu_seconds_median', float('nan')):7.3f} s  peak-over-setup "
-                  f"{row.get('peak_over_setup_bytes', 0) / 2**30:6.2f} GiB {row.get('error', '')}", flush=True)
+            print(
+                f"{method:26} {variant:13} step {row.get('step_seconds_median', float('nan')):7.3f} s  "
+                f"cpu {row.get('step_cpu_seconds_median', float('nan')):7.3f} s  peak-over-setup "
+                f"{row.get('peak_over_setup_bytes', 0) / 2**30:6.2f} GiB {row.get('error', '')}",
+                flush=True,
+            )
     import torch
-    payload = {"torch": torch.__version__, "threads": args.threads, "case": args.case, "rows": rows,
-               "command": "benchmarks/merge_overhead.py " + " ".join(argv or sys.argv[1:])}
+
+    payload = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "case": args.case,
+        "rows": rows,
+        "command": "benchmarks/merge_overhead.py " + " ".join(argv or sys.argv[1:]),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -38,17 +38,31 @@ def export(zoo: Path, work: Path, steps: int, batch_size: int) -> None:
 
     problem = zoo_module.load_zoo_problem(zoo, batch_size=batch_size, seed=0)
     work.mkdir(parents=True, exist_ok=True)
-    zoo_module.save_vision_model(problem.model.vision_model, work / "pretrained_vision")  # as the zoo saves fine-tuned towers
+    zoo_module.save_vision_model(
+        problem.model.vision_model, work / "pretrained_vision"
+    )  # as the zoo saves fine-tuned towers
     dim = problem.model.visual_projection.weight.shape[0]
     eye = torch.eye(dim)
-    heads = {t: problem.task_logits(t, eye).T.contiguous() for t in problem.task_names}  # features @ head.T, so I @ head.T
+    heads = {
+        t: problem.task_logits(t, eye).T.contiguous() for t in problem.task_names
+    }  # features @ head.T, so I @ head.T
     batches = {t: torch.stack([problem.unlabeled_batch(t, s) for s in range(steps)]) for t in problem.task_names}
     manifest = zoo_module.read_manifest(zoo)
-    torch.save({"tasks": list(problem.task_names), "heads": heads, "batches": batches,
-                "projection": problem.model.visual_projection.weight.detach().clone(),
-                "finetuned": {t: str(zoo / manifest["layout"]["finetuned"][t]) for t in problem.task_names},
-                "zoo": str(zoo), "zoo_created": manifest.get("created"), "format_version": manifest.get("format_version"),
-                "steps": steps, "batch_size": batch_size}, work / "bundle.pt")
+    torch.save(
+        {
+            "tasks": list(problem.task_names),
+            "heads": heads,
+            "batches": batches,
+            "projection": problem.model.visual_projection.weight.detach().clone(),
+            "finetuned": {t: str(zoo / manifest["layout"]["finetuned"][t]) for t in problem.task_names},
+            "zoo": str(zoo),
+            "zoo_created": manifest.get("created"),
+            "format_version": manifest.get("format_version"),
+            "steps": steps,
+            "batch_size": batch_size,
+        },
+        work / "bundle.pt",
+    )
 
 
 def run_ours(zoo: Path, work: Path, method: str, seed: int, steps: int, batch_size: int) -> None:
@@ -56,19 +70,32 @@ def run_ours(zoo: Path, work: Path, method: str, seed: int, steps: int, batch_si
     import torch
 
     from concrete_subspace import zoo as zoo_module
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.manual_seed(seed)
     problem = zoo_module.load_zoo_problem(zoo, batch_size=batch_size, seed=0)
-    params = {"steps": steps, "seed": seed, "progress": False, "log_every": 10**9, "eval_every": 0, "checkpoint_dir": None}
+    params = {
+        "steps": steps,
+        "seed": seed,
+        "progress": False,
+        "log_every": 10**9,
+        "eval_every": 0,
+        "checkpoint_dir": None,
+    }
     if method == "cta":
         params.update(scaling=0.3, temperature=0.5, lr=1e-3, init_logit=0.0, eval_mask="sample")
     else:
         params.update(init=0.3, clamp=False, lr=1e-3)  # fusion_bench's defaults (no clamp)
     start = time.perf_counter()
     result = run_method(METHODS[method], problem, **params)
-    torch.save({"state": {k: v.detach().cpu() for k, v in result.state.items()}, "seconds": time.perf_counter() - start,
-                "params": params}, work / f"ours_{method}_seed{seed}.pt")
+    torch.save(
+        {
+            "state": {k: v.detach().cpu() for k, v in result.state.items()},
+            "seconds": time.perf_counter() - start,
+            "params": params,
+        },
+        work / f"ours_{method}_seed{seed}.pt",
+    )
 
 
 def run_fusion_bench(work: Path, method: str, seed: int, steps: int, batch_size: int) -> None:
@@ -93,8 +120,9 @@ def run_fusion_bench(work: Path, method: str, seed: int, steps: int, batch_size:
             return CLIPVisionModel.from_pretrained(path).eval()
 
     if method == "cta":
-        from fusion_bench.method.concrete_subspace.clip_concrete_task_arithmetic import \
-            ConcreteTaskArithmeticAlgorithmForCLIP as Base
+        from fusion_bench.method.concrete_subspace.clip_concrete_task_arithmetic import (
+            ConcreteTaskArithmeticAlgorithmForCLIP as Base,
+        )
     else:
         from fusion_bench.method.adamerging.clip_layer_wise_adamerging import CLIPLayerWiseAdaMergingAlgorithm as Base
     counters = {t: 0 for t in tasks}
@@ -108,6 +136,7 @@ def run_fusion_bench(work: Path, method: str, seed: int, steps: int, batch_size:
                     counters[task] += 1
                     images = bundle["batches"][task][step]
                     yield images, torch.zeros(len(images), dtype=torch.long)
+
             return iterators.setdefault(task, serve())
 
         def on_test_time_adaptation_start(self):  # heads are set below (the exported ones)
@@ -140,8 +169,10 @@ def run_fusion_bench(work: Path, method: str, seed: int, steps: int, batch_size:
         model = module.merge_and_unload()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state = {(k if k.startswith("vision_model.") else f"vision_model.{k}"): v for k, v in state.items()}
-    torch.save({"state": state, "seconds": time.perf_counter() - start, "params": dict(cfg)},
-               work / f"fusion_bench_{method}_seed{seed}.pt")
+    torch.save(
+        {"state": state, "seconds": time.perf_counter() - start, "params": dict(cfg)},
+        work / f"fusion_bench_{method}_seed{seed}.pt",
+    )
 
 
 def evaluate_all(zoo: Path, work: Path, out: Path) -> dict:
@@ -162,12 +193,26 @@ def evaluate_all(zoo: Path, work: Path, out: Path) -> dict:
             raise KeyError(f"{path}: merged state lacks {len(missing)} merged keys, e.g. {missing[:3]}")
         scores = evaluate(problem, {k: state[k].to(problem.pretrained[k].dtype) for k in keys})
         impl, method, seed = path.stem.rsplit("_", 2)
-        rows.append({"implementation": impl, "method": METHODS[method], "seed": int(seed[4:]), "accuracy": scores,
-                     "average": average(scores), "seconds": saved["seconds"]})
+        rows.append(
+            {
+                "implementation": impl,
+                "method": METHODS[method],
+                "seed": int(seed[4:]),
+                "accuracy": scores,
+                "average": average(scores),
+                "seconds": saved["seconds"],
+            }
+        )
     bundle = torch.load(work / "bundle.pt", weights_only=False)
-    payload = {"zoo": str(zoo), "zoo_created": bundle["zoo_created"], "zoo_format_version": bundle["format_version"],
-               "steps": bundle["steps"], "batch_size": bundle["batch_size"], "rows": rows,
-               "load_average": os.getloadavg()[0]}
+    payload = {
+        "zoo": str(zoo),
+        "zoo_created": bundle["zoo_created"],
+        "zoo_format_version": bundle["format_version"],
+        "steps": bundle["steps"],
+        "batch_size": bundle["batch_size"],
+        "rows": rows,
+        "load_average": os.getloadavg()[0],
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1))
     return payload
@@ -200,17 +245,34 @@ def main(argv=None) -> int:
     elif args.command == "evaluate":
         print(json.dumps(evaluate_all(args.zoo, args.work, args.out), indent=1))
     else:
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1"}
-        common = ["--zoo", str(args.zoo), "--work", str(args.work), "--steps", str(args.steps),
-                  "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(args.threads),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+        }
+        common = [
+            "--zoo",
+            str(args.zoo),
+            "--work",
+            str(args.work),
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--threads",
+            str(args.threads),
+        ]
         me = str(Path(__file__).resolve())
         subprocess.run([sys.executable, me, "export", *common], check=True, env=env)
         for method in args.methods:
             for seed in args.seeds:
                 for python, impl in ((sys.executable, "ours"), (args.fb_python, "fusion_bench")):
                     print(f"{impl} {method} seed {seed}", flush=True)
-                    subprocess.run([python, me, impl, "--method", method, "--seed", str(seed), *common], check=True, env=env)
+                    subprocess.run(
+                        [python, me, impl, "--method", method, "--seed", str(seed), *common], check=True, env=env
+                    )
         subprocess.run([sys.executable, me, "evaluate", *common, "--out", str(args.out)], check=True, env=env)
         print(args.out.read_text())
     return 0

@@ -68,6 +68,7 @@ def main(argv=None) -> int:
                 features = encoder(images)
             entropy_loss(features.float() @ head.T).backward()
             sync()
+
         return run
 
     x = torch.randn(16 * 50, case.hidden, device=device)
@@ -79,16 +80,25 @@ def main(argv=None) -> int:
                 y = torch.nn.functional.linear(x, w)
             y.float().sum().backward()
             sync()
+
         return run
 
     rows = {}
     for precision in ("fp32", "bf16"):
         rows[f"linear_fwd_bwd_{precision}"] = timed(linear(precision), args.repeats)
         rows[f"vit_fwd_bwd_16_images_{precision}"] = timed(fwd_bwd(precision), args.repeats)
-        print(precision, {k: [round(v, 3) for v in vals] for k, vals in rows.items() if k.endswith(precision)}, flush=True)
-    payload = {"case": args.case, "threads": args.threads, "device": args.device,
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_seconds": rows,
-               "load_average": os.getloadavg()[0], "versions": versions()}
+        print(
+            precision, {k: [round(v, 3) for v in vals] for k, vals in rows.items() if k.endswith(precision)}, flush=True
+        )
+    payload = {
+        "case": args.case,
+        "threads": args.threads,
+        "device": args.device,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_seconds": rows,
+        "load_average": os.getloadavg()[0],
+        "versions": versions(),
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(payload, indent=1, default=str))
     print(json.dumps({k: v for k, v in payload.items() if k != "versions"}, indent=1))

@@ -32,9 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 # operators that are the transformer's dense algebra (matrix products, fused attention, the patch convolution)
-DENSE_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_scaled_dot_product",
-             "aten::convolution", "aten::_convolution", "aten::mkldnn_convolution", "aten::convolution_backward",
-             "aten::baddbmm", "aten::_flash_attention", "aten::_efficient_attention")
+DENSE_OPS = (
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::matmul",
+    "aten::linear",
+    "aten::_scaled_dot_product",
+    "aten::convolution",
+    "aten::_convolution",
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::baddbmm",
+    "aten::_flash_attention",
+    "aten::_efficient_attention",
+)
 
 
 def clocks() -> tuple[float, float]:
@@ -89,7 +101,7 @@ def profile_ours(method: str, warmup: int, case) -> dict:
 
     import concrete_subspace.bench as bench
     from concrete_subspace import adamerging, concrete, loop
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     problem = bench.vit_problem(case)
     sections = defaultdict(lambda: [0.0, 0.0])
@@ -121,6 +133,7 @@ def profile_ours(method: str, warmup: int, case) -> dict:
             active[0] = False
             out["profiler"] = top_ops(prof)
             return values
+
         return real_optimise(stage, steps, timed, *args, **kwargs)
 
     with contextlib.ExitStack() as stack:
@@ -130,9 +143,19 @@ def profile_ours(method: str, warmup: int, case) -> dict:
         concrete.optimise = adamerging.optimise = optimise
         torch.Tensor.backward = backward
         try:
-            run_method(method, problem, progress=False, log_every=10**9, eval_every=0, checkpoint_dir=None,
-                       **({"steps": warmup + 1} if "concrete_adamerging" not in method else
-                          {"meta_steps": warmup + 1, "tta_steps": 0}))
+            run_method(
+                method,
+                problem,
+                progress=False,
+                log_every=10**9,
+                eval_every=0,
+                checkpoint_dir=None,
+                **(
+                    {"steps": warmup + 1}
+                    if "concrete_adamerging" not in method
+                    else {"meta_steps": warmup + 1, "tta_steps": 0}
+                ),
+            )
         finally:
             concrete.optimise = adamerging.optimise = real_optimise
             torch.Tensor.backward = real_backward
@@ -242,7 +265,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case", default="vit_b32", choices=["vit_b32", "vit_tiny"])
     parser.add_argument("--plain-styles", nargs="*", default=["per_task"], help="per_task and/or summed ('' to skip)")
     parser.add_argument("--plain-only", action="store_true", help="only the plain forward+backward (no method run)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/profile_step_<impl>_<case>.json)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/profile_step_<impl>_<case>.json)"
+    )
     args = parser.parse_args(argv)
     import torch
     import transformers
@@ -259,11 +284,23 @@ def main(argv=None) -> int:
     else:
         result = profile_fusion_bench(args.method, args.warmup, case)
     result["plain_forward_backward"] = plain_forward_backward(case, [s for s in args.plain_styles if s])
-    result.update({"impl": args.impl, "method": args.method, "case": args.case, "threads": args.threads,
-                   "warmup": args.warmup, "load_average_start": load_before, "load_average_end": os.getloadavg()[0],
-                   "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                "transformers": transformers.__version__},
-                   "command": " ".join(["python", "benchmarks/profile_step.py", *(argv or sys.argv[1:])])})
+    result.update(
+        {
+            "impl": args.impl,
+            "method": args.method,
+            "case": args.case,
+            "threads": args.threads,
+            "warmup": args.warmup,
+            "load_average_start": load_before,
+            "load_average_end": os.getloadavg()[0],
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
+            "command": " ".join(["python", "benchmarks/profile_step.py", *(argv or sys.argv[1:])]),
+        }
+    )
     out = Path(args.out or RESULTS / f"profile_step_{args.impl}_{args.case}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))

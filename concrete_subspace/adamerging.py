@@ -8,16 +8,26 @@ images per task per step. AdaMerging++ runs the same loop over TIES-processed ta
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, check_test_time_data, entropy_backward,
-                   evaluator, optimise, parse_dtype)
 from .distributed import Shard, local_task_vectors, make_shard
-from .merging import MergeResult, merge_flat, ties_preprocess
-from .problem import MergeProblem
+from .loop import (
+    Checkpointer,
+    RunState,
+    check_forward_mode,
+    check_precision,
+    check_test_time_data,
+    entropy_backward,
+    evaluator,
+    optimise,
+    parse_dtype,
+)
+from .merging import merge_flat, ties_preprocess
+from .problem import MergeProblem, MergeResult
 from .task_vectors import ParamLayout, stack_task_vectors
 
 GRANULARITIES = ("task", "layer")
@@ -42,8 +52,13 @@ def check_init(init: float, clamp: bool) -> None:
         raise ValueError(f"init={init} is outside [0, 1] while clamp=True; use a value in [0, 1] or clamp=False")
 
 
-def prepare_vectors(problem: MergeProblem, vector_dtype: str | None, progress: bool, ties_density: float | None = None,
-                    shard: Shard | None = None) -> tuple[ParamLayout, Tensor, Tensor]:
+def prepare_vectors(
+    problem: MergeProblem,
+    vector_dtype: str | None,
+    progress: bool,
+    ties_density: float | None = None,
+    shard: Shard | None = None,
+) -> tuple[ParamLayout, Tensor, Tensor]:
     """Flat θ0 and the [T, P] task vectors (streamed in; TIES-processed for AdaMerging++ when a density is given).
 
     With a sharded ``shard`` only this rank's block is kept: θ0 [P_local] and the vectors [T, P_local].
@@ -51,23 +66,51 @@ def prepare_vectors(problem: MergeProblem, vector_dtype: str | None, progress: b
     check_test_time_data(problem)
     if shard is not None and not shard.whole:
         if ties_density is not None:  # TIES trims by magnitude over the WHOLE vector: no block can do it alone
-            raise ValueError("shard_vectors=True cannot be combined with AdaMerging++ (ties_density): TIES needs "
-                             "every element of a task vector; use shard_vectors=False")
+            raise ValueError(
+                "shard_vectors=True cannot be combined with AdaMerging++ (ties_density): TIES needs "
+                "every element of a task vector; use shard_vectors=False"
+            )
         vectors = local_task_vectors(problem, shard, parse_dtype(vector_dtype), progress)
         return shard.layout, shard.local(shard.layout.flatten(problem.pretrained)), vectors
-    layout, vectors = stack_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
-                                         dtype=parse_dtype(vector_dtype), progress=progress)
+    layout, vectors = stack_task_vectors(
+        problem.pretrained,
+        problem.load_finetuned,
+        problem.task_names,
+        dtype=parse_dtype(vector_dtype),
+        progress=progress,
+    )
     if ties_density is not None:
         vectors = ties_preprocess(vectors.float(), ties_density).to(vectors.dtype)
     return layout, layout.flatten(problem.pretrained), vectors
 
 
-def adapt_coefficients(problem: MergeProblem, layout: ParamLayout, theta0: Tensor, vectors: Tensor, *, stage: str,
-                       granularity: str, init: float, clamp: bool, lr: float, betas: tuple[float, float], steps: int,
-                       mask: Tensor | None, state_generator: torch.Generator, checkpointer: Checkpointer,
-                       resume_payload: dict | None, history: list, progress: bool, log_every: int, eval_every: int,
-                       data_offset: int = 0, extra_tensors: dict[str, Tensor] | None = None,
-                       forward_mode: str = "batched", precision: str = "fp32", shard: Shard | None = None) -> Tensor:
+def adapt_coefficients(
+    problem: MergeProblem,
+    layout: ParamLayout,
+    theta0: Tensor,
+    vectors: Tensor,
+    *,
+    stage: str,
+    granularity: str,
+    init: float,
+    clamp: bool,
+    lr: float,
+    betas: tuple[float, float],
+    steps: int,
+    mask: Tensor | None,
+    state_generator: torch.Generator,
+    checkpointer: Checkpointer,
+    resume_payload: dict | None,
+    history: list,
+    progress: bool,
+    log_every: int,
+    eval_every: int,
+    data_offset: int = 0,
+    extra_tensors: dict[str, Tensor] | None = None,
+    forward_mode: str = "batched",
+    precision: str = "fp32",
+    shard: Shard | None = None,
+) -> Tensor:
     """Entropy-minimising test-time adaptation of the merge coefficients (optionally under a fixed mask).
 
     ``extra_tensors`` are checkpointed with the coefficients (e.g. the frozen mask logits of Concrete AdaMerging).
@@ -83,27 +126,56 @@ def adapt_coefficients(problem: MergeProblem, layout: ParamLayout, theta0: Tenso
         start = resume_payload["step"]
 
     def merged() -> Tensor:  # this rank's block of the merge (all of it unless sharded)
-        return merge_flat(theta0, vectors, shard.coefficients(effective_coefficients(weights, clamp)),
-                          shard.local_layout, mask)
+        return merge_flat(
+            theta0, vectors, shard.coefficients(effective_coefficients(weights, clamp)), shard.local_layout, mask
+        )
 
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
-        losses = entropy_backward(problem, merged(), layout, data_offset + step, forward_mode=forward_mode,
-                                  precision=precision, shard=shard)
+        losses = entropy_backward(
+            problem, merged(), layout, data_offset + step, forward_mode=forward_mode, precision=precision, shard=shard
+        )
         shard.reduce_grad_(weights)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
-    optimise(stage, steps, step_fn, state, checkpointer, start=start, progress=progress, log_every=log_every,
-             eval_fn=evaluator(problem, layout, lambda: shard.gather(merged())), eval_every=eval_every)
+    optimise(
+        stage,
+        steps,
+        step_fn,
+        state,
+        checkpointer,
+        start=start,
+        progress=progress,
+        log_every=log_every,
+        eval_fn=evaluator(problem, layout, lambda: shard.gather(merged())),
+        eval_every=eval_every,
+    )
     return weights.detach()
 
 
-def adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float = 0.3, clamp: bool = True,
-               lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), steps: int = 1000,
-               ties_density: float | None = None, seed: int = 0, vector_dtype: str = "float32",
-               forward_mode: str = "batched", precision: str = "fp32", shard_vectors: bool = False, log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100,
-               resume: bool = True, progress: bool = True) -> MergeResult:
+def adamerging(
+    problem: MergeProblem,
+    *,
+    granularity: str = "layer",
+    init: float = 0.3,
+    clamp: bool = True,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    steps: int = 1000,
+    ties_density: float | None = None,
+    seed: int = 0,
+    vector_dtype: str = "float32",
+    forward_mode: str = "batched",
+    precision: str = "fp32",
+    shard_vectors: bool = False,
+    log_every: int = 10,
+    eval_every: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+    progress: bool = True,
+) -> MergeResult:
     """Task-wise or layer-wise AdaMerging (AdaMerging++ when ``ties_density`` is set).
 
     ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (coefficients, optimizer
@@ -120,23 +192,52 @@ def adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float
     layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, ties_density, shard=shard)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)
     history: list = []
-    weights = adapt_coefficients(problem, layout, theta0, vectors, stage="tta", granularity=granularity, init=init,
-                                 clamp=clamp, lr=lr, betas=betas, steps=steps, mask=None, state_generator=generator,
-                                 checkpointer=checkpointer, resume_payload=payload, history=history, progress=progress,
-                                 log_every=log_every, eval_every=eval_every, forward_mode=forward_mode,
-                                 precision=precision, shard=shard)
+    weights = adapt_coefficients(
+        problem,
+        layout,
+        theta0,
+        vectors,
+        stage="tta",
+        granularity=granularity,
+        init=init,
+        clamp=clamp,
+        lr=lr,
+        betas=betas,
+        steps=steps,
+        mask=None,
+        state_generator=generator,
+        checkpointer=checkpointer,
+        resume_payload=payload,
+        history=history,
+        progress=progress,
+        log_every=log_every,
+        eval_every=eval_every,
+        forward_mode=forward_mode,
+        precision=precision,
+        shard=shard,
+    )
     with torch.no_grad():
-        flat = shard.gather(merge_flat(theta0, vectors, shard.coefficients(effective_coefficients(weights, clamp)),
-                                       shard.local_layout))
-    return MergeResult(layout.unflatten(flat), params, history,
-                       {"coefficients": effective_coefficients(weights, clamp).cpu(), "layout_keys": list(layout.keys)})
+        flat = shard.gather(
+            merge_flat(theta0, vectors, shard.coefficients(effective_coefficients(weights, clamp)), shard.local_layout)
+        )
+    return MergeResult(
+        layout.unflatten(flat),
+        params,
+        history,
+        {"coefficients": effective_coefficients(weights, clamp).cpu(), "layout_keys": list(layout.keys)},
+    )
 
 
-def registry_variant(fn: Callable[..., MergeResult], fixed: dict[str, Any], **defaults: Any) -> Callable[..., MergeResult]:
+def registry_variant(
+    fn: Callable[..., MergeResult], fixed: dict[str, Any], **defaults: Any
+) -> Callable[..., MergeResult]:
     """A registry entry of ``fn`` with ``fixed`` keywords removed and some ``defaults`` changed (still overridable)."""
     signature = inspect.signature(fn)
-    parameters = [p.replace(default=defaults[p.name]) if p.name in defaults else p
-                  for p in signature.parameters.values() if p.name not in fixed]
+    parameters = [
+        p.replace(default=defaults[p.name]) if p.name in defaults else p
+        for p in signature.parameters.values()
+        if p.name not in fixed
+    ]
 
     def run(problem: MergeProblem, **params: Any) -> MergeResult:
         return fn(problem, **fixed, **params)

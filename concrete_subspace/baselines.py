@@ -6,7 +6,8 @@ each model's own predictions) and load one fine-tuned model at a time.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,8 +15,7 @@ from tqdm.auto import tqdm
 
 from .evaluation import to_device
 from .functional import forward
-from .merging import MergeResult
-from .problem import MergeProblem
+from .problem import MergeProblem, MergeResult
 from .task_vectors import check_compatible, check_finite
 
 
@@ -38,7 +38,7 @@ def _examples(inputs: Any) -> Iterator[Any]:
     """Split a batch (tensor or dict of tensors) into single-example batches."""
     n = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
     for i in range(n):
-        yield {k: v[i:i + 1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[i:i + 1]
+        yield {k: v[i : i + 1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[i : i + 1]
 
 
 def _finetuned(problem: MergeProblem, task: str) -> dict[str, Tensor]:
@@ -48,7 +48,9 @@ def _finetuned(problem: MergeProblem, task: str) -> dict[str, Tensor]:
     return {k: state[k].to(problem.device) for k in problem.pretrained}
 
 
-def diagonal_fisher(problem: MergeProblem, task: str, params: dict[str, Tensor], num_examples: int) -> dict[str, Tensor]:
+def diagonal_fisher(
+    problem: MergeProblem, task: str, params: dict[str, Tensor], num_examples: int
+) -> dict[str, Tensor]:
     """Empirical diagonal Fisher E[(∇ log p(ŷ|x))²], ŷ the model's own prediction, one example at a time."""
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     fisher = {k: torch.zeros_like(v) for k, v in leaves.items()}
@@ -57,7 +59,9 @@ def diagonal_fisher(problem: MergeProblem, task: str, params: dict[str, Tensor],
         for example in _examples(inputs):
             if count >= num_examples:
                 break
-            log_p = torch.log_softmax(problem.task_logits(task, forward(problem.model, leaves, example)).float(), dim=-1)
+            log_p = torch.log_softmax(
+                problem.task_logits(task, forward(problem.model, leaves, example)).float(), dim=-1
+            )
             grads = torch.autograd.grad(log_p[0, log_p[0].argmax()], list(leaves.values()), allow_unused=True)
             for key, grad in zip(leaves, grads):
                 if grad is not None:
@@ -66,8 +70,9 @@ def diagonal_fisher(problem: MergeProblem, task: str, params: dict[str, Tensor],
     return {k: v / count for k, v in fisher.items()}
 
 
-def fisher_merging(problem: MergeProblem, *, num_examples: int = 256, minimal_fisher_weight: float = 1e-6,
-                   progress: bool = True) -> MergeResult:
+def fisher_merging(
+    problem: MergeProblem, *, num_examples: int = 256, minimal_fisher_weight: float = 1e-6, progress: bool = True
+) -> MergeResult:
     """θ = Σ_i F_i θ_i / Σ_i F_i with diagonal Fisher F_i (+ a floor so unused parameters average uniformly)."""
     params = {"num_examples": num_examples, "minimal_fisher_weight": minimal_fisher_weight}
     numerator = {k: torch.zeros_like(v) for k, v in problem.pretrained.items()}
@@ -90,8 +95,9 @@ def reduce_non_diagonal(gram: Tensor, ratio: float) -> Tensor:
     return gram * off_diagonal
 
 
-def input_grams(problem: MergeProblem, task: str, params: dict[str, Tensor], linear: dict[str, nn.Linear],
-                num_examples: int) -> dict[str, Tensor]:
+def input_grams(
+    problem: MergeProblem, task: str, params: dict[str, Tensor], linear: dict[str, nn.Linear], num_examples: int
+) -> dict[str, Tensor]:
     """Mean Gram matrix XᵀX / n of the inputs of every merged linear layer, under ``params``."""
     grams = {name: torch.zeros(m.in_features, m.in_features, device=problem.device) for name, m in linear.items()}
     counts = dict.fromkeys(linear, 0)
@@ -101,6 +107,7 @@ def input_grams(problem: MergeProblem, task: str, params: dict[str, Tensor], lin
             x = args[0].detach().reshape(-1, module.in_features).float()
             grams[name] += x.T @ x
             counts[name] += x.shape[0]
+
         return record
 
     handles = [m.register_forward_hook(hook(name)) for name, m in linear.items()]
@@ -114,12 +121,16 @@ def input_grams(problem: MergeProblem, task: str, params: dict[str, Tensor], lin
     return {name: grams[name] / max(counts[name], 1) for name in grams}
 
 
-def regmean(problem: MergeProblem, *, num_examples: int = 256, reduce_non_diagonal_ratio: float = 0.6,
-            progress: bool = True) -> MergeResult:
+def regmean(
+    problem: MergeProblem, *, num_examples: int = 256, reduce_non_diagonal_ratio: float = 0.6, progress: bool = True
+) -> MergeResult:
     """RegMean: each linear weight W* = (Σ_i W_i G_i)(Σ_i G_i)⁻¹ from input Grams G_i; other tensors averaged."""
     params = {"num_examples": num_examples, "reduce_non_diagonal_ratio": reduce_non_diagonal_ratio}
-    linear = {name: m for name, m in problem.model.named_modules()
-              if isinstance(m, nn.Linear) and f"{name}.weight" in problem.pretrained}
+    linear = {
+        name: m
+        for name, m in problem.model.named_modules()
+        if isinstance(m, nn.Linear) and f"{name}.weight" in problem.pretrained
+    }
     weight_keys = {f"{name}.weight": name for name in linear}
     sum_gram = {name: 0.0 for name in linear}
     sum_gram_weight = {name: 0.0 for name in linear}

@@ -1,12 +1,18 @@
-"""Atomic, checksummed files: checkpoints that resume exactly and results that are never half-written."""
+"""Atomic, checksummed files: checkpoints that resume exactly and results that are never half-written.
+
+Every file the library writes goes through :func:`atomic_path` (or its wrappers ``atomic_write_bytes`` /
+``atomic_write_json``); ``zoo.py`` keeps its own ``_atomic_write_json`` until the mini zoo v2 split (issue 11).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +25,30 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is corrupted, truncated, of another format, or from a different run configuration."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: readers see old or new, never half."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside ``path`` for any writer (safetensors, CSV, bytes): when the block ends, the file is
+    fsynced and renamed over ``path``, so readers see the old or the new file, never half; on error it is removed
+    and the previous ``path`` (if any) is untouched. The one atomic-write primitive of the library."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # the previous ``path`` (if any) is untouched
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return Path(path)
 
 
 def standard_json(obj: Any) -> Any:
@@ -67,13 +82,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not raw.startswith(MAGIC):
         raise CheckpointError(f"{path}: not a concrete_subspace checkpoint (bad header); delete it to start over")
     header_end = raw.find(b"\n", len(MAGIC))
-    digest, data = raw[len(MAGIC):max(header_end, len(MAGIC))], raw[header_end + 1:]
+    digest, data = raw[len(MAGIC) : max(header_end, len(MAGIC))], raw[header_end + 1 :]
     if header_end < 0 or hashlib.sha256(data).hexdigest().encode() != digest:
         raise CheckpointError(f"{path}: checksum mismatch (corrupted or truncated checkpoint); delete it to start over")
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # weights_only refuses globals that could run code: report in one line, never execute
-        raise CheckpointError(f"{path}: refused to load (not plain tensors and containers): {load_error_reason(err)}") from None
+        raise CheckpointError(
+            f"{path}: refused to load (not plain tensors and containers): {load_error_reason(err)}"
+        ) from None
 
 
 def load_error_reason(err: BaseException) -> str:

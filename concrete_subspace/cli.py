@@ -3,6 +3,8 @@
 Errors in the user's input end the command with one line on stderr and exit status 2; an unexpected internal
 error shows its traceback (exit status 1), and ``--debug`` shows the traceback of user errors too.
 ``merge`` never writes into, over or around its inputs, and moves its output into place only once complete.
+One module (about 430 lines) on purpose: every sub-command shares the parameter parsing, the input checks and the
+error handling here; the work itself is in the library modules each command calls.
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
-HF_SIDE_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-                 "merges.txt", "special_tokens_map.json")
+HF_SIDE_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+)
 # Parameter ranges the data-free merges need (checked before any model is loaded).
 PARAM_RANGES = {"density": (0.0, 1.0)}
 
@@ -73,7 +83,7 @@ def finite(value: float) -> float:
 
 def parse_params(method: str, items: Sequence[str]) -> dict[str, Any]:
     """``["k=v", ...]`` -> typed overrides, checked against the method's parameters and their ranges."""
-    from .merging import get_method, resolve_params
+    from .registry import get_method, resolve_params
 
     defaults = get_method(method).defaults
     overrides = {}
@@ -146,8 +156,11 @@ def warn_duplicate_paths(paths: Sequence[str]) -> None:
     for path in paths:
         resolved = Path(path).resolve()
         if resolved in seen:
-            warnings.warn(f"fine-tuned model {path} is given twice (also as {seen[resolved]}); it counts double in "
-                          f"the merge", DuplicateModelWarning, stacklevel=2)
+            warnings.warn(
+                f"fine-tuned model {path} is given twice (also as {seen[resolved]}); it counts double in the merge",
+                DuplicateModelWarning,
+                stacklevel=2,
+            )
         seen.setdefault(resolved, path)
 
 
@@ -173,15 +186,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_json
-    from .merging import get_method, resolve_params
     from .provenance import environment_info
+    from .registry import get_method, resolve_params
     from .state_io import save_state_dict
     from .task_vectors import check_finite, float_keys, task_vector
 
     spec = get_method(args.method)
     if spec.data_free is None:
-        raise CliError(f"method {args.method!r} needs test data and a model adapter; use it from Python or a notebook. "
-                       f"Data-free methods: {', '.join(n for n, s in _methods().items() if s.data_free)}")
+        raise CliError(
+            f"method {args.method!r} needs test data and a model adapter; use it from Python or a notebook. "
+            f"Data-free methods: {', '.join(n for n, s in _methods().items() if s.data_free)}"
+        )
     params = resolve_params(args.method, parse_params(args.method, args.param))
     inputs = [Path(p) for p in [args.pretrained, *args.finetuned]]
     for path in inputs:
@@ -207,8 +222,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
             state = {k: v for k, v in state.items() if k in reference or not args.only_finetuned_keys}
             digest = state_digest({k: state[k] for k in reference if k in state})
             if digest in digests and Path(digests[digest]).resolve() != Path(path).resolve():
-                warnings.warn(f"fine-tuned models {digests[digest]} and {path} have identical weights; the model "
-                              f"counts double in the merge", DuplicateModelWarning, stacklevel=2)
+                warnings.warn(
+                    f"fine-tuned models {digests[digest]} and {path} have identical weights; the model "
+                    f"counts double in the merge",
+                    DuplicateModelWarning,
+                    stacklevel=2,
+                )
             digests.setdefault(digest, path)
             yield task_vector(reference, state, name=f"fine-tuned model {path}")
 
@@ -221,11 +240,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
             for name in HF_SIDE_FILES:
                 if (Path(args.pretrained) / name).exists():
                     shutil.copyfile(Path(args.pretrained) / name, directory / name)
-        atomic_write_json(directory / "merge.json", {
-            "method": args.method, "pretty_name": spec.pretty_name, "reference": spec.reference, "params": params,
-            "pretrained": str(args.pretrained), "finetuned": [str(p) for p in args.finetuned],
-            "merged_tensors": len(merged_keys), "wall_time_s": round(time.perf_counter() - started, 3),
-            **environment_info("cpu")})
+        atomic_write_json(
+            directory / "merge.json",
+            {
+                "method": args.method,
+                "pretty_name": spec.pretty_name,
+                "reference": spec.reference,
+                "params": params,
+                "pretrained": str(args.pretrained),
+                "finetuned": [str(p) for p in args.finetuned],
+                "merged_tensors": len(merged_keys),
+                "wall_time_s": round(time.perf_counter() - started, 3),
+                **environment_info("cpu"),
+            },
+        )
 
     write_output(out, write)
     print(f"merged {len(args.finetuned)} models with {spec.pretty_name} -> {out / 'model.safetensors'}")
@@ -240,8 +268,15 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
         if args.scale == "mini-text":
             path = build_text_zoo(args.out, seed=args.seed, smoke=args.smoke, force=args.force, progress=not args.quiet)
         else:
-            path = build_zoo(args.out, scale=args.scale, seed=args.seed, smoke=args.smoke, force=args.force,
-                             progress=not args.quiet, precision=args.precision)
+            path = build_zoo(
+                args.out,
+                scale=args.scale,
+                seed=args.seed,
+                smoke=args.smoke,
+                force=args.force,
+                progress=not args.quiet,
+                precision=args.precision,
+            )
     except FileExistsError as err:  # --out holds files that are not a zoo: the user's to resolve
         raise CliError(str(err)) from None
     print(path)
@@ -265,7 +300,7 @@ PASSTHROUGH = {"bench": run_bench, "download": run_download}
 
 
 def _methods():
-    from .merging import METHODS
+    from .registry import METHODS
 
     return METHODS
 
@@ -286,47 +321,82 @@ def methods_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the full traceback of any error, user errors included")
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of any error, user errors included",
+    )
     parser = argparse.ArgumentParser(prog="concrete-subspace", description=__doc__.splitlines()[0], parents=[debug])
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="versions and device", parents=[debug])
     info.set_defaults(func=cmd_info)
 
-    merge = sub.add_parser("merge", help="merge checkpoints with a data-free method (weight_averaging, task_arithmetic, ties_merging)",
-                           parents=[debug], epilog=methods_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Merge fine-tuned checkpoints of one pre-trained model with a data-free method. "
-                                       "The inputs are never modified; the output is written to a temporary directory "
-                                       "and moved into place when complete.")
+    merge = sub.add_parser(
+        "merge",
+        help="merge checkpoints with a data-free method (weight_averaging, task_arithmetic, ties_merging)",
+        parents=[debug],
+        epilog=methods_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Merge fine-tuned checkpoints of one pre-trained model with a data-free method. "
+        "The inputs are never modified; the output is written to a temporary directory "
+        "and moved into place when complete.",
+    )
     merge.add_argument("--method", required=True)
-    merge.add_argument("--pretrained", required=True, help="pre-trained checkpoint: HF directory, .safetensors or .pt/.bin (weights only)")
+    merge.add_argument(
+        "--pretrained",
+        required=True,
+        help="pre-trained checkpoint: HF directory, .safetensors or .pt/.bin (weights only)",
+    )
     merge.add_argument("--finetuned", required=True, nargs="+", help="fine-tuned checkpoints, same format")
-    merge.add_argument("--out", required=True, help="output directory (model.safetensors + merge.json); must not be, "
-                       "contain or lie inside an input; must be empty or new unless --overwrite")
-    merge.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (its old contents are "
-                       "deleted once the new model is in place)")
-    merge.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a method parameter (repeatable)")
-    merge.add_argument("--only-finetuned-keys", action="store_true",
-                       help="merge only the float tensors present in the fine-tuned checkpoints (e.g. CLIPVisionModel fine-tunes of a CLIPModel)")
+    merge.add_argument(
+        "--out",
+        required=True,
+        help="output directory (model.safetensors + merge.json); must not be, "
+        "contain or lie inside an input; must be empty or new unless --overwrite",
+    )
+    merge.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (its old contents are deleted once the new model is in place)",
+    )
+    merge.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="override a method parameter (repeatable)"
+    )
+    merge.add_argument(
+        "--only-finetuned-keys",
+        action="store_true",
+        help="merge only the float tensors present in the fine-tuned checkpoints (e.g. CLIPVisionModel fine-tunes of a CLIPModel)",
+    )
     merge.set_defaults(func=cmd_merge)
 
     zoo = sub.add_parser("zoo", help="the offline mini model zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     build = zoo_sub.add_parser("build", help="build (or reuse) the mini zoo", parents=[debug])
-    build.add_argument("--scale", default="mini", choices=["mini", "mini-text"],
-                       help="mini: the small CLIP image zoo; mini-text: all-MiniLM-L6-v2 + LoRA experts on real text")
+    build.add_argument(
+        "--scale",
+        default="mini",
+        choices=["mini", "mini-text"],
+        help="mini: the small CLIP image zoo; mini-text: all-MiniLM-L6-v2 + LoRA experts on real text",
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--out", default=None, help="zoo directory (default: the cache directory)")
     build.add_argument("--smoke", action="store_true", help="tiny zoo for CI and notebook tests")
     build.add_argument("--force", action="store_true", help="rebuild even if a complete zoo exists")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
-    build.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                       help="bf16: train under bf16 autocast (own cache directory, suffix -bf16)")
+    build.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16: train under bf16 autocast (own cache directory, suffix -bf16)",
+    )
     build.set_defaults(func=cmd_zoo_build)
 
     sub.add_parser("bench", help="benchmark the merge loops (see `concrete-subspace bench --help`)", add_help=False)
-    sub.add_parser("download", help="prefetch paper-scale models and datasets into the HF cache (see its --help)", add_help=False)
+    sub.add_parser(
+        "download", help="prefetch paper-scale models and datasets into the HF cache (see its --help)", add_help=False
+    )
     return parser
 
 
@@ -350,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (one line, exit 2); anything else is a bug and keeps its traceback."""
     from .checkpoint import CheckpointError
-    from .merging import UnknownMethodError
+    from .registry import UnknownMethodError
     from .state_io import CheckpointFileError, UnsafeCheckpointError
     from .task_vectors import StateDictError
 

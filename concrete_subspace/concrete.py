@@ -24,14 +24,30 @@ import hashlib
 import torch
 from torch import Tensor
 
-from .adamerging import (adapt_coefficients, check_init, effective_coefficients, init_coefficients, prepare_vectors,
-                         registry_variant)
-from .loop import (Checkpointer, RunState, check_forward_mode, check_precision, check_test_time_data, entropy_backward,
-                   evaluator, optimise, parse_dtype)
+from .adamerging import (
+    adapt_coefficients,
+    check_init,
+    effective_coefficients,
+    init_coefficients,
+    prepare_vectors,
+    registry_variant,
+)
 from .distributed import make_shard
+from .loop import (
+    Checkpointer,
+    RunState,
+    check_forward_mode,
+    check_precision,
+    check_test_time_data,
+    entropy_backward,
+    evaluator,
+    optimise,
+    parse_dtype,
+)
 from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits
-from .merging import MergeResult, apply_mask_flat, merge_flat
-from .problem import MergeProblem
+from .merging import apply_mask_flat, merge_flat
+from .problem import MergeProblem, MergeResult
+from .seeding import derive_seed
 from .task_vectors import ParamLayout, sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
@@ -46,7 +62,11 @@ def _check_common(temperature: float, eval_mask: str, forward_mode: str, precisi
 
 
 def _mask_extras(logits: Tensor, layout: ParamLayout) -> dict:
-    return {"mask_logits": logits.detach().cpu(), "layout_keys": list(layout.keys), "mask_density": density(logits, layout)}
+    return {
+        "mask_logits": logits.detach().cpu(),
+        "layout_keys": list(layout.keys),
+        "mask_density": density(logits, layout),
+    }
 
 
 def mask_digest(mask: Tensor) -> str:
@@ -56,8 +76,13 @@ def mask_digest(mask: Tensor) -> str:
 
 def eval_mask_record(mask: Tensor, kind: str, seed: int, temperature: float) -> dict:
     """How to redraw the exact mask of the final model (kind, generator seed, temperature, device) and its digest."""
-    return {"kind": kind, "seed": int(seed), "temperature": float(temperature), "device": str(mask.device),
-            "sha256": mask_digest(mask)}
+    return {
+        "kind": kind,
+        "seed": int(seed),
+        "temperature": float(temperature),
+        "device": str(mask.device),
+        "sha256": mask_digest(mask),
+    }
 
 
 def _density_row(logits: Tensor) -> dict:
@@ -65,12 +90,29 @@ def _density_row(logits: Tensor) -> dict:
     return {"density": stats["density"], "mean_keep_probability": stats["mean_keep_probability"]}
 
 
-def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, temperature: float = 0.5, lr: float = 1e-3,
-                             betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, steps: int = 2000,
-                             init_logit: float = 0.0, eval_mask: str = "sample", seed: int = 0,
-                             vector_dtype: str = "float32", forward_mode: str = "batched", precision: str = "fp32",
-                             shard_vectors: bool = False, log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
-                             progress: bool = True) -> MergeResult:
+def concrete_task_arithmetic(
+    problem: MergeProblem,
+    *,
+    scaling: float = 0.3,
+    temperature: float = 0.5,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    steps: int = 2000,
+    init_logit: float = 0.0,
+    eval_mask: str = "sample",
+    seed: int = 0,
+    vector_dtype: str = "float32",
+    forward_mode: str = "batched",
+    precision: str = "fp32",
+    shard_vectors: bool = False,
+    log_every: int = 10,
+    eval_every: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+    progress: bool = True,
+) -> MergeResult:
     """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed.
 
     ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (mask logits, Adam state and
@@ -84,13 +126,20 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
     check_test_time_data(problem)
     # λ is fixed, so only λ Σ τ_i is needed: summed as the models stream in (never T task vectors at once)
-    layout, summed = sum_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
-                                      scaling=float(scaling), dtype=parse_dtype(vector_dtype), progress=progress)
+    layout, summed = sum_task_vectors(
+        problem.pretrained,
+        problem.load_finetuned,
+        problem.task_names,
+        scaling=float(scaling),
+        dtype=parse_dtype(vector_dtype),
+        progress=progress,
+    )
     summed = shard.local(summed)  # this rank's block (the whole vector unless sharded)
     theta0 = shard.local(layout.flatten(problem.pretrained))
     logits = init_logits(theta0.numel(), init_logit, device=theta0.device).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = torch.Generator(device=theta0.device).manual_seed(seed)
+    eval_seed = derive_seed(seed, 1, stride=1)  # the evaluation mask's own stream (seed + 1)
     state = RunState({"logits": logits}, {"optimizer": optimizer}, generator)
     start = 0
     if payload is not None:
@@ -100,37 +149,78 @@ def concrete_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3, tem
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         mask = shard.sample_concrete(logits, temperature, generator)
-        losses = entropy_backward(problem, apply_mask_flat(theta0, summed, mask, shard.local_layout), layout, step,
-                                  forward_mode=forward_mode, precision=precision, shard=shard)
+        losses = entropy_backward(
+            problem,
+            apply_mask_flat(theta0, summed, mask, shard.local_layout),
+            layout,
+            step,
+            forward_mode=forward_mode,
+            precision=precision,
+            shard=shard,
+        )
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
     def final_mask() -> Tensor:
-        eval_generator = torch.Generator(device=theta0.device).manual_seed(seed + 1)
+        eval_generator = torch.Generator(device=theta0.device).manual_seed(eval_seed)
         return evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
 
     def evaluation_flat() -> Tensor:  # gathered from every rank's block (all of it unless sharded)
         return shard.gather(apply_mask_flat(theta0, summed, shard.local(final_mask()), shard.local_layout))
 
-    optimise("concrete_task_arithmetic", steps, step_fn, state, checkpointer, start=start, progress=progress,
-             log_every=log_every, eval_fn=evaluator(problem, layout, evaluation_flat), eval_every=eval_every,
-             log_fn=lambda: _density_row(shard.gather(logits)))
+    optimise(
+        "concrete_task_arithmetic",
+        steps,
+        step_fn,
+        state,
+        checkpointer,
+        start=start,
+        progress=progress,
+        log_every=log_every,
+        eval_fn=evaluator(problem, layout, evaluation_flat),
+        eval_every=eval_every,
+        log_fn=lambda: _density_row(shard.gather(logits)),
+    )
     with torch.no_grad():
         mask = final_mask()
         merged = layout.unflatten(shard.gather(apply_mask_flat(theta0, summed, shard.local(mask), shard.local_layout)))
-    extras = {**_mask_extras(shard.gather(logits), layout),
-              "eval_mask": eval_mask_record(mask, eval_mask, seed + 1, temperature)}
+    extras = {
+        **_mask_extras(shard.gather(logits), layout),
+        "eval_mask": eval_mask_record(mask, eval_mask, eval_seed, temperature),
+    }
     return MergeResult(merged, params, state.history, extras)
 
 
-def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", init: float = 0.3, clamp: bool | None = None,
-                        temperature: float = 0.5, init_logit: float = 0.0, inner_lr: float = 1.0, outer_lr: float = 1e-3,
-                        betas: tuple[float, float] = (0.9, 0.999), meta_steps: int = 2000, tta_lr: float = 1e-3,
-                        tta_steps: int = 1000, variant: str = "paper", persist_inner_optimizer: bool = True,
-                        inner_uses_previous_weights: bool = False, eval_mask: str = "sample", seed: int = 0,
-                        vector_dtype: str = "float32", forward_mode: str = "batched", precision: str = "fp32",
-                        shard_vectors: bool = False, log_every: int = 10, eval_every: int = 0, checkpoint_dir: str | None = None, checkpoint_every: int = 100, resume: bool = True,
-                        progress: bool = True) -> MergeResult:
+def concrete_adamerging(
+    problem: MergeProblem,
+    *,
+    granularity: str = "layer",
+    init: float = 0.3,
+    clamp: bool | None = None,
+    temperature: float = 0.5,
+    init_logit: float = 0.0,
+    inner_lr: float = 1.0,
+    outer_lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    meta_steps: int = 2000,
+    tta_lr: float = 1e-3,
+    tta_steps: int = 1000,
+    variant: str = "paper",
+    persist_inner_optimizer: bool = True,
+    inner_uses_previous_weights: bool = False,
+    eval_mask: str = "sample",
+    seed: int = 0,
+    vector_dtype: str = "float32",
+    forward_mode: str = "batched",
+    precision: str = "fp32",
+    shard_vectors: bool = False,
+    log_every: int = 10,
+    eval_every: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+    progress: bool = True,
+) -> MergeResult:
     """Concrete AdaMerging: meta-learn the shared mask around one-step AdaMerging, then adapt w under the frozen mask.
 
     ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp). ``forward_mode`` /
@@ -158,11 +248,15 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
 
     def merge(coefficients: Tensor, mask: Tensor | None) -> Tensor:  # this rank's block of the merge
         return merge_flat(theta0, vectors, shard.coefficients(coefficients), local, mask)
+
     inner = torch.optim.Adam([weights], lr=inner_lr, betas=tuple(betas), weight_decay=0.0)
     outer = torch.optim.Adam([logits], lr=outer_lr, betas=tuple(betas), weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(seed)
-    state = RunState({"logits": logits, "weights": weights, "previous_weights": previous},
-                     {"inner": inner, "outer": outer}, generator)
+    state = RunState(
+        {"logits": logits, "weights": weights, "previous_weights": previous},
+        {"inner": inner, "outer": outer},
+        generator,
+    )
     meta_start = 0
     if payload is not None and payload["stage"] == "meta":
         state.restore(payload)
@@ -180,8 +274,9 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
             inner.state.clear()
         inner.zero_grad(set_to_none=True)
         inner_flat = merge(effective_coefficients(weights, clamp), sample.detach())
-        inner_losses = entropy_backward(problem, inner_flat, layout, 2 * step, forward_mode=forward_mode,
-                                        precision=precision, shard=shard)
+        inner_losses = entropy_backward(
+            problem, inner_flat, layout, 2 * step, forward_mode=forward_mode, precision=precision, shard=shard
+        )
         shard.reduce_grad_(weights)
         if inner_uses_previous_weights:
             with torch.no_grad():
@@ -193,35 +288,74 @@ def concrete_adamerging(problem: MergeProblem, *, granularity: str = "layer", in
             sample = shard.sample_concrete(logits, temperature, generator)
         outer.zero_grad(set_to_none=True)
         outer_flat = merge(effective_coefficients(weights, clamp).detach(), sample)
-        outer_losses = entropy_backward(problem, outer_flat, layout, 2 * step + 1, forward_mode=forward_mode,
-                                        precision=precision, shard=shard)
+        outer_losses = entropy_backward(
+            problem, outer_flat, layout, 2 * step + 1, forward_mode=forward_mode, precision=precision, shard=shard
+        )
         outer.step()
-        return {"loss": sum(outer_losses.values()), "inner_loss": sum(inner_losses.values()),
-                **{f"entropy/{t}": v for t, v in outer_losses.items()}}
+        return {
+            "loss": sum(outer_losses.values()),
+            "inner_loss": sum(inner_losses.values()),
+            **{f"entropy/{t}": v for t, v in outer_losses.items()},
+        }
 
     def final_mask(generator_seed: int) -> Tensor:  # this rank's block of the evaluation mask of the whole model
         eval_generator = torch.Generator(device=device).manual_seed(generator_seed)
-        return shard.local(evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator))
+        return shard.local(
+            evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
+        )
 
     def meta_evaluation_flat() -> Tensor:
-        return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(seed + 1)))
+        return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(derive_seed(seed, 1, stride=1))))
 
-    optimise("meta", meta_steps, meta_step, state, checkpointer, start=meta_start, progress=progress,
-             log_every=log_every, eval_fn=evaluator(problem, layout, meta_evaluation_flat), eval_every=eval_every,
-             log_fn=lambda: _density_row(shard.gather(logits)))
+    optimise(
+        "meta",
+        meta_steps,
+        meta_step,
+        state,
+        checkpointer,
+        start=meta_start,
+        progress=progress,
+        log_every=log_every,
+        eval_fn=evaluator(problem, layout, meta_evaluation_flat),
+        eval_every=eval_every,
+        log_fn=lambda: _density_row(shard.gather(logits)),
+    )
 
     logits.requires_grad_(False)
-    kept_mask = final_mask(seed + 2)
-    adapted = adapt_coefficients(problem, layout, theta0, vectors, stage="tta", granularity=granularity, init=init,
-                                 clamp=clamp, lr=tta_lr, betas=betas, steps=tta_steps, mask=kept_mask,
-                                 state_generator=generator, checkpointer=checkpointer, resume_payload=payload,
-                                 history=state.history, progress=progress, log_every=log_every, eval_every=eval_every,
-                                 extra_tensors={"logits": logits}, forward_mode=forward_mode, precision=precision,
-                                 shard=shard)
+    kept_seed = derive_seed(seed, 2, stride=1)  # the frozen mask of test-time adaptation (seed + 2)
+    kept_mask = final_mask(kept_seed)
+    adapted = adapt_coefficients(
+        problem,
+        layout,
+        theta0,
+        vectors,
+        stage="tta",
+        granularity=granularity,
+        init=init,
+        clamp=clamp,
+        lr=tta_lr,
+        betas=betas,
+        steps=tta_steps,
+        mask=kept_mask,
+        state_generator=generator,
+        checkpointer=checkpointer,
+        resume_payload=payload,
+        history=state.history,
+        progress=progress,
+        log_every=log_every,
+        eval_every=eval_every,
+        extra_tensors={"logits": logits},
+        forward_mode=forward_mode,
+        precision=precision,
+        shard=shard,
+    )
     with torch.no_grad():
         merged = shard.gather(merge(effective_coefficients(adapted, clamp), kept_mask))
-    extras = {**_mask_extras(shard.gather(logits), layout), "coefficients": effective_coefficients(adapted, clamp).cpu(),
-              "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, seed + 2, temperature)}
+    extras = {
+        **_mask_extras(shard.gather(logits), layout),
+        "coefficients": effective_coefficients(adapted, clamp).cpu(),
+        "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, kept_seed, temperature),
+    }
     return MergeResult(layout.unflatten(merged), params, state.history, extras)
 
 

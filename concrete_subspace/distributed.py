@@ -21,8 +21,8 @@ merged parameters are gathered for the forward, and each rank back-propagates it
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -52,7 +52,7 @@ def is_main() -> bool:
 
 def local_tasks(task_names: Sequence[str]) -> tuple[str, ...]:
     """This rank's share of the tasks: task i goes to rank i mod world size (all tasks on one process)."""
-    return tuple(task_names[rank()::world_size()])
+    return tuple(task_names[rank() :: world_size()])
 
 
 def all_reduce_(tensor: Tensor) -> Tensor:
@@ -122,7 +122,7 @@ class Shard:
 
     def local(self, flat: Tensor) -> Tensor:
         """This rank's block of a full flat vector (along the last dimension), as a copy that frees the rest."""
-        return flat if self.whole else flat[..., self.start:self.stop].clone()
+        return flat if self.whole else flat[..., self.start : self.stop].clone()
 
     def gather(self, block: Tensor) -> Tensor:
         """The full flat vector (detached) from every rank's block; every rank calls it and gets the same vector."""
@@ -148,7 +148,7 @@ class Shard:
         if self.whole:
             return sample_concrete(logits, temperature, generator)
         noise = logistic_noise((self.layout.num_params,), generator, device=logits.device, dtype=logits.dtype)
-        return relaxed_bernoulli(logits, noise[self.start:self.stop], temperature)
+        return relaxed_bernoulli(logits, noise[self.start : self.stop], temperature)
 
     def checkpoint_name(self) -> str:
         """Sharded runs checkpoint every rank's block to its own file (resume needs the same number of ranks)."""
@@ -180,15 +180,24 @@ def make_shard(layout: ParamLayout, shard_vectors: bool = True) -> Shard:
         offsets.append(offsets[-1] + n)
     first, stop = bounds[rank() if ranks > 1 else 0]
     local_layout = ParamLayout(tuple(layout.keys[first:stop]), tuple(layout.shapes[first:stop]))
-    return Shard(layout, local_layout, slice(first, stop), offsets[first], offsets[stop],
-                 tuple(offsets[b] - offsets[a] for a, b in bounds))
+    return Shard(
+        layout,
+        local_layout,
+        slice(first, stop),
+        offsets[first],
+        offsets[stop],
+        tuple(offsets[b] - offsets[a] for a, b in bounds),
+    )
 
 
 def local_task_vectors(problem, shard: Shard, dtype: torch.dtype | None, progress: bool) -> Tensor:
     """The [T, P_local] block of the task vectors, streamed one fine-tuned model at a time."""
     first = problem.pretrained[shard.layout.keys[0]]
-    block = torch.empty(len(problem.task_names), shard.stop - shard.start, dtype=dtype or first.dtype, device=first.device)
-    for row, (_, vector) in enumerate(flat_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names,
-                                                        progress=progress)):
-        block[row] = vector[shard.start:shard.stop]
+    block = torch.empty(
+        len(problem.task_names), shard.stop - shard.start, dtype=dtype or first.dtype, device=first.device
+    )
+    for row, (_, vector) in enumerate(
+        flat_task_vectors(problem.pretrained, problem.load_finetuned, problem.task_names, progress=progress)
+    ):
+        block[row] = vector[shard.start : shard.stop]
     return block

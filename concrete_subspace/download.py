@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .data.paper import GLUE_DATASET_ID, GLUE_SPLITS, GLUE_TASKS, VISION_DATASETS
 from .models.clip_hub import finetuned_id, pretrained_id
 from .models.flan_t5 import adapter_id, base_id
 from .models.hub import describe, resolve, resolved_commit
 from .models.templates import VISION_TASKS
+from .status import show_status
+
+log = logging.getLogger(__name__)
 
 GROUPS: tuple[str, ...] = ("clip-b32", "clip-l14", "vision-data", "glue", "flan-t5-base", "flan-t5-large", "open-clip")
 
@@ -97,6 +101,7 @@ def verify_model_dir(path: str | os.PathLike, kind: str = "model") -> str:
     for file in weights:
         if file.suffix == ".safetensors":
             from safetensors import safe_open
+
             with safe_open(str(file), framework="pt") as handle:
                 tensors += len(list(handle.keys()))
     return f"{len(weights)} weight file(s)" + (f", {tensors} tensors" if tensors else "")
@@ -112,14 +117,23 @@ def fetch(item: Item, *, revision: str | None = None, cache_dir: str | None = No
             return Outcome(item, True, str(path), resolved_commit(path), detail, time.perf_counter() - start)
         if item.kind == "dataset":
             from .models.hub import load_dataset_split
+
             data = load_dataset_split(item.id, item.split, name=item.config, revision=revision, cache_dir=cache_dir)
             if verify and len(data) == 0:
                 raise ValueError(f"{item.id} {item.config or ''} split {item.split!r} is empty")
             fingerprint = getattr(data, "_fingerprint", None)
-            return Outcome(item, True, None, None, f"{len(data)} rows", time.perf_counter() - start,
-                           {"fingerprint": fingerprint, "features": list(data.features)})
+            return Outcome(
+                item,
+                True,
+                None,
+                None,
+                f"{len(data)} rows",
+                time.perf_counter() - start,
+                {"fingerprint": fingerprint, "features": list(data.features)},
+            )
         if item.kind == "open_clip":
             from .models.open_clip_ckpt import create_open_clip
+
             model, _, _ = create_open_clip(item.id, item.config, device="cpu", cache_dir=cache_dir)
             n = sum(p.numel() for p in model.parameters())
             return Outcome(item, True, None, None, f"{n / 1e6:.1f}M parameters", time.perf_counter() - start)
@@ -129,9 +143,16 @@ def fetch(item: Item, *, revision: str | None = None, cache_dir: str | None = No
         return Outcome(item, False, detail=f"{type(err).__name__}: {message}", seconds=time.perf_counter() - start)
 
 
-def download_all(what: Sequence[str] | None = None, *, revisions: dict[str, str] | None = None,
-                 cache_dir: str | None = None, verify: bool = True, dry_run: bool = False,
-                 manifest: str | os.PathLike | None = None, progress: bool = True) -> list[Outcome]:
+def download_all(
+    what: Sequence[str] | None = None,
+    *,
+    revisions: dict[str, str] | None = None,
+    cache_dir: str | None = None,
+    verify: bool = True,
+    dry_run: bool = False,
+    manifest: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[Outcome]:
     """Fetch and verify every item of ``what`` (default: all groups); returns one :class:`Outcome` per item.
 
     ``revisions`` maps Hub ids to pins. With ``HF_HUB_OFFLINE=1`` nothing is downloaded and the call only
@@ -145,28 +166,24 @@ def download_all(what: Sequence[str] | None = None, *, revisions: dict[str, str]
         if dry_run:
             outcomes.append(Outcome(item, True, detail="dry run"))
             if progress:
-                print(f"[{i}/{len(items)}] {item.kind:9s} {label}", flush=True)
+                log.info(f"[{i}/{len(items)}] {item.kind:9s} {label}")
             continue
         outcome = fetch(item, revision=revisions.get(item.id), cache_dir=cache_dir, verify=verify)
         outcomes.append(outcome)
         if progress:
             status = "ok  " if outcome.ok else "FAIL"
-            print(f"[{i}/{len(items)}] {status} {item.kind:9s} {label}: {outcome.detail} ({outcome.seconds:.1f}s)",
-                  flush=True)
+            log.info(f"[{i}/{len(items)}] {status} {item.kind:9s} {label}: {outcome.detail} ({outcome.seconds:.1f}s)")
     if manifest is not None:
         write_manifest(outcomes, manifest)
     return outcomes
 
 
 def write_manifest(outcomes: Sequence[Outcome], path: str | os.PathLike) -> Path:
-    """Write the outcomes as JSON via a temporary file + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the outcomes as JSON, atomically."""
+    from .checkpoint import atomic_write_json
+
     rows = [{**asdict(o.item), **{k: v for k, v in asdict(o).items() if k != "item"}} for o in outcomes]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "items": rows}, indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "items": rows})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,8 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m concrete_subspace.download", description=__doc__.split("\n\n")[0])
     parser.add_argument("--what", default="", help=f"comma-separated groups (default: all): {','.join(GROUPS)}")
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache directory (default: HF_HOME's)")
-    parser.add_argument("--revision", action="append", default=[], metavar="ID=REV",
-                        help="pin a Hub id to a revision (repeatable)")
+    parser.add_argument(
+        "--revision", action="append", default=[], metavar="ID=REV", help="pin a Hub id to a revision (repeatable)"
+    )
     parser.add_argument("--manifest", default=None, help="write a JSON manifest of ids, commits and outcomes here")
     parser.add_argument("--no-verify", action="store_true", help="skip the checks after fetching")
     parser.add_argument("--dry-run", action="store_true", help="only list what would be fetched")
@@ -190,9 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, value = pin.split("=", 1)
         revisions[key] = value
     what = [w.strip() for w in args.what.split(",") if w.strip()] or None
+    show_status()
     try:
-        outcomes = download_all(what, revisions=revisions, cache_dir=args.cache_dir, verify=not args.no_verify,
-                                dry_run=args.dry_run, manifest=args.manifest)
+        outcomes = download_all(
+            what,
+            revisions=revisions,
+            cache_dir=args.cache_dir,
+            verify=not args.no_verify,
+            dry_run=args.dry_run,
+            manifest=args.manifest,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

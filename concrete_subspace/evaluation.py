@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -27,8 +27,13 @@ def head_logits(problem: MergeProblem, task: str, features: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(problem: MergeProblem, params: Mapping[str, Tensor] | None = None, tasks: Iterable[str] | None = None,
-             *, progress: bool = False) -> dict[str, float]:
+def evaluate(
+    problem: MergeProblem,
+    params: Mapping[str, Tensor] | None = None,
+    tasks: Iterable[str] | None = None,
+    *,
+    progress: bool = False,
+) -> dict[str, float]:
     """Score of ``params`` (default: the pre-trained weights) on each task, in percent (metric: problem.metric_name)."""
     params = dict(problem.pretrained) if params is None else params
     scores = {}
@@ -36,7 +41,9 @@ def evaluate(problem: MergeProblem, params: Mapping[str, Tensor] | None = None, 
         total, count = 0.0, 0
         for inputs, targets in problem.eval_batches(task):
             features = forward(problem.model, params, to_device(inputs, problem.device))
-            batch_total, batch_count = problem.score(task, head_logits(problem, task, features), targets.to(problem.device))
+            batch_total, batch_count = problem.score(
+                task, head_logits(problem, task, features), targets.to(problem.device)
+            )
             total, count = total + batch_total, count + batch_count
         if count == 0:
             raise ValueError(f"task {task!r}: evaluation data is empty")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,8 +57,10 @@ def unlabeled(problem: MergeProblem, task: str, step: int) -> Any:
     try:
         return to_device(problem.unlabeled_batch(task, step), problem.device)
     except StopIteration:
-        raise RuntimeError(f"task {task!r}: unlabeled data exhausted at step {step}; "
-                           "unlabeled_batch must return a batch for every step (cycle the data)") from None
+        raise RuntimeError(
+            f"task {task!r}: unlabeled data exhausted at step {step}; "
+            "unlabeled_batch must return a batch for every step (cycle the data)"
+        ) from None
 
 
 def check_test_time_data(problem: MergeProblem) -> None:
@@ -101,9 +104,14 @@ def _signature(inputs: Any) -> Any:
             raise ValueError("forward_mode='batched': an input tensor has no batch dimension (0-d); use 'per_task'")
         return ("tensor", tuple(inputs.shape[1:]), inputs.dtype)
     if isinstance(inputs, dict):
-        return ("dict", tuple((k, _signature(v) if torch.is_tensor(v) else ("value", repr(v))) for k, v in sorted(inputs.items())))
-    raise TypeError(f"forward_mode='batched' concatenates tensors or dicts of tensors, got {type(inputs).__name__}; "
-                    "use forward_mode='per_task'")
+        return (
+            "dict",
+            tuple((k, _signature(v) if torch.is_tensor(v) else ("value", repr(v))) for k, v in sorted(inputs.items())),
+        )
+    raise TypeError(
+        f"forward_mode='batched' concatenates tensors or dicts of tensors, got {type(inputs).__name__}; "
+        "use forward_mode='per_task'"
+    )
 
 
 def _batch_size(inputs: Any) -> int:
@@ -111,7 +119,9 @@ def _batch_size(inputs: Any) -> int:
         return int(inputs.shape[0])
     sizes = {int(v.shape[0]) for v in inputs.values() if torch.is_tensor(v)}
     if len(sizes) != 1:
-        raise ValueError(f"forward_mode='batched': the tensors of a dict input disagree on the batch size ({sorted(sizes)})")
+        raise ValueError(
+            f"forward_mode='batched': the tensors of a dict input disagree on the batch size ({sorted(sizes)})"
+        )
     return sizes.pop()
 
 
@@ -136,8 +146,10 @@ def _checked_loss(task: str, logits: Tensor, data_step: int) -> Tensor:
         raise ValueError(f"task {task!r}: the unlabeled batch of step {data_step} is empty (no test-time data)")
     loss = entropy_loss(logits)
     if not math.isfinite(float(loss.detach())):
-        raise FloatingPointError(f"task {task!r}: non-finite entropy ({float(loss.detach())}) at data step {data_step}; "
-                                 "check the inputs, the learning rates and the task vectors")
+        raise FloatingPointError(
+            f"task {task!r}: non-finite entropy ({float(loss.detach())}) at data step {data_step}; "
+            "check the inputs, the learning rates and the task vectors"
+        )
     return loss
 
 
@@ -146,8 +158,9 @@ def _task_logits(problem: MergeProblem, task: str, features: Any) -> Tensor:
     return problem.task_logits(task, features.float() if torch.is_tensor(features) else features)
 
 
-def _per_task(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str,
-              tasks: Sequence[str]) -> dict[str, float]:
+def _per_task(
+    problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str, tasks: Sequence[str]
+) -> dict[str, float]:
     losses = {}
     for task in tasks:
         with autocast(problem.device, precision):
@@ -158,8 +171,9 @@ def _per_task(problem: MergeProblem, params: dict[str, Tensor], data_step: int, 
     return losses
 
 
-def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str,
-             tasks: Sequence[str]) -> dict[str, float]:
+def _batched(
+    problem: MergeProblem, params: dict[str, Tensor], data_step: int, precision: str, tasks: Sequence[str]
+) -> dict[str, float]:
     if not tasks:  # a rank without tasks (more ranks than tasks) contributes a zero gradient
         return {}
     batches = {task: unlabeled(problem, task, data_step) for task in tasks}
@@ -169,17 +183,26 @@ def _batched(problem: MergeProblem, params: dict[str, Tensor], data_step: int, p
         with autocast(problem.device, precision):
             features = forward(problem.model, params, concat_inputs([batches[t] for t in group]))
         if not torch.is_tensor(features) or features.shape[0] != sum(sizes):
-            raise TypeError(f"forward_mode='batched' needs the model to return one tensor with a row per example "
-                            f"({sum(sizes)}), got {type(features).__name__}; use forward_mode='per_task'")
+            raise TypeError(
+                f"forward_mode='batched' needs the model to return one tensor with a row per example "
+                f"({sum(sizes)}), got {type(features).__name__}; use forward_mode='per_task'"
+            )
         for task, part in zip(group, torch.split(features, sizes)):
             losses[task] = _checked_loss(task, _task_logits(problem, task, part), data_step)
     torch.stack([losses[t] for t in tasks]).sum().backward()
     return {t: float(losses[t].detach()) for t in tasks}
 
 
-def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, data_step: int, *,
-                     forward_mode: str = "batched", precision: str = "fp32",
-                     shard: distributed.Shard | None = None) -> dict[str, float]:
+def entropy_backward(
+    problem: MergeProblem,
+    flat: Tensor,
+    layout: ParamLayout,
+    data_step: int,
+    *,
+    forward_mode: str = "batched",
+    precision: str = "fp32",
+    shard: distributed.Shard | None = None,
+) -> dict[str, float]:
     """Backpropagate Σ_tasks entropy(batch of ``data_step``) into ``flat``'s graph; return the per-task losses.
 
     The transformer runs on a detached copy of the merged parameters (one leaf per tensor); the summed gradient then
@@ -200,7 +223,7 @@ def entropy_backward(problem: MergeProblem, flat: Tensor, layout: ParamLayout, d
     if flat.requires_grad:
         grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()])
         distributed.all_reduce_(grad)  # under torchrun: the sum over every rank's tasks
-        flat.backward(grad if shard is None or shard.whole else grad[shard.start:shard.stop])
+        flat.backward(grad if shard is None or shard.whole else grad[shard.start : shard.stop])
     return distributed.gather_task_values(problem.task_names, losses, problem.device)
 
 
@@ -214,10 +237,15 @@ class RunState:
     history: list[dict] = field(default_factory=list)
 
     def payload(self, stage: str, step: int, fingerprint: str) -> dict:
-        return {"stage": stage, "step": step, "fingerprint": fingerprint,
-                "tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "generator": self.generator.get_state(), "history": self.history}
+        return {
+            "stage": stage,
+            "step": step,
+            "fingerprint": fingerprint,
+            "tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "generator": self.generator.get_state(),
+            "history": self.history,
+        }
 
     def restore(self, payload: Mapping[str, Any]) -> None:
         with torch.no_grad():
@@ -244,11 +272,19 @@ def fingerprint_difference(saved: Any, current: str) -> str:
 class Checkpointer:
     """Saves the run every ``every`` steps to ``<directory>/checkpoint.ckpt`` and finds it again on restart."""
 
-    def __init__(self, directory: str | Path | None, every: int, params: Mapping[str, Any], problem: MergeProblem,
-                 shard: distributed.Shard | None = None):
+    def __init__(
+        self,
+        directory: str | Path | None,
+        every: int,
+        params: Mapping[str, Any],
+        problem: MergeProblem,
+        shard: distributed.Shard | None = None,
+    ):
         # one file written by rank 0, or one per rank when the state is sharded (every rank writes its block)
         self.per_rank = shard is not None and not shard.whole
-        self.path = Path(directory) / (shard.checkpoint_name() if self.per_rank else "checkpoint.ckpt") if directory else None
+        self.path = (
+            Path(directory) / (shard.checkpoint_name() if self.per_rank else "checkpoint.ckpt") if directory else None
+        )
         self.every = int(every)
         if self.path is not None and self.every <= 0:
             raise ValueError(f"checkpoint_every must be positive, got {every}")
@@ -256,8 +292,15 @@ class Checkpointer:
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
         semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
-        self.fingerprint = json.dumps({"params": semantic, "tasks": list(problem.task_names),
-                                       "num_params": sum(v.numel() for v in problem.pretrained.values())}, sort_keys=True, default=str)
+        self.fingerprint = json.dumps(
+            {
+                "params": semantic,
+                "tasks": list(problem.task_names),
+                "num_params": sum(v.numel() for v in problem.pretrained.values()),
+            },
+            sort_keys=True,
+            default=str,
+        )
 
     def load(self) -> dict | None:
         """The saved payload of this run, None if there is none; an error if it belongs to another configuration."""
@@ -266,8 +309,10 @@ class Checkpointer:
         payload = load_checkpoint(self.path)
         saved = payload.get("fingerprint") if isinstance(payload, dict) else None
         if saved != self.fingerprint:
-            raise CheckpointError(f"{self.path}: written by a run with a different configuration "
-                                  f"({fingerprint_difference(saved, self.fingerprint)}); use another checkpoint_dir or delete it")
+            raise CheckpointError(
+                f"{self.path}: written by a run with a different configuration "
+                f"({fingerprint_difference(saved, self.fingerprint)}); use another checkpoint_dir or delete it"
+            )
         return payload
 
     def maybe_save(self, state: RunState, stage: str, step: int, last: bool) -> None:
@@ -275,10 +320,20 @@ class Checkpointer:
             save_checkpoint(self.path, state.payload(stage, step, self.fingerprint))
 
 
-def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], state: RunState, checkpointer: Checkpointer, *,
-             start: int = 0, progress: bool = True, log_every: int = 10,
-             eval_fn: Callable[[], Mapping[str, float]] | None = None, eval_every: int = 0,
-             log_fn: Callable[[], dict] | None = None) -> None:
+def optimise(
+    stage: str,
+    steps: int,
+    step_fn: Callable[[int], dict],
+    state: RunState,
+    checkpointer: Checkpointer,
+    *,
+    start: int = 0,
+    progress: bool = True,
+    log_every: int = 10,
+    eval_fn: Callable[[], Mapping[str, float]] | None = None,
+    eval_every: int = 0,
+    log_fn: Callable[[], dict] | None = None,
+) -> None:
     """Run ``step_fn(step)`` for steps start..steps-1, logging, evaluating and checkpointing along the way.
 
     ``log_fn`` adds values (e.g. mask density) to logged rows only, keeping them out of the per-step path.
@@ -308,12 +363,16 @@ def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], state: RunS
         checkpointer.maybe_save(state, stage, done, last=done == steps)
 
 
-def evaluator(problem: MergeProblem, layout: ParamLayout, make_flat: Callable[[], Tensor]) -> Callable[[], dict[str, float]]:
+def evaluator(
+    problem: MergeProblem, layout: ParamLayout, make_flat: Callable[[], Tensor]
+) -> Callable[[], dict[str, float]]:
     """A no-argument function scoring the current merged parameters (for accuracy-over-steps curves)."""
+
     def run() -> dict[str, float]:
         tasks = distributed.local_tasks(problem.task_names)
         with torch.no_grad():
             params = layout.unflatten(make_flat())  # every rank merges (a shard gather needs all of them)
             local = evaluate(problem, params, tasks) if tasks else {}
         return distributed.gather_task_values(problem.task_names, local, problem.device)
+
     return run

@@ -31,8 +31,9 @@ def check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
-def logistic_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator, *, device=None,
-                   dtype: torch.dtype = torch.float32) -> Tensor:
+def logistic_noise(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator, *, device=None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """log u − log(1 − u) for u ~ U(0, 1) clamped away from 0 and 1: the noise of a relaxed-Bernoulli sample."""
     eps = torch.finfo(dtype).eps
     u = torch.rand(shape, generator=generator, device=device, dtype=dtype).clamp_(eps, 1 - eps)
@@ -76,8 +77,9 @@ def rescale_flat(mask: Tensor, layout: ParamLayout) -> Tensor:
     return mask / torch.repeat_interleave(means, torch.tensor(layout.numels, device=mask.device))
 
 
-def evaluation_mask(logits: Tensor, kind: EvalMask = "sample", *, temperature: float = 0.5,
-                    generator: torch.Generator | None = None) -> Tensor:
+def evaluation_mask(
+    logits: Tensor, kind: EvalMask = "sample", *, temperature: float = 0.5, generator: torch.Generator | None = None
+) -> Tensor:
     """The (unrescaled) mask used to evaluate a learned mask.
 
     ``sample``: one continuous Concrete sample (the paper's evaluation); ``expected``: σ(x); ``hard``: σ(x) > 0.5;

@@ -1,31 +1,28 @@
-"""Merge methods: small pure functions over state dicts / flat task vectors, and the explicit ``METHODS`` registry.
+"""Merge primitives: small pure functions over state dicts and flat task vectors.
 
-Data-free merges (weight averaging, task arithmetic, TIES) take the pre-trained state and task vectors.
-Test-time methods (AdaMerging, Concrete TA / AdaMerging) live in :mod:`adamerging` and :mod:`concrete` and are
-reached through the same registry: ``run_method(name, problem, **params)``.
+Data-free merges (weight averaging, task arithmetic, TIES) take the pre-trained state and task vectors; the flat
+versions (:func:`combine`, :func:`merge_flat`, :func:`apply_mask_flat`) are the hot loop of the test-time methods
+in :mod:`adamerging` and :mod:`concrete`. This module imports no method: the registry that names every method
+(``run_method(name, problem, **params)``) is :mod:`concrete_subspace.registry`.
 """
 
 from __future__ import annotations
 
-import difflib
-import inspect
-import numbers
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .masks import mean_floor, rescale, rescale_flat
-from .problem import MergeProblem
-from .task_vectors import ParamLayout, StateDict, apply_to, check_finite, float_keys, task_vector
+from .masks import mean_floor, rescale
+from .task_vectors import ParamLayout, StateDict, apply_to
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Pure functions on state dicts
 # ----------------------------------------------------------------------------------------------------------------
-def task_arithmetic(pretrained: StateDict, task_vectors: Iterable[StateDict], scaling: float = 0.3) -> dict[str, Tensor]:
+def task_arithmetic(
+    pretrained: StateDict, task_vectors: Iterable[StateDict], scaling: float = 0.3
+) -> dict[str, Tensor]:
     """θ0 + λ Σ_i τ_i (Ilharco et al.); task vectors may be a generator, so only a running sum is held."""
     total: dict[str, Tensor] | None = None
     for vector in task_vectors:
@@ -43,8 +40,9 @@ def weight_averaging(pretrained: StateDict, task_vectors: Iterable[StateDict]) -
     return task_arithmetic(pretrained, vectors, scaling=1.0 / len(vectors))
 
 
-def masked_merge(pretrained: StateDict, task_vectors: Sequence[StateDict], weights: Sequence[float] | Tensor,
-                 mask: StateDict) -> dict[str, Tensor]:
+def masked_merge(
+    pretrained: StateDict, task_vectors: Sequence[StateDict], weights: Sequence[float] | Tensor, mask: StateDict
+) -> dict[str, Tensor]:
     """θ0 + Σ_i w_i τ_i ⊙ m / mean(m), with one shared mask rescaled per tensor (the paper's merged model)."""
     out = dict(pretrained)
     for key in task_vectors[0]:
@@ -84,7 +82,9 @@ def ties_flat(vectors: Tensor, density: float = 0.2) -> Tensor:
     return disjoint_sum(trimmed, elect_sign(trimmed))
 
 
-def ties_merging(pretrained: StateDict, task_vectors: Sequence[StateDict], scaling: float = 0.3, density: float = 0.2) -> dict[str, Tensor]:
+def ties_merging(
+    pretrained: StateDict, task_vectors: Sequence[StateDict], scaling: float = 0.3, density: float = 0.2
+) -> dict[str, Tensor]:
     """TIES-Merging (Yadav et al.) over task vectors flattened across all float tensors; θ0 + λ · merged."""
     layout = ParamLayout.of(task_vectors[0])
     stacked = torch.stack([layout.flatten(v) for v in task_vectors])
@@ -114,11 +114,15 @@ def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
             total = term if total is None else total + term
         return total
     if weights.shape[1] != len(layout.numels):
-        raise ValueError(f"combine: layer-wise weights of shape {tuple(weights.shape)} for {len(layout.numels)} tensors")
+        raise ValueError(
+            f"combine: layer-wise weights of shape {tuple(weights.shape)} for {len(layout.numels)} tensors"
+        )
     # layer-wise: one [T] @ [T, n_k] product per tensor on views of the matrix: a single pass over it, no P-sized
     # per-task coefficient vectors (and only the [T, n_k] slice is widened when the vectors are stored narrower)
-    parts = [column @ block.to(weights.dtype)
-             for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))]
+    parts = [
+        column @ block.to(weights.dtype)
+        for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))
+    ]
     return torch.cat(parts)
 
 
@@ -175,160 +179,21 @@ def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: 
     return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype)).to(theta0.dtype)
 
 
-def merge_flat(theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None) -> Tensor:
+def merge_flat(
+    theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None
+) -> Tensor:
     """Flat θ = θ0 + Σ_i w_i τ_i (⊙ m / mean(m) per tensor when a mask is given)."""
     return apply_mask_flat(theta0, combine(vectors, weights, layout), mask, layout)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class MergeResult:
-    """A merged state (the merged float params), the logged history, the resolved parameters, and extras."""
+def __getattr__(name: str):
+    """``merging.run_method`` / ``merging.get_method``: the registry's old import path, resolved lazily (no cycle).
 
-    state: dict[str, Tensor]
-    params: dict[str, Any]
-    history: list[dict] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One registry entry: ``run(problem, **params) -> MergeResult``; ``defaults`` are its keyword defaults."""
-
-    name: str
-    pretty_name: str
-    reference: str
-    run: Callable[..., MergeResult]
-    needs_data: bool
-    data_free: Callable[..., dict[str, Tensor]] | None = None  # (pretrained, task_vectors, **params) for the CLI
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        sig = inspect.signature(self.run)
-        return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
-
-
-class UnknownMethodError(KeyError):
-    """Unknown method or parameter name; the message lists the valid names and the closest match."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0])
-
-
-def _closest(name: str, valid: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(valid), n=1)
-    return f" Did you mean {match[0]!r}?" if match else ""
-
-
-def get_method(name: str) -> MethodSpec:
-    """The registry entry for ``name``, or an error listing the valid names."""
-    if name not in METHODS:
-        raise UnknownMethodError(f"unknown method {name!r}.{_closest(name, METHODS)} Valid methods: {', '.join(METHODS)}")
-    return METHODS[name]
-
-
-def resolve_params(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The method's defaults updated with ``overrides``; unknown parameter names are an error naming the valid ones."""
-    spec = get_method(name)
-    params = spec.defaults
-    for key, value in (overrides or {}).items():
-        if key not in params:
-            raise UnknownMethodError(f"unknown parameter {key!r} for method {name!r}.{_closest(key, params)} Valid parameters: {', '.join(params)}")
-        params[key] = value
-    return params
-
-
-def _type_matches(value: Any, default: Any) -> tuple[bool, str] | None:
-    """(whether ``value`` has the kind of type ``default`` has, that kind's name); None if the default says nothing."""
-    if isinstance(default, bool):
-        return isinstance(value, (bool, np.bool_)), "bool"
-    if isinstance(default, int):
-        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)), "int"
-    if isinstance(default, float):
-        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)), "float"
-    if isinstance(default, str):
-        return isinstance(value, (str, torch.dtype)), "str"
-    if isinstance(default, tuple):
-        return isinstance(value, (tuple, list)) and len(value) == len(default), f"sequence of {len(default)}"
-    return None
-
-
-def check_param_type(method: str, key: str, value: Any, default: Any, annotation: str = "") -> None:
-    """Refuse a value whose type contradicts the default's (e.g. the string "10" for steps, "False" for a flag).
-
-    For a ``None`` default the annotation decides (``bool | None``, ``float | None``, ``int | None``); None passes.
+    Kept only for ``zoo.py``, which is being rewritten for the mini zoo v2 (issue 11) and still imports them from
+    here; new code imports :mod:`concrete_subspace.registry`.
     """
-    reference = default
-    if default is None:
-        if value is None:
-            return
-        reference = next((d for name, d in (("bool", False), ("float", 0.0), ("int", 0)) if name in str(annotation)), None)
-    match = _type_matches(value, reference)
-    if match is not None and not match[0]:
-        raise TypeError(f"parameter {key!r} of method {method!r} must be {match[1]} (default {default!r}), "
-                        f"got {type(value).__name__} {value!r}")
+    if name in ("run_method", "get_method"):
+        from . import registry
 
-
-def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
-    """Run a registered method on a problem with its defaults overridden by ``params`` (types checked)."""
-    resolved = resolve_params(name, params)
-    defaults = get_method(name).defaults
-    signature = inspect.signature(get_method(name).run).parameters
-    for key in params:
-        check_param_type(name, key, resolved[key], defaults[key], str(signature[key].annotation))
-        if isinstance(resolved[key], np.generic):  # numpy scalars -> Python, so params and fingerprints stay plain JSON
-            resolved[key] = resolved[key].item()
-    return get_method(name).run(problem, **resolved)
-
-
-def stream_task_vectors(problem: MergeProblem) -> Iterable[dict[str, Tensor]]:
-    """Task vectors of the problem, computed one fine-tuned model at a time."""
-    check_finite(problem.pretrained, name="pre-trained model")
-    for task in problem.task_names:
-        yield task_vector(problem.pretrained, problem.load_finetuned(task), name=f"fine-tuned model {task!r}")
-
-
-def _run_weight_averaging(problem: MergeProblem) -> MergeResult:
-    return MergeResult(weight_averaging(problem.pretrained, stream_task_vectors(problem)), {})
-
-
-def _run_task_arithmetic(problem: MergeProblem, *, scaling: float = 0.3) -> MergeResult:
-    return MergeResult(task_arithmetic(problem.pretrained, stream_task_vectors(problem), scaling), {"scaling": scaling})
-
-
-def _run_ties_merging(problem: MergeProblem, *, scaling: float = 0.3, density: float = 0.2) -> MergeResult:
-    state = ties_merging(problem.pretrained, list(stream_task_vectors(problem)), scaling, density)
-    return MergeResult(state, {"scaling": scaling, "density": density})
-
-
-from . import adamerging as _adamerging  # noqa: E402  (loops import the pure functions above)
-from . import baselines as _baselines  # noqa: E402
-from . import concrete as _concrete  # noqa: E402
-
-METHODS: dict[str, MethodSpec] = {
-    "weight_averaging": MethodSpec("weight_averaging", "Weight Averaging", "https://arxiv.org/abs/2203.05482",
-                                   _run_weight_averaging, False, lambda pre, tvs: weight_averaging(pre, tvs)),
-    "task_arithmetic": MethodSpec("task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089",
-                                  _run_task_arithmetic, False, task_arithmetic),
-    "ties_merging": MethodSpec("ties_merging", "TIES-Merging", "https://arxiv.org/abs/2306.01708",
-                               _run_ties_merging, False, lambda pre, tvs, **p: ties_merging(pre, list(tvs), **p)),
-    "fisher_merging": MethodSpec("fisher_merging", "Fisher Merging", "https://arxiv.org/abs/2111.09832",
-                                 _baselines.fisher_merging, True),
-    "regmean": MethodSpec("regmean", "RegMean", "https://arxiv.org/abs/2212.09849", _baselines.regmean, True),
-    "task_wise_adamerging": MethodSpec("task_wise_adamerging", "Task-wise AdaMerging", "https://arxiv.org/abs/2310.02575",
-                                       _adamerging.task_wise_adamerging, True),
-    "layer_wise_adamerging": MethodSpec("layer_wise_adamerging", "Layer-wise AdaMerging", "https://arxiv.org/abs/2310.02575",
-                                        _adamerging.layer_wise_adamerging, True),
-    "task_wise_adamerging_pp": MethodSpec("task_wise_adamerging_pp", "Task-wise AdaMerging++", "https://arxiv.org/abs/2310.02575",
-                                          _adamerging.task_wise_adamerging_pp, True),
-    "layer_wise_adamerging_pp": MethodSpec("layer_wise_adamerging_pp", "Layer-wise AdaMerging++", "https://arxiv.org/abs/2310.02575",
-                                           _adamerging.layer_wise_adamerging_pp, True),
-    "concrete_task_arithmetic": MethodSpec("concrete_task_arithmetic", "Concrete Task Arithmetic", "https://arxiv.org/abs/2312.06173",
-                                           _concrete.concrete_task_arithmetic, True),
-    "task_wise_concrete_adamerging": MethodSpec("task_wise_concrete_adamerging", "Task-wise Concrete AdaMerging",
-                                                "https://arxiv.org/abs/2312.06173", _concrete.task_wise_concrete_adamerging, True),
-    "layer_wise_concrete_adamerging": MethodSpec("layer_wise_concrete_adamerging", "Layer-wise Concrete AdaMerging",
-                                                 "https://arxiv.org/abs/2312.06173", _concrete.layer_wise_concrete_adamerging, True),
-}
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,8 @@ drawn, are always labelled "published" and hatched, never mixed into our bars.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,17 +20,40 @@ from .experiments import pretty
 PALETTE = "colorblind"
 DPI = 150
 #: Fixed colours per method family so every figure agrees.
-METHOD_ORDER = ("zero_shot", "weight_averaging", "task_arithmetic", "ties_merging", "fisher_merging", "regmean",
-                "task_wise_adamerging", "task_wise_adamerging_pp", "layer_wise_adamerging", "layer_wise_adamerging_pp",
-                "concrete_task_arithmetic", "task_wise_concrete_adamerging", "layer_wise_concrete_adamerging", "individual")
+METHOD_ORDER = (
+    "zero_shot",
+    "weight_averaging",
+    "task_arithmetic",
+    "ties_merging",
+    "fisher_merging",
+    "regmean",
+    "task_wise_adamerging",
+    "task_wise_adamerging_pp",
+    "layer_wise_adamerging",
+    "layer_wise_adamerging_pp",
+    "concrete_task_arithmetic",
+    "task_wise_concrete_adamerging",
+    "layer_wise_concrete_adamerging",
+    "individual",
+)
 
 
 def set_style() -> None:
     """The one style of every figure (seaborn whitegrid, paper context, colour-blind palette, no top/right spines)."""
     sns.set_theme(style="whitegrid", context="paper", palette=PALETTE, font_scale=1.1)
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight", "axes.spines.top": False,
-                         "axes.spines.right": False, "pdf.fonttype": 42, "figure.autolayout": False,
-                         "svg.hashsalt": "concrete_subspace", "pdf.compression": 6})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": DPI,
+            "savefig.bbox": "tight",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "pdf.fonttype": 42,
+            "figure.autolayout": False,
+            "svg.hashsalt": "concrete_subspace",
+            "pdf.compression": 6,
+        }
+    )
 
 
 def method_colors() -> dict[str, tuple]:
@@ -101,8 +124,17 @@ def task_heatmap(table: pd.DataFrame, title: str = "", path=None, value: str = "
     frame = frame.reindex(_ordered(frame.index))
     frame.index = [pretty(m) for m in frame.index]
     fig, ax = plt.subplots(figsize=(0.85 * frame.shape[1] + 3.2, 0.42 * frame.shape[0] + 1.4))
-    sns.heatmap(frame, annot=True, fmt=".1f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "accuracy (%)"}, ax=ax,
-                annot_kws={"fontsize": 7})
+    sns.heatmap(
+        frame,
+        annot=True,
+        fmt=".1f",
+        cmap="viridis",
+        vmin=0,
+        vmax=100,
+        cbar_kws={"label": "accuracy (%)"},
+        ax=ax,
+        annot_kws={"fontsize": 7},
+    )
     ax.set(title=title, xlabel="", ylabel="")
     ax.tick_params(axis="x", rotation=35)
     return save(fig, path)
@@ -111,12 +143,14 @@ def task_heatmap(table: pd.DataFrame, title: str = "", path=None, value: str = "
 def generalization_bars(summary: pd.DataFrame, path=None, title: str = "") -> plt.Figure:
     """Seen / unseen average accuracy per method, one panel per split."""
     set_style()
-    long = summary.melt(id_vars=["split", "method"], value_vars=["avg_seen", "avg_unseen"], var_name="tasks",
-                        value_name="accuracy")
+    long = summary.melt(
+        id_vars=["split", "method"], value_vars=["avg_seen", "avg_unseen"], var_name="tasks", value_name="accuracy"
+    )
     long["tasks"] = long["tasks"].map({"avg_seen": "seen (merged)", "avg_unseen": "unseen"})
     long["method"] = long["method"].map(pretty)
-    grid = sns.catplot(data=long, kind="bar", x="accuracy", y="method", hue="tasks", col="split", height=3.4,
-                       aspect=1.25, orient="h")
+    grid = sns.catplot(
+        data=long, kind="bar", x="accuracy", y="method", hue="tasks", col="split", height=3.4, aspect=1.25, orient="h"
+    )
     grid.set_axis_labels("average accuracy (%)", "")
     grid.figure.suptitle(title, y=1.03)
     return save(grid.figure, path)
@@ -129,23 +163,36 @@ def robustness_figure(table: pd.DataFrame, path=None, title: str = "") -> plt.Fi
     order = _ordered(avg["method"])
     colors = method_colors()
     fig, ax = plt.subplots(figsize=(8.0, 3.6))
-    sns.barplot(data=avg, x="corruption", y="accuracy", hue="method", hue_order=order,
-                palette={m: colors.get(m) for m in order}, ax=ax)
+    sns.barplot(
+        data=avg,
+        x="corruption",
+        y="accuracy",
+        hue="method",
+        hue_order=order,
+        palette={m: colors.get(m) for m in order},
+        ax=ax,
+    )
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, [pretty(m) for m in labels], frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(
+        handles, [pretty(m) for m in labels], frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
     ax.set(xlabel="", ylabel="average accuracy (%)", title=title)
     ax.tick_params(axis="x", rotation=25)
     return save(fig, path)
 
 
-def curves_figure(curves: pd.DataFrame, published: pd.DataFrame | None = None, path=None, title: str = "") -> plt.Figure:
+def curves_figure(
+    curves: pd.DataFrame, published: pd.DataFrame | None = None, path=None, title: str = ""
+) -> plt.Figure:
     """Average accuracy over steps: panel 1 test-time adaptation / CTA steps, panel 2 Concrete AM meta-learning."""
     set_style()
     avg = curves[curves["task"] == "average"]
     colors = method_colors()
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
-    panels = {"meta-learning (mask) steps": avg[avg["stage"] == "meta"],
-              "TTA / Concrete TA steps": avg[avg["stage"] != "meta"]}
+    panels = {
+        "meta-learning (mask) steps": avg[avg["stage"] == "meta"],
+        "TTA / Concrete TA steps": avg[avg["stage"] != "meta"],
+    }
     for ax, (name, frame) in zip(axes, panels.items()):
         for method in _ordered(frame["method"]):
             rows = frame[frame["method"] == method].sort_values("step")
@@ -276,8 +323,17 @@ def interference_figure(conflicts: pd.DataFrame, norms: pd.Series, path=None) ->
     """Walkthrough: pairwise sign-conflict fraction between task vectors, and each task vector's norm."""
     set_style()
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), gridspec_kw={"width_ratios": [1.3, 1]})
-    sns.heatmap(conflicts, annot=True, fmt=".2f", cmap="magma", vmin=0, vmax=0.6, ax=axes[0], annot_kws={"fontsize": 7},
-                cbar_kws={"label": "fraction with opposite signs"})
+    sns.heatmap(
+        conflicts,
+        annot=True,
+        fmt=".2f",
+        cmap="magma",
+        vmin=0,
+        vmax=0.6,
+        ax=axes[0],
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "fraction with opposite signs"},
+    )
     axes[0].set(title="sign conflicts between task vectors")
     axes[1].barh(norms.index, norms.values, color=sns.color_palette(PALETTE)[0])
     axes[1].invert_yaxis()

@@ -1,15 +1,17 @@
-"""The one contract between model/data adapters and merge methods.
+"""The one contract between model/data adapters and merge methods: what a method reads and what it returns.
 
-A :class:`MergeProblem` bundles what every method in :mod:`concrete_subspace.merging` needs: the shared
+A :class:`MergeProblem` bundles what every method of :mod:`concrete_subspace.registry` needs: the shared
 pre-trained module (a template for ``torch.func.functional_call``; never mutated), its float parameters θ0,
 the task names, a loader for each fine-tuned state (called one task at a time, so task vectors stream), each
-task's frozen head, and the data. Adapters (``models/``, ``zoo.py``) build it; methods only read it.
+task's frozen head, and the data. Adapters (``models/``, ``zoo.py``) build it; methods only read it,
+and return a :class:`MergeResult`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,3 +58,13 @@ class MergeProblem:
     @property
     def device(self) -> torch.device:
         return next(iter(self.pretrained.values())).device
+
+
+@dataclass
+class MergeResult:
+    """A merged state (the merged float params), the logged history, the resolved parameters, and extras."""
+
+    state: dict[str, Tensor]
+    params: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)

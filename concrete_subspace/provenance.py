@@ -17,14 +17,25 @@ import platform
 import re
 import sys
 import types
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 PACKAGE = "concrete_subspace"
-PACKAGES = ("concrete_subspace", "torch", "torchvision", "transformers", "open_clip_torch", "datasets", "peft",
-            "safetensors", "numpy", "pandas")
+PACKAGES = (
+    "concrete_subspace",
+    "torch",
+    "torchvision",
+    "transformers",
+    "open_clip_torch",
+    "datasets",
+    "peft",
+    "safetensors",
+    "numpy",
+    "pandas",
+)
 # Third-party packages whose version changes the numbers a merge run computes (part of every code fingerprint).
 NUMERIC_PACKAGES = ("torch", "transformers", "open_clip_torch", "numpy", "safetensors")
 LOCK_FILE = "requirements-lock.txt"
@@ -47,7 +58,11 @@ def package_versions(packages=PACKAGES) -> dict[str, str | None]:
 def device_info(device: str | torch.device = "cpu") -> dict:
     """The device a run used, with the GPU name when it is one."""
     device = torch.device(device)
-    info = {"device": str(device), "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available()}
+    info = {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu_name"] = torch.cuda.get_device_name(device)
     else:
@@ -72,14 +87,23 @@ def cpu_model() -> str:
 
 def kernel_info() -> dict:
     """Which CPU kernels ran: the CPU model, torch's kernel instruction set, and any variable that forces a path."""
-    return {"cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
+    }
 
 
 def environment_info(device: str | torch.device = "cpu") -> dict:
     """Versions, the lock-file check, device, CPU kernels and platform in one JSON-ready dict."""
-    return {"versions": package_versions(), "environment": lock_info(), "python": platform.python_version(),
-            "platform": platform.platform(), **device_info(device), **kernel_info()}
+    return {
+        "versions": package_versions(),
+        "environment": lock_info(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **device_info(device),
+        **kernel_info(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ the lock file
@@ -137,10 +161,17 @@ def _lock_info(path: Path) -> dict:
     if not path.exists():
         return {**info, "lock_sha256": None, "matches_lock": None, "note": "no lock file beside the package"}
     pins = read_lock(path)
-    differences = {name: {"locked": pins.get(name), "installed": installed.get(name)}
-                   for name in sorted(pins.keys() | installed.keys()) if pins.get(name) != installed.get(name)}
-    return {**info, "lock_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "matches_lock": not differences,
-            "differences": differences}
+    differences = {
+        name: {"locked": pins.get(name), "installed": installed.get(name)}
+        for name in sorted(pins.keys() | installed.keys())
+        if pins.get(name) != installed.get(name)
+    }
+    return {
+        **info,
+        "lock_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "matches_lock": not differences,
+        "differences": differences,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ code fingerprint
@@ -248,8 +279,12 @@ def _referenced(fn: types.FunctionType, sources: dict[str, str]) -> list[Any]:
     """The package objects a function's code names: globals, and attributes of the package modules it uses."""
     names = _code_names(fn.__code__)
     found = []
-    modules = [m for n in names for m in (fn.__globals__.get(n), sys.modules.get(f"{PACKAGE}.{n}"))
-               if isinstance(m, types.ModuleType) and (m.__name__ == PACKAGE or m.__name__.startswith(PACKAGE + "."))]
+    modules = [
+        m
+        for n in names
+        for m in (fn.__globals__.get(n), sys.modules.get(f"{PACKAGE}.{n}"))
+        if isinstance(m, types.ModuleType) and (m.__name__ == PACKAGE or m.__name__.startswith(PACKAGE + "."))
+    ]
     for name in names:
         if name in fn.__globals__:
             value = fn.__globals__[name]

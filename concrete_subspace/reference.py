@@ -23,15 +23,25 @@ REFERENCE_FILES: dict[str, str] = {
 }
 
 #: Row names of the published tables -> our method / row names.
-METHOD_ALIASES: dict[str, str] = {"pretrained_zeroshot": "zero_shot", "pretrained": "zero_shot",
-                                  "task_arithmetic_0.3": "task_arithmetic", "ties_merging_0.3": "ties_merging"}
+METHOD_ALIASES: dict[str, str] = {
+    "pretrained_zeroshot": "zero_shot",
+    "pretrained": "zero_shot",
+    "task_arithmetic_0.3": "task_arithmetic",
+    "ties_merging_0.3": "ties_merging",
+}
 
 #: Architecture / model -> the published table that matches it.
-TABLE_FOR: dict[str, str] = {"ViT-B-32": "clip_vit_b32_8tasks", "ViT-L-14": "clip_vit_l14_8tasks",
-                             "flan-t5-base": "flan_t5_base_lora16_glue", "flan-t5-large": "flan_t5_large_lora16_glue"}
+TABLE_FOR: dict[str, str] = {
+    "ViT-B-32": "clip_vit_b32_8tasks",
+    "ViT-L-14": "clip_vit_l14_8tasks",
+    "flan-t5-base": "flan_t5_base_lora16_glue",
+    "flan-t5-large": "flan_t5_large_lora16_glue",
+}
 
-SOURCE = ("Tang et al., arXiv 2312.06173, authors' result files (github.com/tanganke/subspace_fusion, results/); "
-          "rows marked adamerging_paper from Yang et al., AdaMerging, ICLR 2024")
+SOURCE = (
+    "Tang et al., arXiv 2312.06173, authors' result files (github.com/tanganke/subspace_fusion, results/); "
+    "rows marked adamerging_paper from Yang et al., AdaMerging, ICLR 2024"
+)
 
 
 def _data_dir():
@@ -66,7 +76,9 @@ def reference_long(name: str) -> pd.DataFrame:
 def beside(ours: pd.DataFrame, published: pd.DataFrame, on: list[str], value: str = "accuracy") -> pd.DataFrame:
     """Our numbers and the published ones side by side: columns ``<value> (ours)``, ``<value> (published)``, gap."""
     left = ours[on + [value]].rename(columns={value: f"{value} (ours)"})
-    right = published[on + [value, "source"]].rename(columns={value: f"{value} (published)", "source": "published source"})
+    right = published[on + [value, "source"]].rename(
+        columns={value: f"{value} (published)", "source": "published source"}
+    )
     merged = left.merge(right, on=on, how="left")
     merged["ours - published"] = merged[f"{value} (ours)"] - merged[f"{value} (published)"]
     return merged

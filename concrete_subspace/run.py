@@ -15,17 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXIT_USAGE = 2
 SCALES = ("mini", "paper")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m concrete_subspace.run",
-                                     description="Run one registry method (single process or under torchrun).")
-    parser.add_argument("method", help="registry name, e.g. concrete_task_arithmetic (see merging.METHODS)")
+    parser = argparse.ArgumentParser(
+        prog="python -m concrete_subspace.run",
+        description="Run one registry method (single process or under torchrun).",
+    )
+    parser.add_argument("method", help="registry name, e.g. concrete_task_arithmetic (see registry.METHODS)")
     parser.add_argument("--scale", default="mini", choices=SCALES)
     parser.add_argument("--tasks", nargs="*", default=None, help="task names (default: all of the scale)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank takes cuda:LOCAL_RANK)")
@@ -51,9 +53,17 @@ def _save(out: Path, method: str, params: dict, result, scores: dict, info: dict
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.extras.items() if torch.is_tensor(v)}
     if tensors:
         atomic_write_bytes(out / "tensors.safetensors", save(tensors))
-    atomic_write_json(out / "result.json", {"method": method, "params": {**result.params, **params},
-                                            "scores": scores, "average": average(scores), "history": result.history,
-                                            **info})
+    atomic_write_json(
+        out / "result.json",
+        {
+            "method": method,
+            "params": {**result.params, **params},
+            "scores": scores,
+            "average": average(scores),
+            "history": result.history,
+            **info,
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import distributed
     from .cli import CliError, parse_params
-    from .merging import UnknownMethodError, get_method
+    from .registry import UnknownMethodError, get_method
 
     torch.set_num_threads(args.threads)
     try:
@@ -84,28 +94,41 @@ def _run(args: argparse.Namespace, params: dict, device: str) -> int:
     from . import distributed
     from .evaluation import evaluate
     from .experiments import ensure_zoo, load_problem
-    from .merging import run_method
     from .provenance import environment_info
+    from .registry import run_method
 
     if args.scale == "mini" and args.zoo_dir is None:
         if distributed.is_main():  # one rank builds a missing zoo; the others wait, then read it
             ensure_zoo(args.seed, args.smoke, progress=True)
         distributed.barrier()
-    problem = load_problem(args.scale, args.tasks, device, args.split, args.seed, args.smoke, arch=args.arch,
-                           zoo_dir=args.zoo_dir)
+    problem = load_problem(
+        args.scale, args.tasks, device, args.split, args.seed, args.smoke, arch=args.arch, zoo_dir=args.zoo_dir
+    )
     started = time.perf_counter()
     result = run_method(args.method, problem, progress=distributed.is_main(), **params)
     seconds = time.perf_counter() - started
-    local = evaluate(problem, result.state, distributed.local_tasks(problem.task_names)) \
-        if distributed.local_tasks(problem.task_names) else {}
+    local = (
+        evaluate(problem, result.state, distributed.local_tasks(problem.task_names))
+        if distributed.local_tasks(problem.task_names)
+        else {}
+    )
     scores = distributed.gather_task_values(problem.task_names, local, problem.device)
     if distributed.is_main():
-        info = {"world_size": distributed.world_size(), "seconds": seconds, "scale": args.scale, "seed": args.seed,
-                "smoke": args.smoke, "split": args.split, "tasks": list(problem.task_names),
-                "environment": environment_info(device)}
+        info = {
+            "world_size": distributed.world_size(),
+            "seconds": seconds,
+            "scale": args.scale,
+            "seed": args.seed,
+            "smoke": args.smoke,
+            "split": args.split,
+            "tasks": list(problem.task_names),
+            "environment": environment_info(device),
+        }
         _save(Path(args.out), args.method, params, result, scores, info)
-        print(f"{args.method}: average {sum(scores.values()) / len(scores):.2f} over {len(scores)} tasks "
-              f"({distributed.world_size()} process(es), {seconds:.1f} s) -> {args.out}")
+        print(
+            f"{args.method}: average {sum(scores.values()) / len(scores):.2f} over {len(scores)} tasks "
+            f"({distributed.world_size()} process(es), {seconds:.1f} s) -> {args.out}"
+        )
     return 0
 
 

@@ -37,8 +37,9 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as err:  # safetensors raises its own SafetensorError (an Exception), or OSError
         if type(err).__name__ != "SafetensorError" and not isinstance(err, OSError):
             raise
-        raise CheckpointFileError(f"{path}: not a readable safetensors file (truncated, corrupted or another "
-                                  f"format): {_first_line(err)}") from None
+        raise CheckpointFileError(
+            f"{path}: not a readable safetensors file (truncated, corrupted or another format): {_first_line(err)}"
+        ) from None
 
 
 def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -48,10 +49,14 @@ def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(f"{path}: refused to load: not a plain tensor checkpoint ({load_error_reason(err)})") from None
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: not a plain tensor checkpoint ({load_error_reason(err)})"
+        ) from None
     except (EOFError, RuntimeError, OSError) as err:  # empty or truncated zip archive, unreadable file
         reason = "empty file" if isinstance(err, EOFError) else _first_line(err).split(". ", 1)[0]
-        raise CheckpointFileError(f"{path}: not a readable torch checkpoint (truncated or corrupted): {reason}") from None
+        raise CheckpointFileError(
+            f"{path}: not a readable torch checkpoint (truncated or corrupted): {reason}"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
@@ -91,11 +96,14 @@ def shard_names(index: Path) -> list[str]:
         weight_map = json.loads(index.read_text())["weight_map"]
         return sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise CheckpointFileError(f"{index}: not a valid sharded-checkpoint index ({type(err).__name__}: "
-                                  f"{_first_line(err)})") from None
+        raise CheckpointFileError(
+            f"{index}: not a valid sharded-checkpoint index ({type(err).__name__}: {_first_line(err)})"
+        ) from None
 
 
-def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+def save_state_dict(
+    path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
     """Atomically write a safetensors file (tensors made contiguous and unshared)."""
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     return atomic_write_bytes(path, save(tensors, metadata=metadata))

@@ -7,8 +7,8 @@ as position ids are skipped). Errors name the offending model and key.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -37,12 +37,16 @@ def check_compatible(reference: StateDict, other: StateDict, *, name: str = "mod
             raise StateDictError(f"{name}: missing key {key!r} (present in the pre-trained model)")
         ref, val = reference[key], other[key]
         if tuple(val.shape) != tuple(ref.shape):
-            raise StateDictError(f"{name}: shape mismatch for {key!r}: {tuple(val.shape)} vs pre-trained {tuple(ref.shape)}")
+            raise StateDictError(
+                f"{name}: shape mismatch for {key!r}: {tuple(val.shape)} vs pre-trained {tuple(ref.shape)}"
+            )
         if check_dtype and val.dtype != ref.dtype:
             raise StateDictError(f"{name}: dtype mismatch for {key!r}: {val.dtype} vs pre-trained {ref.dtype}")
     extra = [k for k in float_keys(other) if k not in reference]
     if extra:
-        raise StateDictError(f"{name}: unexpected key {extra[0]!r} (not in the pre-trained model; {len(extra)} extra in all)")
+        raise StateDictError(
+            f"{name}: unexpected key {extra[0]!r} (not in the pre-trained model; {len(extra)} extra in all)"
+        )
 
 
 def check_finite(state: StateDict, *, name: str = "model") -> None:
@@ -52,7 +56,9 @@ def check_finite(state: StateDict, *, name: str = "model") -> None:
             raise StateDictError(f"{name}: non-finite values (NaN/Inf) in {key!r}")
 
 
-def task_vector(pretrained: StateDict, finetuned: StateDict, *, name: str = "finetuned", dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+def task_vector(
+    pretrained: StateDict, finetuned: StateDict, *, name: str = "finetuned", dtype: torch.dtype | None = None
+) -> dict[str, Tensor]:
     """τ = θ_ft − θ0 for every float tensor, after validating keys, shapes, dtypes and finiteness."""
     check_compatible(pretrained, finetuned, name=name)
     check_finite(finetuned, name=name)
@@ -61,7 +67,11 @@ def task_vector(pretrained: StateDict, finetuned: StateDict, *, name: str = "fin
         delta = finetuned[key].to(pretrained[key].device) - pretrained[key]
         vector[key] = delta if dtype is None else delta.to(dtype)
     if all(not v.any() for v in vector.values()):
-        warnings.warn(f"{name}: task vector is all zeros (fine-tuned model identical to the pre-trained one)", ZeroTaskVectorWarning, stacklevel=2)
+        warnings.warn(
+            f"{name}: task vector is all zeros (fine-tuned model identical to the pre-trained one)",
+            ZeroTaskVectorWarning,
+            stacklevel=2,
+        )
     return vector
 
 
@@ -88,7 +98,7 @@ class ParamLayout:
     shapes: tuple[torch.Size, ...]
 
     @classmethod
-    def of(cls, state: StateDict) -> "ParamLayout":
+    def of(cls, state: StateDict) -> ParamLayout:
         keys = tuple(float_keys(state))
         return cls(keys, tuple(state[k].shape for k in keys))
 
@@ -114,8 +124,9 @@ class ParamLayout:
         return torch.repeat_interleave(torch.arange(len(self.keys), device=device), sizes)
 
 
-def flat_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *,
-                      progress: bool = False) -> Iterator[tuple[str, Tensor]]:
+def flat_task_vectors(
+    pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *, progress: bool = False
+) -> Iterator[tuple[str, Tensor]]:
     """Yield ``(task, flat τ)`` one fine-tuned model at a time, validated (16-bit models are differenced in float32)."""
     check_finite(pretrained, name="pre-trained model")
     layout = ParamLayout.of(pretrained)
@@ -128,12 +139,22 @@ def flat_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], Sta
         vector = layout.flatten(finetuned).to(theta0.device, work) - theta0.to(work)
         del finetuned
         if not vector.any():
-            warnings.warn(f"fine-tuned model {task!r}: task vector is all zeros (identical to the pre-trained model)", ZeroTaskVectorWarning, stacklevel=2)
+            warnings.warn(
+                f"fine-tuned model {task!r}: task vector is all zeros (identical to the pre-trained model)",
+                ZeroTaskVectorWarning,
+                stacklevel=2,
+            )
         yield task, vector
 
 
-def stack_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *,
-                       dtype: torch.dtype | None = None, progress: bool = False) -> tuple[ParamLayout, Tensor]:
+def stack_task_vectors(
+    pretrained: StateDict,
+    load_finetuned: Callable[[str], StateDict],
+    tasks: Iterable[str],
+    *,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[ParamLayout, Tensor]:
     """Stream the fine-tuned models one at a time into a [T, P] matrix of flat task vectors.
 
     Only one fine-tuned state is resident at a time; ``dtype`` (e.g. ``torch.bfloat16``) stores the task vectors
@@ -148,8 +169,15 @@ def stack_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], St
     return layout, stacked
 
 
-def sum_task_vectors(pretrained: StateDict, load_finetuned: Callable[[str], StateDict], tasks: Iterable[str], *,
-                     scaling: float = 1.0, dtype: torch.dtype | None = None, progress: bool = False) -> tuple[ParamLayout, Tensor]:
+def sum_task_vectors(
+    pretrained: StateDict,
+    load_finetuned: Callable[[str], StateDict],
+    tasks: Iterable[str],
+    *,
+    scaling: float = 1.0,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[ParamLayout, Tensor]:
     """λ Σ_i τ_i as one flat vector, streamed: only the running sum and one fine-tuned model are resident.
 
     ``dtype`` rounds each task vector to that storage type first, as :func:`stack_task_vectors` would.

@@ -28,5 +28,15 @@ def toy():
 def toy_vectors(toy):
     """(layout, θ0 flat, [T, P] task vectors) of the toy problem."""
     from concrete_subspace.task_vectors import stack_task_vectors
+
     layout, vectors = stack_task_vectors(toy.pretrained, toy.load_finetuned, toy.task_names)
     return layout, layout.flatten(toy.pretrained), vectors
+
+
+@pytest.fixture(scope="session")
+def smoke_zoo_problem():
+    """The cached seed-0 smoke zoo's test-split problem (built once per cache; also used by the notebook tests)."""
+    from concrete_subspace.experiments import ensure_zoo
+    from concrete_subspace.zoo import load_zoo_problem
+
+    return load_zoo_problem(ensure_zoo(seed=0, smoke=True, progress=False), split="test")

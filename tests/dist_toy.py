@@ -25,7 +25,7 @@ from toy import make_toy_problem, pausing  # noqa: E402
 def main(config: dict) -> None:
     from concrete_subspace import distributed
     from concrete_subspace.checkpoint import save_checkpoint
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.set_num_threads(1)
     distributed.init_from_env("cpu")
@@ -39,9 +39,15 @@ def main(config: dict) -> None:
     for method, params in config["methods"].items():
         result = run_method(method, problem, progress=False, **params)
         tensors = {k: v for k, v in result.extras.items() if torch.is_tensor(v)}
-        save_checkpoint(out / f"{method}.rank{distributed.rank()}.ckpt",
-                        {"state": result.state, "tensors": tensors, "history": result.history,
-                         "world_size": distributed.world_size()})
+        save_checkpoint(
+            out / f"{method}.rank{distributed.rank()}.ckpt",
+            {
+                "state": result.state,
+                "tensors": tensors,
+                "history": result.history,
+                "world_size": distributed.world_size(),
+            },
+        )
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -10,9 +10,28 @@ from concrete_subspace.bench import main
 @pytest.mark.slow
 def test_bench_vit_tiny_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["--cases", "vit_tiny", "--methods", "concrete_task_arithmetic", "layer_wise_adamerging",
-                 "--steps", "2", "--warmup", "1", "--threads", "1", "--configs", "bf16:batched",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--cases",
+                "vit_tiny",
+                "--methods",
+                "concrete_task_arithmetic",
+                "layer_wise_adamerging",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+                "--configs",
+                "bf16:batched",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "concrete_task_arithmetic" in printed and "layer_wise_adamerging" in printed
     payload = json.loads(out.with_suffix(".json").read_text())
@@ -22,7 +41,8 @@ def test_bench_vit_tiny_writes_table_and_json(tmp_path, capsys):
     assert "torch" in text and "vit_tiny" in text
     assert len(rows) >= 2
     assert {(r["method"], r["config"], r["precision"], r["forward_mode"]) for r in rows} == {
-        (m, "bf16:batched", "bf16", "batched") for m in ("concrete_task_arithmetic", "layer_wise_adamerging")}
+        (m, "bf16:batched", "bf16", "batched") for m in ("concrete_task_arithmetic", "layer_wise_adamerging")
+    }
     for row in rows:  # every method reports a step time, a peak and its task-vector build time
         assert row["step_seconds_median"] > 0 and row["peak_bytes"] > 0
         assert row["build_vectors_seconds"] is not None and row["build_vectors_seconds"] > 0, row["method"]
@@ -34,8 +54,11 @@ def test_bench_configs_are_checked_and_filtered_by_precision():
     assert parse_config("bf16:batched") == ("bf16", "batched")
     assert select_configs(DEFAULT_CONFIGS, ["bf16"]) == ["bf16:batched"]
     assert select_configs(DEFAULT_CONFIGS, None) == list(DEFAULT_CONFIGS)
-    for bad, match in (("bf16", "PRECISION:FORWARD_MODE"), ("fp16:batched", "unknown precision"),
-                       ("fp32:summed", "unknown forward_mode")):
+    for bad, match in (
+        ("bf16", "PRECISION:FORWARD_MODE"),
+        ("fp16:batched", "unknown precision"),
+        ("fp32:summed", "unknown forward_mode"),
+    ):
         with pytest.raises(ValueError, match=match):
             parse_config(bad)
     with pytest.raises(ValueError, match="no bench config"):

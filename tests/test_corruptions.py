@@ -15,7 +15,7 @@ def image(seed: int = 0, size: int = 48) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     img = torch.stack([xx, yy, (xx + yy) / 2])
-    img[:, size // 4: size // 2, size // 4: size // 2] = torch.rand(3, 1, 1, generator=g)
+    img[:, size // 4 : size // 2, size // 4 : size // 2] = torch.rand(3, 1, 1, generator=g)
     return img
 
 
@@ -37,6 +37,7 @@ def test_shapes_range_and_change(name, severity):
 def test_batches_and_pil(name):
     from PIL import Image
     from torchvision.transforms import functional as TF
+
     batch = torch.stack([image(0), image(1)])
     assert C.corrupt(batch, name, 3, generator=gen()).shape == batch.shape
     pil = TF.to_pil_image(image())
@@ -60,7 +61,9 @@ def test_random_corruptions_need_a_generator(name):
         C.corrupt(image(), name, 1)
 
 
-@pytest.mark.parametrize("name", ["gaussian_noise", "impulse_noise", "contrast", "pixelate", "jpeg_compression", "motion_blur"])
+@pytest.mark.parametrize(
+    "name", ["gaussian_noise", "impulse_noise", "contrast", "pixelate", "jpeg_compression", "motion_blur"]
+)
 def test_higher_severity_distorts_more(name):
     x = image(size=64)
     errors = [float((C.corrupt(x, name, s, generator=gen(3)) - x).abs().mean()) for s in (1, 3, 5)]

@@ -21,7 +21,7 @@ import torch
 
 from concrete_subspace import distributed
 from concrete_subspace.checkpoint import load_checkpoint
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 from concrete_subspace.task_vectors import ParamLayout
 
 HERE = Path(__file__).resolve().parent
@@ -44,9 +44,23 @@ def free_port() -> int:
 
 def torchrun(nproc: int, *args: str, timeout: float = 240, wait: bool = True, **popen):
     """``python -m torch.distributed.run --nproc-per-node N ARGS`` on localhost, one thread per process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
-               "127.0.0.1", "--master-port", str(free_port()), *args]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        *args,
+    ]
     if not wait:
         return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True, **popen)
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -140,24 +154,45 @@ def test_more_ranks_than_tasks(toy, tmp_path):
 
     methods = {"concrete_task_arithmetic": METHODS["concrete_task_arithmetic"]}
     torchrun(3, str(HERE / "dist_toy.py"), json.dumps({"out": str(tmp_path), "methods": methods, "num_tasks": 2}))
-    single = run_method("concrete_task_arithmetic", make_toy_problem(num_tasks=2), progress=False, **methods["concrete_task_arithmetic"])
+    single = run_method(
+        "concrete_task_arithmetic", make_toy_problem(num_tasks=2), progress=False, **methods["concrete_task_arithmetic"]
+    )
     for r in range(3):
-        close(load_checkpoint(tmp_path / f"concrete_task_arithmetic.rank{r}.ckpt")["tensors"]["mask_logits"],
-              single.extras["mask_logits"])
+        close(
+            load_checkpoint(tmp_path / f"concrete_task_arithmetic.rank{r}.ckpt")["tensors"]["mask_logits"],
+            single.extras["mask_logits"],
+        )
 
 
 @pytest.mark.parametrize("shard_vectors", [False, True])
 def test_killed_distributed_run_resumes_to_the_uninterrupted_result(toy, tmp_path, shard_vectors):
     """Rank 0 writes the checkpoint (each rank its block when sharded); a run killed mid-way and launched again ends
     where an uninterrupted run does."""
-    params = {"meta_steps": 4, "tta_steps": 4, "outer_lr": 0.05, "tta_lr": 0.05, "checkpoint_every": 1,
-              "checkpoint_dir": str(tmp_path / "ckpt"), "shard_vectors": shard_vectors}
+    params = {
+        "meta_steps": 4,
+        "tta_steps": 4,
+        "outer_lr": 0.05,
+        "tta_lr": 0.05,
+        "checkpoint_every": 1,
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+        "shard_vectors": shard_vectors,
+    }
     marker = tmp_path / "paused"
     # rank 0 has 2 of the 3 tasks: 2 data calls for the up-front check, then 4 per meta step -> paused in meta step 3
-    config = {"out": str(tmp_path / "out"), "methods": {"layer_wise_concrete_adamerging": params},
-              "pause_after_calls": 11, "pause_marker": str(marker)}
-    job = torchrun(2, str(HERE / "dist_toy.py"), json.dumps(config), wait=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    config = {
+        "out": str(tmp_path / "out"),
+        "methods": {"layer_wise_concrete_adamerging": params},
+        "pause_after_calls": 11,
+        "pause_marker": str(marker),
+    }
+    job = torchrun(
+        2,
+        str(HERE / "dist_toy.py"),
+        json.dumps(config),
+        wait=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 180
         while not marker.exists():
@@ -179,8 +214,12 @@ def test_killed_distributed_run_resumes_to_the_uninterrupted_result(toy, tmp_pat
     assert 0 < saved["step"] and saved["stage"] == "meta"
     del config["pause_after_calls"]
     torchrun(2, str(HERE / "dist_toy.py"), json.dumps(config))
-    uninterrupted = run_method("layer_wise_concrete_adamerging", toy, progress=False,
-                               **{k: v for k, v in params.items() if not k.startswith("checkpoint") and k != "shard_vectors"})
+    uninterrupted = run_method(
+        "layer_wise_concrete_adamerging",
+        toy,
+        progress=False,
+        **{k: v for k, v in params.items() if not k.startswith("checkpoint") and k != "shard_vectors"},
+    )
     resumed = load_checkpoint(tmp_path / "out" / "layer_wise_concrete_adamerging.rank1.ckpt")
     close(resumed["tensors"]["mask_logits"], uninterrupted.extras["mask_logits"])
     close(resumed["tensors"]["coefficients"], uninterrupted.extras["coefficients"])
@@ -191,8 +230,16 @@ def test_run_entry_point_on_the_smoke_zoo_two_processes_equal_one(tmp_path):
     from concrete_subspace.experiments import ensure_zoo
 
     ensure_zoo(seed=0, smoke=True, progress=False)
-    args = ["-m", "concrete_subspace.run", "concrete_task_arithmetic", "--smoke", "--param", "steps=2",
-            "--param", "lr=0.05"]
+    args = [
+        "-m",
+        "concrete_subspace.run",
+        "concrete_task_arithmetic",
+        "--smoke",
+        "--param",
+        "steps=2",
+        "--param",
+        "lr=0.05",
+    ]
     torchrun(2, *args, "--out", str(tmp_path / "two"))
     torchrun(1, *args, "--out", str(tmp_path / "one"))
     two = json.loads((tmp_path / "two" / "result.json").read_text())
@@ -204,8 +251,11 @@ def test_run_entry_point_on_the_smoke_zoo_two_processes_equal_one(tmp_path):
     # Adam divides by sqrt(v): for the few logits whose gradient is near zero (|g| ~ eps) the fp32 summation order
     # of the two ranks' partial gradients moves the update visibly (measured: 0.1% of the 463,584 logits differ by
     # more than 1e-5, the largest by 8e-5, after 2 steps at lr 0.05)
-    close(load_file(tmp_path / "two" / "tensors.safetensors")["mask_logits"],
-          load_file(tmp_path / "one" / "tensors.safetensors")["mask_logits"], tol=5e-4)
+    close(
+        load_file(tmp_path / "two" / "tensors.safetensors")["mask_logits"],
+        load_file(tmp_path / "one" / "tensors.safetensors")["mask_logits"],
+        tol=5e-4,
+    )
     assert two["scores"] == pytest.approx(one["scores"], abs=0.5)  # accuracy over a few hundred images
 
 

@@ -1,16 +1,18 @@
-"""experiments.py / reference.py / plotting.py on the toy problem: configs, parameters, run cache, tables, claims."""
+"""experiments/ / reference.py / plotting.py on the toy problem: configs, parameters, run cache, tables, claims."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import pandas as pd
-import torch
 import pytest
+import torch
+from toy import make_toy_problem
 
 from concrete_subspace import experiments as ex
 from concrete_subspace import reference as ref
-from toy import make_toy_problem
 
 
 def test_config_coerces_lists_and_validates():
@@ -31,8 +33,11 @@ def test_checkpoints_parameter_is_paper_only_and_on_every_vision_config():
     with pytest.raises(ValueError, match="only at scale='paper'"):
         ex.MultitaskConfig(checkpoints="/ckpt")  # scale='mini' by default
     with pytest.raises(ValueError, match="only at scale='paper'"):
-        ex.config_from(ex.AblationConfig, {f: getattr(ex.AblationConfig(), f) for f in ex.AblationConfig.__dataclass_fields__}
-                       | {"checkpoints": "/ckpt"})
+        ex.config_from(
+            ex.AblationConfig,
+            {f: getattr(ex.AblationConfig(), f) for f in ex.AblationConfig.__dataclass_fields__}
+            | {"checkpoints": "/ckpt"},
+        )
     with pytest.raises(TypeError, match="checkpoints"):
         ex.CurvesConfig(scale="paper", checkpoints="")
     with pytest.raises(ValueError, match="only at scale='paper'"):
@@ -40,11 +45,19 @@ def test_checkpoints_parameter_is_paper_only_and_on_every_vision_config():
 
 
 def test_layer_of_hf_and_open_clip_keys():
-    hf = {"vision_model.encoder.layers.3.mlp.fc1.weight": "layer 3", "vision_model.embeddings.class_embedding":
-          "embeddings", "vision_model.post_layernorm.weight": "post_layernorm"}
-    oc = {"vision_model.transformer.resblocks.11.attn.in_proj_weight": "layer 11", "vision_model.conv1.weight":
-          "embeddings", "vision_model.class_embedding": "embeddings", "vision_model.ln_pre.bias": "embeddings",
-          "vision_model.ln_post.weight": "ln_post", "vision_model.proj": "proj"}
+    hf = {
+        "vision_model.encoder.layers.3.mlp.fc1.weight": "layer 3",
+        "vision_model.embeddings.class_embedding": "embeddings",
+        "vision_model.post_layernorm.weight": "post_layernorm",
+    }
+    oc = {
+        "vision_model.transformer.resblocks.11.attn.in_proj_weight": "layer 11",
+        "vision_model.conv1.weight": "embeddings",
+        "vision_model.class_embedding": "embeddings",
+        "vision_model.ln_pre.bias": "embeddings",
+        "vision_model.ln_post.weight": "ln_post",
+        "vision_model.proj": "proj",
+    }
     assert {k: ex.layer_of(k) for k in {**hf, **oc}} == {**hf, **oc}
 
 
@@ -74,11 +87,13 @@ def test_run_cached_reuses_and_keys_on_parameters(tmp_path):
     again = ex.run_cached(problem, "concrete_task_arithmetic", params, cache_dir=tmp_path, verbose=False)
     assert again.cached and not first.cached and again.scores == first.scores and again.key == first.key
     assert again.tensor("mask_logits").shape == first.tensor("mask_logits").shape
-    other = ex.run_cached(problem, "concrete_task_arithmetic", {**params, "temperature": 1.0}, cache_dir=tmp_path,
-                          verbose=False)
+    other = ex.run_cached(
+        problem, "concrete_task_arithmetic", {**params, "temperature": 1.0}, cache_dir=tmp_path, verbose=False
+    )
     assert other.key != first.key
-    quiet = ex.run_cached(problem, "concrete_task_arithmetic", {**params, "progress": True}, cache_dir=tmp_path,
-                          verbose=False)
+    quiet = ex.run_cached(
+        problem, "concrete_task_arithmetic", {**params, "progress": True}, cache_dir=tmp_path, verbose=False
+    )
     assert quiet.cached  # progress does not change the result, so it does not change the key
     saved = json.loads((first.directory / "record.json").read_text())
     assert saved["params"]["steps"] == 3 and not (first.directory / "checkpoint").exists()
@@ -86,8 +101,10 @@ def test_run_cached_reuses_and_keys_on_parameters(tmp_path):
 
 def test_tables_curves_and_claims(tmp_path):
     problem = make_toy_problem()
-    runs = {m: ex.run_cached(problem, m, ex.method_params(m, steps=5), cache_dir=tmp_path, verbose=False)
-            for m in ("task_arithmetic", "concrete_task_arithmetic", "layer_wise_concrete_adamerging")}
+    runs = {
+        m: ex.run_cached(problem, m, ex.method_params(m, steps=5), cache_dir=tmp_path, verbose=False)
+        for m in ("task_arithmetic", "concrete_task_arithmetic", "layer_wise_concrete_adamerging")
+    }
     table = pd.concat([ex.tidy_scores(m, r.scores) for m, r in runs.items()])
     wide = ex.wide(table)
     assert list(wide.columns)[-1] == "average" and list(wide.index) == list(runs)
@@ -95,8 +112,10 @@ def test_tables_curves_and_claims(tmp_path):
     curves = ex.curves_table(runs)
     assert set(curves["stage"]) == {"concrete", "meta", "tta"}
     assert curves.groupby(["method", "stage"])["step"].max().min() == 5
-    claims = ex.check_claims({"a": 2.0, "b": 1.0}, [ex.Claim("a beats b", "a", "b"), ex.Claim("b beats a", "b", "a"),
-                                                    ex.Claim("skipped", "a", "missing")])
+    claims = ex.check_claims(
+        {"a": 2.0, "b": 1.0},
+        [ex.Claim("a beats b", "a", "b"), ex.Claim("b beats a", "b", "a"), ex.Claim("skipped", "a", "missing")],
+    )
     assert list(claims["holds"]) == [True, False] and len(claims) == 2
     best = ex.best_method_claim({"individual": 99.0, "task_arithmetic": 50.0, "layer_wise_concrete_adamerging": 60.0})
     assert bool(best["holds"].iloc[0])
@@ -104,8 +123,13 @@ def test_tables_curves_and_claims(tmp_path):
 
 def test_masked_individual_and_eval_masks(tmp_path):
     problem = make_toy_problem()
-    run = ex.run_cached(problem, "concrete_task_arithmetic", ex.method_params("concrete_task_arithmetic", steps=2),
-                        cache_dir=tmp_path, verbose=False)
+    run = ex.run_cached(
+        problem,
+        "concrete_task_arithmetic",
+        ex.method_params("concrete_task_arithmetic", steps=2),
+        cache_dir=tmp_path,
+        verbose=False,
+    )
     masked = ex.masked_individual_table(problem, {"concrete_task_arithmetic": run})
     assert set(masked["model"]) == {"individual", "masked by Concrete Task Arithmetic"}
     kinds = ex.eval_mask_table(problem, run, ["sample", "expected", "hard"])
@@ -143,3 +167,19 @@ def test_set_threads_one_at_mini_cpu_env_overrides_and_bad_env_is_named(monkeypa
             ex.set_threads(ex.MultitaskConfig())
     finally:
         torch.set_num_threads(before)
+
+
+def test_claims_are_looked_up_by_name():
+    ta_claim, ties_claim = ex.claims("concrete_ta_beats_ta", "ties_beats_ta")
+    assert (ta_claim.better, ta_claim.worse) == ("concrete_task_arithmetic", "task_arithmetic")
+    assert ties_claim.better == "ties_merging" and list(ex.CLAIMS)[0] == "merging_interferes"
+    with pytest.raises(KeyError, match="valid"):
+        ex.claims("concrete_ta_beats_everything")
+
+
+def test_setup_builds_the_config_and_prepares_the_output_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    params = {f.name: f.default for f in dataclasses.fields(ex.CurvesConfig)}
+    config, out, started = ex.setup("05_curves", {**params, "smoke": True, "figures_dir": str(tmp_path)})
+    assert isinstance(config, ex.CurvesConfig) and config.smoke and out == tmp_path / "mini-smoke" / "05_curves"
+    assert out.is_dir() and started > 0 and os.environ["HF_HUB_OFFLINE"] == "1"

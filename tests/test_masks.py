@@ -6,8 +6,16 @@ import pytest
 import torch
 from torch.distributions import RelaxedBernoulli
 
-from concrete_subspace.masks import (check_temperature, density, evaluation_mask, init_logits, rescale, rescale_flat,
-                                     sample_concrete, segment_means)
+from concrete_subspace.masks import (
+    check_temperature,
+    density,
+    evaluation_mask,
+    init_logits,
+    rescale,
+    rescale_flat,
+    sample_concrete,
+    segment_means,
+)
 from concrete_subspace.task_vectors import ParamLayout
 
 

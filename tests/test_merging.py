@@ -6,18 +6,31 @@ import pytest
 import torch
 
 from concrete_subspace.masks import rescale, sample_concrete
-from concrete_subspace.merging import (METHODS, combine, disjoint_sum, elect_sign, get_method, masked_merge, merge_flat,
-                                       run_method, task_arithmetic, ties_flat, ties_merging, ties_preprocess,
-                                       trim_top_k, weight_averaging)
+from concrete_subspace.merging import (
+    combine,
+    disjoint_sum,
+    elect_sign,
+    masked_merge,
+    merge_flat,
+    task_arithmetic,
+    ties_flat,
+    ties_merging,
+    ties_preprocess,
+    trim_top_k,
+    weight_averaging,
+)
+from concrete_subspace.registry import METHODS, get_method, run_method
 from concrete_subspace.task_vectors import ParamLayout, task_vector
 
 # Three task vectors of 5 entries; hand-worked TIES at density 0.2 (k = 5 − int(1.0) = 4: keep |x| ≥ 4th smallest |x|).
-VECTORS = torch.tensor([[1.0, -2.0, 3.0, -4.0, 0.5],    # 4th smallest |x| = 3 -> keep 3, -4
-                        [2.0, 2.0, -1.0, 2.0, 0.0],     # 4th smallest |x| = 2, a three-way tie: all three 2s kept
-                        [-3.0, -2.0, 0.5, 1.0, 0.0]])   # 4th smallest |x| = 2 -> keep -3, -2
-TRIMMED = torch.tensor([[0.0, 0.0, 3.0, -4.0, 0.0],
-                        [2.0, 2.0, 0.0, 2.0, 0.0],
-                        [-3.0, -2.0, 0.0, 0.0, 0.0]])
+VECTORS = torch.tensor(
+    [
+        [1.0, -2.0, 3.0, -4.0, 0.5],  # 4th smallest |x| = 3 -> keep 3, -4
+        [2.0, 2.0, -1.0, 2.0, 0.0],  # 4th smallest |x| = 2, a three-way tie: all three 2s kept
+        [-3.0, -2.0, 0.5, 1.0, 0.0],
+    ]
+)  # 4th smallest |x| = 2 -> keep -3, -2
+TRIMMED = torch.tensor([[0.0, 0.0, 3.0, -4.0, 0.0], [2.0, 2.0, 0.0, 2.0, 0.0], [-3.0, -2.0, 0.0, 0.0, 0.0]])
 # column sums [-1, 0, 3, -2, 0] -> signs [-1, 0, 1, -1, 0]; Σ signs = −1, so the zero columns take −1 (majority).
 SIGN = torch.tensor([-1.0, -1.0, 1.0, -1.0, -1.0])
 MERGED = torch.tensor([-3.0, -2.0, 3.0, -4.0, 0.0])  # disjoint SUM of the entries agreeing with the elected sign
@@ -33,7 +46,9 @@ def test_trim_density_one_keeps_everything():
 
 @pytest.mark.parametrize("density", [-0.1, 1.5])
 def test_trim_density_outside_unit_interval_is_refused(density):
-    with pytest.raises(ValueError, match=rf"TIES density \(fraction of entries kept\) must be in \[0, 1\], got {density}"):
+    with pytest.raises(
+        ValueError, match=rf"TIES density \(fraction of entries kept\) must be in \[0, 1\], got {density}"
+    ):
         trim_top_k(VECTORS, density)
 
 
@@ -53,9 +68,9 @@ def test_disjoint_sum_adds_only_agreeing_entries():
 
 def test_ties_preprocess_rows_sum_to_the_ties_merge():
     processed = ties_preprocess(VECTORS, 0.2)
-    assert torch.equal(processed, torch.tensor([[0.0, 0.0, 3.0, -4.0, 0.0],
-                                                [0.0, 0.0, 0.0, 0.0, 0.0],
-                                                [-3.0, -2.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(
+        processed, torch.tensor([[0.0, 0.0, 3.0, -4.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0], [-3.0, -2.0, 0.0, 0.0, 0.0]])
+    )
     assert torch.equal(processed.sum(0), MERGED)
 
 
@@ -87,7 +102,11 @@ def test_task_arithmetic_needs_a_vector():
 
 def test_weight_averaging_is_mean_of_models():
     pre = {"w": torch.tensor([1.0, 2.0, 3.0])}
-    models = [{"w": torch.tensor([2.0, 2.0, 0.0])}, {"w": torch.tensor([0.0, 5.0, 3.0])}, {"w": torch.tensor([1.0, -1.0, 3.0])}]
+    models = [
+        {"w": torch.tensor([2.0, 2.0, 0.0])},
+        {"w": torch.tensor([0.0, 5.0, 3.0])},
+        {"w": torch.tensor([1.0, -1.0, 3.0])},
+    ]
     out = weight_averaging(pre, (task_vector(pre, m) for m in models))
     torch.testing.assert_close(out["w"], torch.stack([m["w"] for m in models]).mean(0))
 
@@ -106,8 +125,13 @@ def test_all_ones_mask_is_task_arithmetic():
     for k in pre:
         torch.testing.assert_close(masked[k], ta[k])
     layout = ParamLayout.of(pre)
-    flat = merge_flat(layout.flatten(pre), torch.stack([layout.flatten(v) for v in tvs]), torch.full((3,), 0.3), layout,
-                      torch.ones(layout.num_params))
+    flat = merge_flat(
+        layout.flatten(pre),
+        torch.stack([layout.flatten(v) for v in tvs]),
+        torch.full((3,), 0.3),
+        layout,
+        torch.ones(layout.num_params),
+    )
     torch.testing.assert_close(flat, layout.flatten(ta))
 
 
@@ -137,8 +161,11 @@ def test_flat_merge_equals_dict_merge_task_wise():
     pre = toy_state(0)
     tvs = [toy_state(1), toy_state(2), toy_state(3)]
     layout = ParamLayout.of(pre)
-    flat_mask = sample_concrete(torch.randn(layout.num_params, generator=torch.Generator().manual_seed(5)), 0.5,
-                                torch.Generator().manual_seed(6))
+    flat_mask = sample_concrete(
+        torch.randn(layout.num_params, generator=torch.Generator().manual_seed(5)),
+        0.5,
+        torch.Generator().manual_seed(6),
+    )
     w = torch.tensor([0.2, 0.5, 0.9])
     flat = merge_flat(layout.flatten(pre), torch.stack([layout.flatten(v) for v in tvs]), w, layout, flat_mask)
     ref = masked_merge(pre, tvs, w, layout.unflatten(flat_mask))
@@ -182,7 +209,7 @@ def test_gradients_reach_coefficients_and_logits_through_flat_merge():
     logits = torch.zeros(layout.num_params, requires_grad=True)
     mask = sample_concrete(logits, 0.5, torch.Generator().manual_seed(0))
     merged = merge_flat(layout.flatten(pre), stacked, w, layout, mask)
-    (merged ** 2).sum().backward()
+    (merged**2).sum().backward()
     for grad in (w.grad, logits.grad):
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
@@ -190,9 +217,20 @@ def test_gradients_reach_coefficients_and_logits_through_flat_merge():
 # ---------------------------------------------------------------------------------------------------------------
 # Registry and the data-free methods through it
 # ---------------------------------------------------------------------------------------------------------------
-EXPECTED_METHODS = ["weight_averaging", "task_arithmetic", "ties_merging", "fisher_merging", "regmean",
-                    "task_wise_adamerging", "layer_wise_adamerging", "task_wise_adamerging_pp", "layer_wise_adamerging_pp",
-                    "concrete_task_arithmetic", "task_wise_concrete_adamerging", "layer_wise_concrete_adamerging"]
+EXPECTED_METHODS = [
+    "weight_averaging",
+    "task_arithmetic",
+    "ties_merging",
+    "fisher_merging",
+    "regmean",
+    "task_wise_adamerging",
+    "layer_wise_adamerging",
+    "task_wise_adamerging_pp",
+    "layer_wise_adamerging_pp",
+    "concrete_task_arithmetic",
+    "task_wise_concrete_adamerging",
+    "layer_wise_concrete_adamerging",
+]
 
 
 def test_registry_has_every_method_with_metadata():
@@ -204,16 +242,38 @@ def test_registry_has_every_method_with_metadata():
 
 def test_registry_defaults_are_the_papers():
     cta = METHODS["concrete_task_arithmetic"].defaults
-    assert (cta["scaling"], cta["temperature"], cta["lr"], cta["betas"], cta["weight_decay"], cta["steps"], cta["init_logit"],
-            cta["eval_mask"]) == (0.3, 0.5, 1e-3, (0.9, 0.999), 0.0, 2000, 0.0, "sample")
+    assert (
+        cta["scaling"],
+        cta["temperature"],
+        cta["lr"],
+        cta["betas"],
+        cta["weight_decay"],
+        cta["steps"],
+        cta["init_logit"],
+        cta["eval_mask"],
+    ) == (0.3, 0.5, 1e-3, (0.9, 0.999), 0.0, 2000, 0.0, "sample")
     for name in ("task_wise_concrete_adamerging", "layer_wise_concrete_adamerging"):
         cam = METHODS[name].defaults
         assert "granularity" not in cam
-        assert (cam["init"], cam["temperature"], cam["inner_lr"], cam["outer_lr"], cam["meta_steps"], cam["tta_lr"],
-                cam["tta_steps"], cam["variant"]) == (0.3, 0.5, 1.0, 1e-3, 2000, 1e-3, 1000, "paper")
+        assert (
+            cam["init"],
+            cam["temperature"],
+            cam["inner_lr"],
+            cam["outer_lr"],
+            cam["meta_steps"],
+            cam["tta_lr"],
+            cam["tta_steps"],
+            cam["variant"],
+        ) == (0.3, 0.5, 1.0, 1e-3, 2000, 1e-3, 1000, "paper")
     for name in ("task_wise_adamerging", "layer_wise_adamerging"):
         ada = METHODS[name].defaults
-        assert (ada["init"], ada["clamp"], ada["lr"], ada["steps"], ada["ties_density"]) == (0.3, True, 1e-3, 1000, None)
+        assert (ada["init"], ada["clamp"], ada["lr"], ada["steps"], ada["ties_density"]) == (
+            0.3,
+            True,
+            1e-3,
+            1000,
+            None,
+        )
     assert METHODS["layer_wise_adamerging_pp"].defaults["ties_density"] == 0.2
     assert METHODS["task_arithmetic"].defaults == {"scaling": 0.3}
     assert METHODS["ties_merging"].defaults == {"scaling": 0.3, "density": 0.2}
@@ -243,6 +303,7 @@ def test_data_free_methods_through_registry_match_pure_functions(toy):
 # ---------------------------------------------------------------------------------------------------------------
 def test_fisher_and_regmean_of_identical_models_return_that_model(toy):
     import dataclasses
+
     same = toy.load_finetuned("task1")
     problem = dataclasses.replace(toy, load_finetuned=lambda t: {k: v.clone() for k, v in same.items()})
     for name in ("fisher_merging", "regmean"):

@@ -8,7 +8,8 @@ import torch
 from concrete_subspace.evaluation import average, evaluate
 from concrete_subspace.functional import forward
 from concrete_subspace.loop import entropy
-from concrete_subspace.merging import run_method, task_arithmetic, ties_merging
+from concrete_subspace.merging import task_arithmetic, ties_merging
+from concrete_subspace.registry import run_method
 from concrete_subspace.task_vectors import task_vector
 
 QUIET = {"progress": False}
@@ -67,11 +68,14 @@ def test_cta_zero_scaling_is_pretrained(toy):
 # ---------------------------------------------------------------------------------------------------------------
 # Determinism
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,params", [
-    ("concrete_task_arithmetic", {"steps": 6, "lr": 1e-2}),
-    ("layer_wise_adamerging", {"steps": 6}),
-    ("layer_wise_concrete_adamerging", {"meta_steps": 4, "tta_steps": 3}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("concrete_task_arithmetic", {"steps": 6, "lr": 1e-2}),
+        ("layer_wise_adamerging", {"steps": 6}),
+        ("layer_wise_concrete_adamerging", {"meta_steps": 4, "tta_steps": 3}),
+    ],
+)
 def test_same_seed_identical_different_seed_different(toy, name, params):
     a = run_method(name, toy, seed=3, **params, **QUIET)
     b = run_method(name, toy, seed=3, **params, **QUIET)
@@ -105,9 +109,11 @@ def test_cta_lowers_held_out_entropy(toy):
 
 def test_layer_wise_concrete_adamerging_lowers_held_out_entropy(toy):
     """Below the starting merge, and the meta-learned mask beats adapting w under an unlearned (p = 0.5) mask."""
+
     def entropy_of(meta_steps, tta_steps):
-        state = run_method("layer_wise_concrete_adamerging", toy, meta_steps=meta_steps, tta_steps=tta_steps,
-                           outer_lr=1e-2, **QUIET).state
+        state = run_method(
+            "layer_wise_concrete_adamerging", toy, meta_steps=meta_steps, tta_steps=tta_steps, outer_lr=1e-2, **QUIET
+        ).state
         return held_out_entropy(toy, state)
 
     before, tta_only, full = entropy_of(0, 0), entropy_of(0, 60), entropy_of(60, 60)
@@ -251,8 +257,10 @@ def test_layer_wise_adamerging_matches_direct_implementation(toy):
             close(result.state[k], v)
 
 
-@pytest.mark.parametrize("variant,persist,previous", [("paper", True, False), ("fusion_bench", True, False),
-                                                      ("paper", False, False), ("paper", True, True)])
+@pytest.mark.parametrize(
+    "variant,persist,previous",
+    [("paper", True, False), ("fusion_bench", True, False), ("paper", False, False), ("paper", True, True)],
+)
 def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, variant, persist, previous):
     meta_steps, tta_steps, seed, inner_lr, outer_lr, tta_lr = 4, 4, 2, 0.2, 1e-2, 5e-2
     ref = Reference(toy)
@@ -266,32 +274,43 @@ def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, varia
     for s in range(meta_steps):
         m = ref.sample(x, g)
         with torch.no_grad():
-            w.copy_(adapted if previous else init)                               # reset w (quirk: forward at previous w)
+            w.copy_(adapted if previous else init)  # reset w (quirk: forward at previous w)
         if not persist:
-            inner = torch.optim.Adam([w], lr=inner_lr)                           # fresh inner Adam each iteration
+            inner = torch.optim.Adam([w], lr=inner_lr)  # fresh inner Adam each iteration
         inner.zero_grad()
         ref.loss(ref.merged(clamp(w), {k: v.detach() for k, v in m.items()}), 2 * s).backward()
         if previous:
             with torch.no_grad():
-                w.copy_(init)                                                    # the step is applied to the reset w
-        inner.step()                                                             # ONE inner step
+                w.copy_(init)  # the step is applied to the reset w
+        inner.step()  # ONE inner step
         adapted = w.detach().clone()
         if variant == "paper":
-            m = ref.sample(x, g)                                                 # a new sample for the outer step
+            m = ref.sample(x, g)  # a new sample for the outer step
         outer.zero_grad()
-        ref.loss(ref.merged(clamp(w).detach(), m), 2 * s + 1).backward()        # first order: w constant
+        ref.loss(ref.merged(clamp(w).detach(), m), 2 * s + 1).backward()  # first order: w constant
         outer.step()
     with torch.no_grad():
-        kept = ref.sample(x, torch.Generator().manual_seed(seed + 2))            # stage 2: one sample, kept
+        kept = ref.sample(x, torch.Generator().manual_seed(seed + 2))  # stage 2: one sample, kept
     w = init.clone().requires_grad_(True)
     tta = torch.optim.Adam([w], lr=tta_lr)
     for s in range(tta_steps):
         tta.zero_grad()
         ref.loss(ref.merged(clamp(w), kept), s).backward()
         tta.step()
-    result = run_method("layer_wise_concrete_adamerging", toy, meta_steps=meta_steps, tta_steps=tta_steps, seed=seed,
-                        inner_lr=inner_lr, outer_lr=outer_lr, tta_lr=tta_lr, variant=variant,
-                        persist_inner_optimizer=persist, inner_uses_previous_weights=previous, **QUIET)
+    result = run_method(
+        "layer_wise_concrete_adamerging",
+        toy,
+        meta_steps=meta_steps,
+        tta_steps=tta_steps,
+        seed=seed,
+        inner_lr=inner_lr,
+        outer_lr=outer_lr,
+        tta_lr=tta_lr,
+        variant=variant,
+        persist_inner_optimizer=persist,
+        inner_uses_previous_weights=previous,
+        **QUIET,
+    )
     close(result.extras["mask_logits"], torch.cat([x[k].detach().reshape(-1) for k in ref.keys]))
     close(result.extras["coefficients"], clamp(w.detach()))
     with torch.no_grad():

@@ -1,9 +1,15 @@
-"""Notebook checks: parameters cells match the config dataclasses; every notebook runs at smoke size and passes nbval.
+"""Notebook checks: sources and .ipynb in sync, parameters cells = config dataclasses, one smoke-size run under nbval.
 
-The execution test builds (or reuses) the smoke zoo, executes each notebook with papermill into a temporary
-folder (figures and run cache there too, never in the repository), checks that each wrote its results JSON and
-figures, then re-runs the executed copies under nbval (``--nbval-lax``: cells marked ``# NBVAL_CHECK_OUTPUT``
-are compared, after tests/nbval_sanitize.cfg; every cell must run without error).
+The notebooks' source is ``notebooks/NAME.py`` (jupytext percent format); ``make notebooks`` writes the paired
+``.ipynb`` (tests/notebook_pairs.py), and a pair that drifts fails here.
+
+The execution test runs every notebook ONCE, under nbval: each notebook gets its smoke-size parameters injected by
+papermill (``prepare_only``: nothing executed), the committed expected outputs of its headline cells (those marked
+``# NBVAL_CHECK_OUTPUT``, in tests/expected/notebook_outputs.json) are put into those cells, and nbval executes the
+notebook and compares (``--nbval-lax``: only the marked cells; after tests/nbval_sanitize.cfg; every cell must run
+without error). Figures, results JSON and the run cache go to a temporary folder, never into the repository.
+After a deliberate change of a headline output, record the new expectations with
+``python tests/notebook_pairs.py --record DIR`` from notebooks executed at smoke size into DIR.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import nbformat
+import notebook_pairs
 import pytest
 
 from concrete_subspace.experiments import CONFIGS
@@ -24,12 +31,19 @@ from concrete_subspace.experiments import CONFIGS
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
+EXPECTED = ROOT / "tests" / "expected" / "notebook_outputs.json"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # Shorter sweeps for CI (every code path still runs; `make figures SMOKE=True` runs the full lists).
-CI_PARAMETERS = {"02_flan_t5_glue": {"seeds": [0, 1], "ta_scalings": [0.0, 0.3, 1.0]},
-                 "04_robustness": {"corruptions": ["gaussian_noise", "jpeg_compression"]},
-                 "07_ablations": {"temperatures": [0.5, 1.0], "scalings": [0.3], "ta_scalings": [0.0, 0.3, 1.0],
-                                  "task_counts": [4, 8]}}
+CI_PARAMETERS = {
+    "02_flan_t5_glue": {"seeds": [0, 1], "ta_scalings": [0.0, 0.3, 1.0]},
+    "04_robustness": {"corruptions": ["gaussian_noise", "jpeg_compression"]},
+    "07_ablations": {
+        "temperatures": [0.5, 1.0],
+        "scalings": [0.3],
+        "ta_scalings": [0.0, 0.3, 1.0],
+        "task_counts": [4, 8],
+    },
+}
 
 
 def parameters_cell(path: Path) -> nbformat.NotebookNode:
@@ -42,8 +56,13 @@ def parameters_cell(path: Path) -> nbformat.NotebookNode:
 
 def assigned_names(source: str) -> list[str]:
     """Names assigned at top level of a cell, in order."""
-    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets
-            if isinstance(t, ast.Name)]
+    return [
+        t.id
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    ]
 
 
 def test_every_config_has_a_notebook_and_back():
@@ -70,9 +89,25 @@ def test_notebooks_are_committed_without_outputs(name):
     assert not dirty, f"{name}: cells {dirty} carry outputs; regenerate with `make notebooks`"
 
 
+def test_every_notebook_is_written_from_its_source():
+    assert {p.stem for p in notebook_pairs.sources()} == set(CONFIGS)
+    drifted = notebook_pairs.drifted()
+    assert not drifted, f"{drifted}: the .ipynb is not what its .py source gives; edit the .py, then `make notebooks`"
+
+
+def test_every_checked_cell_has_committed_expected_outputs():
+    expected = json.loads(EXPECTED.read_text())
+    for source in notebook_pairs.sources():
+        checked = notebook_pairs.checked_cell_ids(notebook_pairs.from_source(source))
+        assert set(expected.get(source.stem, {})) == set(checked), (
+            f"{source.stem}: checked cells {checked} vs expectations {sorted(expected.get(source.stem, {}))}; "
+            "record them with `python tests/notebook_pairs.py --record DIR`"
+        )
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Every notebook executed by papermill at smoke size into a temporary folder."""
+    """Every notebook prepared at smoke size with its expected outputs, then executed once by nbval: (folder, nbval)."""
     import papermill
 
     from concrete_subspace.experiments import ensure_zoo
@@ -82,19 +117,65 @@ def executed(tmp_path_factory):
     ensure_zoo(seed=0, smoke=True, progress=False)
     tmp = tmp_path_factory.mktemp("notebooks")
     figures, cache = tmp / "figures", tmp / "cache"
+    expected = json.loads(EXPECTED.read_text())
     for name in sorted(CONFIGS):
-        papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp / f"{name}.ipynb"), kernel_name="python3",
-                                   parameters={"scale": "mini", "smoke": True, "figures_dir": str(figures),
-                                               "cache_dir": str(cache), **CI_PARAMETERS.get(name, {})},
-                                   cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
-    return tmp
+        path = tmp / f"{name}.ipynb"
+        papermill.execute_notebook(
+            str(NOTEBOOKS / f"{name}.ipynb"),
+            str(path),
+            kernel_name="python3",
+            parameters={
+                "scale": "mini",
+                "smoke": True,
+                "figures_dir": str(figures),
+                "cache_dir": str(cache),
+                **CI_PARAMETERS.get(name, {}),
+            },
+            prepare_only=True,
+            progress_bar=False,
+            log_output=False,
+        )
+        nb = nbformat.read(path, as_version=4)
+        notebook_pairs.insert_outputs(nb, expected.get(name, {}))
+        nbformat.write(nb, path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-lax",
+        "--nbval-current-env",
+        "--nbval-sanitize-with",
+        str(SANITIZE),
+        "-o",
+        "addopts=",
+        "-o",
+        "timeout=0",
+        "--rootdir",
+        str(tmp),
+        *sorted(str(p) for p in tmp.glob("*.ipynb")),
+    ]
+    proc = subprocess.run(cmd, cwd=tmp, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=900)
+    return tmp, proc
 
 
 @pytest.mark.slow
 @pytest.mark.notebooks
+@pytest.mark.timeout(1500)  # the fixture runs every notebook (about 4 minutes on 2 shared cores)
+def test_notebooks_pass_nbval(executed):
+    _, proc = executed
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.timeout(1500)
 def test_notebooks_write_results(executed):
+    folder, _ = executed
     for name in CONFIGS:
-        results = executed / "figures" / "mini-smoke" / name / "results.json"
+        results = folder / "figures" / "mini-smoke" / name / "results.json"
         assert results.exists(), f"{name} wrote no results JSON"
         payload = json.loads(results.read_text())
         assert payload["config"]["smoke"] is True and payload["seed"] == 0 and payload["versions"]["torch"]
@@ -104,13 +185,3 @@ def test_notebooks_write_results(executed):
         assert list(results.parent.glob("*.csv")) and list(results.parent.glob("*.md"))
         if name == "02_flan_t5_glue":  # at mini scale: the mini-text zoo, with its gates
             assert payload["skipped"] is False and (results.parent / "claims.md").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.notebooks
-def test_notebooks_pass_nbval(executed):
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-           "--nbval-sanitize-with", str(SANITIZE), "-o", "addopts=", "--rootdir", str(executed),
-           *sorted(str(p) for p in executed.glob("*.ipynb"))]
-    proc = subprocess.run(cmd, cwd=executed, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

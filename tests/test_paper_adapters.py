@@ -25,16 +25,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from concrete_subspace.models import hub, memory, templates  # noqa: E402
 
 TASKS = ("mnist", "eurosat")  # small label sets with fixed class names
-WORDS = sorted({w.strip(".,!:\"'").lower() for t in TASKS for s in templates.TEMPLATE_STRINGS[t] for w in s.split()}
-               | {w.lower() for t in TASKS for n in templates.CLASSNAMES[t] for w in n.split()})
+WORDS = sorted(
+    {w.strip(".,!:\"'").lower() for t in TASKS for s in templates.TEMPLATE_STRINGS[t] for w in s.split()}
+    | {w.lower() for t in TASKS for n in templates.CLASSNAMES[t] for w in n.split()}
+)
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
+
 
 def word_tokenizer(words, pad="<pad>", eos="</s>", unk="<unk>", bos=None):
     """A tiny word-level fast tokenizer (real tokenizer class, no download)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
+
     specials = [pad, unk] + ([bos] if bos else [])
     vocab = {w: i for i, w in enumerate(specials + [w for w in words if w not in specials and w != eos] + [eos])}
     tk = Tokenizer(models.WordLevel(vocab, unk_token=unk))
@@ -48,6 +52,7 @@ def tiny_image_dataset(path: Path, task: str, n: int = 12, size: int = 40, seed:
     import datasets
     import numpy as np
     from PIL import Image
+
     rng = np.random.default_rng(seed)
     names = list(templates.CLASSNAMES[task])
     images = [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
@@ -67,15 +72,32 @@ def vision_data(tmp_path_factory):
 def hf_clip_dirs(tmp_path_factory):
     """Tiny CLIPModel (+ tokenizer, image processor) and one fine-tuned CLIPVisionModel per task, saved as on the Hub."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionModel
+
     root = tmp_path_factory.mktemp("hf_clip")
     tok = word_tokenizer(WORDS)
     torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=40, eos_token_id=2,
-                                      bos_token_id=0, pad_token_id=0),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, image_size=32, patch_size=8),
-                     projection_dim=16)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=40,
+            eos_token_id=2,
+            bos_token_id=0,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     clip = CLIPModel(cfg).eval()
     clip.save_pretrained(root / "clip")
     tok.save_pretrained(root / "clip")
@@ -85,7 +107,9 @@ def hf_clip_dirs(tmp_path_factory):
         vision = CLIPVisionModel(cfg.vision_config).eval()
         source = {k: v for k, v in clip.vision_model.state_dict().items()}
         g = torch.Generator().manual_seed(100 + i)
-        state = {k: v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in source.items()}
+        state = {
+            k: v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in source.items()
+        }
         vision.load_state_dict(state, strict=False)
         vision.save_pretrained(root / f"ft_{task}")
         finetuned[task] = str(root / f"ft_{task}")
@@ -93,6 +117,7 @@ def hf_clip_dirs(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------- hub
+
 
 def test_resolve_local_dir_and_offline_error(tmp_path, monkeypatch):
     assert hub.resolve(tmp_path) == tmp_path
@@ -123,9 +148,14 @@ def test_resolved_commit_and_memory_helpers(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- templates and data
 
+
 def test_templates_and_classnames():
     prompts = [t("forest") for t in templates.templates("resisc45")]
-    assert len(prompts) == 18 and prompts[0] == "satellite imagery of forest." and prompts[1] == "aerial imagery of forest."
+    assert (
+        len(prompts) == 18
+        and prompts[0] == "satellite imagery of forest."
+        and prompts[1] == "aerial imagery of forest."
+    )
     assert prompts[6] == "satellite imagery of a forest." and prompts[-1] == "aerial view of the forest."
     assert templates.templates("mnist")[0]("7") == 'a photo of the number: "7".'
     for task in templates.VISION_TASKS:
@@ -143,6 +173,7 @@ def test_templates_and_classnames():
 
 def test_glue_prompts_match_fusion_bench():
     from concrete_subspace.data.paper import glue_prompt
+
     text, target = glue_prompt("rte", {"sentence1": "A cat sat.", "sentence2": "An animal sat.", "label": 0})
     assert text == "Does the text: 'A cat sat.' entail that 'An animal sat.' is true? Provide 'yes' or 'no'."
     assert target == "yes"
@@ -155,7 +186,10 @@ def test_glue_prompts_match_fusion_bench():
 
 def test_vision_test_set_from_local_dataset(vision_data):
     from concrete_subspace.data.paper import clip_image_transform, load_vision_test_set, task_classnames
-    ds = load_vision_test_set("eurosat", source=str(vision_data["eurosat"]), transform=clip_image_transform(32), limit=5)
+
+    ds = load_vision_test_set(
+        "eurosat", source=str(vision_data["eurosat"]), transform=clip_image_transform(32), limit=5
+    )
     x, y = ds[3]
     assert len(ds) == 5 and x.shape == (3, 32, 32) and int(y) == 3
     assert task_classnames("eurosat", ds)[0] == "annual crop land"
@@ -164,8 +198,10 @@ def test_vision_test_set_from_local_dataset(vision_data):
 
 # ---------------------------------------------------------------------------------------------- HF CLIP
 
+
 def test_clip_hub_ids():
     from concrete_subspace.models.clip_hub import finetuned_id, pretrained_id
+
     assert pretrained_id("ViT-L-14") == "openai/clip-vit-large-patch14"
     assert finetuned_id("cars") == "tanganke/clip-vit-base-patch32_stanford-cars"
     assert finetuned_id("dtd", "ViT-L-14") == "tanganke/clip-vit-large-patch14_dtd"
@@ -173,11 +209,21 @@ def test_clip_hub_ids():
 
 @pytest.fixture(scope="module")
 def clip_problem(hf_clip_dirs, vision_data):
-    from concrete_subspace.data.paper import load_vision_test_set, clip_image_transform
+    from concrete_subspace.data.paper import clip_image_transform, load_vision_test_set
     from concrete_subspace.models.clip_hub import build_clip_hub_problem
-    test_sets = {t: load_vision_test_set(t, source=str(vision_data[t]), transform=clip_image_transform(32)) for t in TASKS}
-    return build_clip_hub_problem(tasks=TASKS, pretrained=hf_clip_dirs["pretrained"], finetuned=hf_clip_dirs["finetuned"],
-                                  test_sets=test_sets, device="cpu", batch_size=4, eval_batch_size=8)
+
+    test_sets = {
+        t: load_vision_test_set(t, source=str(vision_data[t]), transform=clip_image_transform(32)) for t in TASKS
+    }
+    return build_clip_hub_problem(
+        tasks=TASKS,
+        pretrained=hf_clip_dirs["pretrained"],
+        finetuned=hf_clip_dirs["finetuned"],
+        test_sets=test_sets,
+        device="cpu",
+        batch_size=4,
+        eval_batch_size=8,
+    )
 
 
 def test_clip_hub_problem_fields(clip_problem, hf_clip_dirs):
@@ -186,7 +232,7 @@ def test_clip_hub_problem_fields(clip_problem, hf_clip_dirs):
     assert all(k.startswith("vision_model.") for k in p.pretrained) and len(p.pretrained) > 10
     ref = hf_clip_dirs["clip"].vision_model.state_dict()
     for k, v in p.pretrained.items():
-        assert torch.equal(v, ref[k[len("vision_model."):]]), k
+        assert torch.equal(v, ref[k[len("vision_model.") :]]), k
     ft = p.load_finetuned("mnist")
     assert set(ft) == set(p.pretrained)
     assert all(ft[k].shape == p.pretrained[k].shape for k in ft)
@@ -203,13 +249,17 @@ def test_clip_hub_problem_fields(clip_problem, hf_clip_dirs):
 def test_clip_head_matches_task_vectors_formula(hf_clip_dirs):
     """Head row = logit_scale * normalize(mean_t normalize(text_embed(template_t(class))))."""
     from transformers import AutoTokenizer
+
     from concrete_subspace.models.clip_hub import build_heads
+
     clip = hf_clip_dirs["clip"]
     tok = AutoTokenizer.from_pretrained(hf_clip_dirs["pretrained"])
     heads = build_heads(clip, tok, ["eurosat"], {"eurosat": templates.CLASSNAMES["eurosat"]})
     prompts = [t("forest") for t in templates.templates("eurosat")]
     with torch.no_grad():
-        emb = torch.stack([clip.get_text_features(**tok([s], return_tensors="pt")).pooler_output.reshape(-1) for s in prompts])
+        emb = torch.stack(
+            [clip.get_text_features(**tok([s], return_tensors="pt")).pooler_output.reshape(-1) for s in prompts]
+        )
     emb = emb / emb.norm(dim=-1, keepdim=True)
     row = emb.mean(0)
     expected = row / row.norm() * clip.logit_scale.exp()
@@ -218,7 +268,8 @@ def test_clip_head_matches_task_vectors_formula(hf_clip_dirs):
 
 def test_clip_hub_merge_end_to_end(clip_problem):
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
+
     result = run_method("task_arithmetic", clip_problem)
     assert set(result.state) >= set(clip_problem.pretrained)
     assert all(torch.isfinite(v).all() for v in result.state.values())
@@ -228,11 +279,16 @@ def test_clip_hub_merge_end_to_end(clip_problem):
 
 # ---------------------------------------------------------------------------------------------- open_clip (task_vectors)
 
+
 def tiny_open_clip():
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
     torch.manual_seed(1)
-    return CLIP(embed_dim=16, vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),
-                text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)).eval()
+    return CLIP(
+        embed_dim=16,
+        vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+    ).eval()
 
 
 class _ImageEncoderLike(nn.Module):
@@ -247,7 +303,9 @@ class _ImageEncoderLike(nn.Module):
 def task_vectors_dir(tmp_path_factory):
     """zeroshot.pt / <Dataset>/finetuned.pt as task_vectors lays them out, saved as (safe) state dicts."""
     import copy
+
     from concrete_subspace.models.open_clip_ckpt import TASK_DIRS
+
     root = tmp_path_factory.mktemp("task_vectors") / "ViT-B-32"
     clip = tiny_open_clip()
     encoder = _ImageEncoderLike(copy.deepcopy(clip))
@@ -256,8 +314,10 @@ def task_vectors_dir(tmp_path_factory):
     torch.save(encoder.state_dict(), root / "zeroshot.pt")
     for i, task in enumerate(TASKS):
         g = torch.Generator().manual_seed(200 + i)
-        state = {k: v + 0.02 * torch.randn(v.shape, generator=g) if k.startswith("model.visual.") else v
-                 for k, v in encoder.state_dict().items()}
+        state = {
+            k: v + 0.02 * torch.randn(v.shape, generator=g) if k.startswith("model.visual.") else v
+            for k, v in encoder.state_dict().items()
+        }
         (root / TASK_DIRS[task]).mkdir()
         torch.save(state, root / TASK_DIRS[task] / "finetuned.pt")
     return root, clip
@@ -265,9 +325,12 @@ def task_vectors_dir(tmp_path_factory):
 
 def test_open_clip_key_mapping(task_vectors_dir):
     from concrete_subspace.models.open_clip_ckpt import load_checkpoint, merged_to_visual, visual_to_merged
+
     root, clip = task_vectors_dir
     state = load_checkpoint(root / "zeroshot.pt")
-    assert any(k.startswith("model.visual.") for k in state) and not any(k.startswith("model.transformer.") for k in state)
+    assert any(k.startswith("model.visual.") for k in state) and not any(
+        k.startswith("model.transformer.") for k in state
+    )
     merged = visual_to_merged(state)
     visual_keys = {f"vision_model.{k}" for k in clip.visual.state_dict()}
     assert set(merged) == visual_keys
@@ -277,15 +340,27 @@ def test_open_clip_key_mapping(task_vectors_dir):
 
 
 def test_open_clip_problem_end_to_end(task_vectors_dir, vision_data):
+    import open_clip
+
     from concrete_subspace.data.paper import clip_image_transform, load_vision_test_set
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
     from concrete_subspace.models.open_clip_ckpt import build_open_clip_problem, zero_shot_head
-    import open_clip
+    from concrete_subspace.registry import run_method
+
     root, clip = task_vectors_dir
-    test_sets = {t: load_vision_test_set(t, source=str(vision_data[t]), transform=clip_image_transform(32)) for t in TASKS}
-    problem = build_open_clip_problem(root.parent, "ViT-B-32", TASKS, test_sets=test_sets, clip_model=clip,
-                                      device="cpu", batch_size=4, eval_batch_size=8)
+    test_sets = {
+        t: load_vision_test_set(t, source=str(vision_data[t]), transform=clip_image_transform(32)) for t in TASKS
+    }
+    problem = build_open_clip_problem(
+        root.parent,
+        "ViT-B-32",
+        TASKS,
+        test_sets=test_sets,
+        clip_model=clip,
+        device="cpu",
+        batch_size=4,
+        eval_batch_size=8,
+    )
     assert set(problem.pretrained) == {f"vision_model.{k}" for k, _ in clip.visual.named_parameters()}
     ft = problem.load_finetuned("eurosat")
     assert set(ft) == set(problem.pretrained) and all(ft[k].shape == v.shape for k, v in problem.pretrained.items())
@@ -293,7 +368,9 @@ def test_open_clip_problem_end_to_end(task_vectors_dir, vision_data):
     x = problem.unlabeled_batch("mnist", 0)
     feats = problem.model(x)
     assert torch.allclose(feats, torch.nn.functional.normalize(clip.encode_image(x), dim=-1), atol=1e-5)
-    head = zero_shot_head(clip, open_clip.get_tokenizer("ViT-B-32"), templates.CLASSNAMES["mnist"], templates.templates("mnist"))
+    head = zero_shot_head(
+        clip, open_clip.get_tokenizer("ViT-B-32"), templates.CLASSNAMES["mnist"], templates.templates("mnist")
+    )
     assert head.shape == (10, 16)
     assert torch.allclose(problem.task_logits("mnist", feats), feats @ head.T, atol=1e-4)
     result = run_method("task_arithmetic", problem)
@@ -303,6 +380,7 @@ def test_open_clip_problem_end_to_end(task_vectors_dir, vision_data):
 
 def test_open_clip_refuses_pickled_module_without_opt_in(tmp_path, task_vectors_dir):
     from concrete_subspace.models.open_clip_ckpt import UnsafeCheckpointError, load_checkpoint
+
     _, clip = task_vectors_dir
     # a whole pickled module whose class lives in task_vectors' `src.modeling` (not importable at load time)
     fake_src, fake_modeling = types.ModuleType("src"), types.ModuleType("src.modeling")
@@ -332,6 +410,7 @@ class _Exploit:
 
 def test_malicious_pickle_is_refused_even_with_opt_in(tmp_path):
     from concrete_subspace.models.open_clip_ckpt import UnsafeCheckpointError, convert_checkpoint, load_checkpoint
+
     marker = tmp_path / "pwned"
     torch.save({"weight": torch.zeros(2), "payload": _Exploit(marker)}, tmp_path / "evil.pt")
     with pytest.raises(UnsafeCheckpointError):
@@ -347,6 +426,7 @@ def test_malicious_pickle_is_refused_even_with_opt_in(tmp_path):
 
 def test_convert_checkpoint_to_safetensors(tmp_path, task_vectors_dir):
     from concrete_subspace.models.open_clip_ckpt import convert_checkpoint, load_checkpoint
+
     root, _ = task_vectors_dir
     out = convert_checkpoint(root / "zeroshot.pt", tmp_path / "zeroshot.safetensors")
     a, b = load_checkpoint(root / "zeroshot.pt"), load_checkpoint(out)
@@ -355,20 +435,25 @@ def test_convert_checkpoint_to_safetensors(tmp_path, task_vectors_dir):
 
 # ---------------------------------------------------------------------------------------------- open_clip via the notebooks
 
+
 @pytest.fixture
 def paper_vision_offline(monkeypatch, task_vectors_dir, vision_data):
     """The paper-scale loaders pointed at local stand-ins: the tiny open_clip instead of the 'openai' download
     (zeroshot.pt has no text tower, so the heads need one) and the tiny saved datasets instead of the Hub ids."""
     import copy
+
     import open_clip
+
     from concrete_subspace.data import paper
     from concrete_subspace.models import open_clip_ckpt
+
     _, clip = task_vectors_dir
     calls = []
 
     def fake_create_open_clip(arch, pretrained="openai", **kwargs):
         calls.append((arch, pretrained))
         return copy.deepcopy(clip), None, open_clip.get_tokenizer(arch)
+
     monkeypatch.setattr(open_clip_ckpt, "create_open_clip", fake_create_open_clip)
     for task in TASKS:
         monkeypatch.setitem(paper.VISION_DATASETS, task, paper.VisionDatasetSpec(str(vision_data[task])))
@@ -378,7 +463,9 @@ def paper_vision_offline(monkeypatch, task_vectors_dir, vision_data):
 def notebook_config(cls, **parameters):
     """A config built the way a notebook builds it: its defaults overridden by papermill parameters (config_from)."""
     from dataclasses import fields
+
     from concrete_subspace import experiments as ex
+
     namespace = {f.name: f.default for f in fields(cls)} | parameters
     return ex.config_from(cls, namespace)
 
@@ -386,11 +473,19 @@ def notebook_config(cls, **parameters):
 def test_multitask_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors_dir, paper_vision_offline):
     """`papermill 01_multitask_table.ipynb -p scale paper -p checkpoints <dir>`: config -> problem -> table -> JSON."""
     import time
+
     from concrete_subspace import experiments as ex
+
     root, _ = task_vectors_dir
-    config = notebook_config(ex.MultitaskConfig, scale="paper", checkpoints=str(root.parent), tasks="mnist,eurosat",
-                             methods=["task_arithmetic"], figures_dir=str(tmp_path / "figures"),
-                             cache_dir=str(tmp_path / "cache"))
+    config = notebook_config(
+        ex.MultitaskConfig,
+        scale="paper",
+        checkpoints=str(root.parent),
+        tasks="mnist,eurosat",
+        methods=["task_arithmetic"],
+        figures_dir=str(tmp_path / "figures"),
+        cache_dir=str(tmp_path / "cache"),
+    )
     started = time.perf_counter()
     table, records = ex.run_multitask(config)
     assert paper_vision_offline == [("ViT-B-32", "openai")]
@@ -407,6 +502,7 @@ def test_multitask_notebook_path_with_task_vectors_checkpoints(tmp_path, task_ve
 
 def test_load_problem_with_checkpoints_matches_the_builder(task_vectors_dir, paper_vision_offline):
     from concrete_subspace import experiments as ex
+
     root, clip = task_vectors_dir
     problem = ex.load_problem("paper", TASKS, "cpu", checkpoints=root.parent, batch_size=4, limit=5)
     assert problem.info["family"] == "open_clip_task_vectors" and problem.info["limit"] == 5
@@ -419,9 +515,17 @@ def test_load_problem_with_checkpoints_matches_the_builder(task_vectors_dir, pap
 
 def test_robustness_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors_dir, paper_vision_offline):
     from concrete_subspace import experiments as ex
+
     root, _ = task_vectors_dir
-    config = notebook_config(ex.RobustnessConfig, scale="paper", checkpoints=str(root.parent), tasks=list(TASKS),
-                             methods="task_arithmetic", corruptions="gaussian_noise", cache_dir=str(tmp_path / "cache"))
+    config = notebook_config(
+        ex.RobustnessConfig,
+        scale="paper",
+        checkpoints=str(root.parent),
+        tasks=list(TASKS),
+        methods="task_arithmetic",
+        corruptions="gaussian_noise",
+        cache_dir=str(tmp_path / "cache"),
+    )
     table, records = ex.run_robustness(config)
     assert set(records) == {"clean/task_arithmetic", "gaussian_noise/task_arithmetic"}
     assert set(table["corruption"]) == {"clean", "gaussian_noise"} and table["accuracy"].between(0, 100).all()
@@ -431,9 +535,17 @@ def test_robustness_notebook_path_with_task_vectors_checkpoints(tmp_path, task_v
 def test_mask_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors_dir, paper_vision_offline):
     """06_mask_analysis on the open_clip family: Concrete TA's entropy gradients reach the mask; densities per block."""
     from concrete_subspace import experiments as ex
+
     root, _ = task_vectors_dir
-    config = notebook_config(ex.MaskConfig, scale="paper", checkpoints=str(root.parent), tasks=list(TASKS), steps=2,
-                             methods=["concrete_task_arithmetic"], cache_dir=str(tmp_path / "cache"))
+    config = notebook_config(
+        ex.MaskConfig,
+        scale="paper",
+        checkpoints=str(root.parent),
+        tasks=list(TASKS),
+        steps=2,
+        methods=["concrete_task_arithmetic"],
+        cache_dir=str(tmp_path / "cache"),
+    )
     problem = ex.problem_for(config)
     records = ex.run_methods(problem, config.methods, config)
     logits = records["concrete_task_arithmetic"].tensor("mask_logits")
@@ -448,7 +560,9 @@ def test_mask_notebook_path_with_task_vectors_checkpoints(tmp_path, task_vectors
 def test_checkpoints_parameter_errors(tmp_path, task_vectors_dir):
     """Wrong scale, a missing folder and an incomplete one fail before any model is built, naming what is wrong."""
     import shutil
+
     from concrete_subspace import experiments as ex
+
     root, _ = task_vectors_dir
     with pytest.raises(ValueError, match="only at scale='paper'"):
         ex.load_problem("mini", TASKS, checkpoints=str(root.parent))
@@ -468,14 +582,18 @@ def test_checkpoints_parameter_errors(tmp_path, task_vectors_dir):
 
 def test_convert_checkpoint_dir_makes_safe_copies_the_loader_prefers(tmp_path, task_vectors_dir):
     import shutil
+
     from concrete_subspace.models.open_clip_ckpt import checkpoint_paths, convert_checkpoint_dir, load_checkpoint
+
     root, _ = task_vectors_dir
     copy_root = tmp_path / "ckpt" / "ViT-B-32"
     shutil.copytree(root, copy_root)
     torch.save({"weight": torch.randn(10, 16), "bias": torch.zeros(10)}, copy_root / "head_MNIST.pt")
     written = convert_checkpoint_dir(copy_root.parent, "ViT-B-32", TASKS)
-    assert sorted(p.name for p in written) == ["finetuned.safetensors"] * 2 + ["head_MNIST.safetensors",
-                                                                             "zeroshot.safetensors"]
+    assert sorted(p.name for p in written) == ["finetuned.safetensors"] * 2 + [
+        "head_MNIST.safetensors",
+        "zeroshot.safetensors",
+    ]
     paths = checkpoint_paths(copy_root.parent, "ViT-B-32", TASKS)
     assert all(p.suffix == ".safetensors" for p in paths.values())
     a, b = load_checkpoint(copy_root / "MNIST" / "finetuned.pt"), load_checkpoint(paths["mnist"])
@@ -485,29 +603,48 @@ def test_convert_checkpoint_dir_makes_safe_copies_the_loader_prefers(tmp_path, t
 
 # ---------------------------------------------------------------------------------------------- Flan-T5 + LoRA
 
-GLUE_WORDS = ("yes no acceptable unacceptable positive negative entailment neutral contradiction 1.0 2.5 3.8 4.2 "
-              "the a cat dog is was good bad sat ran sentence question text entail true provide or").split()
+GLUE_WORDS = (
+    "yes no acceptable unacceptable positive negative entailment neutral contradiction 1.0 2.5 3.8 4.2 "
+    "the a cat dog is was good bad sat ran sentence question text entail true provide or"
+).split()
 
 
 @pytest.fixture(scope="module")
 def t5_dirs(tmp_path_factory):
     """Tiny T5ForConditionalGeneration + tokenizer, and a LoRA r=16 adapter (q, v) per task saved with peft."""
     import copy
+
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import T5Config, T5ForConditionalGeneration
+
     root = tmp_path_factory.mktemp("t5")
     tok = word_tokenizer(GLUE_WORDS)
-    cfg = T5Config(vocab_size=len(tok), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=2, num_heads=2,
-                   decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
-                   eos_token_id=tok.eos_token_id, tie_word_embeddings=False, feed_forward_proj="gated-gelu")
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        decoder_start_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+        feed_forward_proj="gated-gelu",
+    )
     torch.manual_seed(2)
     base = T5ForConditionalGeneration(cfg).eval()
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
     adapters = {}
     for i, task in enumerate(("rte", "stsb")):
-        peft_model = get_peft_model(copy.deepcopy(base), LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32,
-                                                                    target_modules=["q", "v"], lora_dropout=0.0))
+        peft_model = get_peft_model(
+            copy.deepcopy(base),
+            LoraConfig(
+                task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32, target_modules=["q", "v"], lora_dropout=0.0
+            ),
+        )
         g = torch.Generator().manual_seed(300 + i)
         with torch.no_grad():
             for name, p in peft_model.named_parameters():
@@ -518,37 +655,56 @@ def t5_dirs(tmp_path_factory):
     return {"base": str(root / "base"), "adapters": adapters, "tokenizer": tok, "model": base}
 
 
-T5_DATA = {"rte": (["the cat sat", "a dog ran", "the text is true", "the sentence was bad", "a cat is good"],
-                   ["yes", "no", "yes", "no", "yes"]),
-           "stsb": (["the cat sat", "a dog ran", "the cat is good", "a dog was bad", "the text", "a question"],
-                    ["1.0", "2.5", "3.8", "4.2", "2.5", "1.0"])}
+T5_DATA = {
+    "rte": (
+        ["the cat sat", "a dog ran", "the text is true", "the sentence was bad", "a cat is good"],
+        ["yes", "no", "yes", "no", "yes"],
+    ),
+    "stsb": (
+        ["the cat sat", "a dog ran", "the cat is good", "a dog was bad", "the text", "a question"],
+        ["1.0", "2.5", "3.8", "4.2", "2.5", "1.0"],
+    ),
+}
 
 
 @pytest.fixture(scope="module")
 def t5_problem(t5_dirs):
     from concrete_subspace.models.flan_t5 import build_flan_t5_problem
-    return build_flan_t5_problem(tasks=("rte", "stsb"), base=t5_dirs["base"], adapters=t5_dirs["adapters"], data=T5_DATA,
-                                 device="cpu", batch_size=3, eval_batch_size=2)
+
+    return build_flan_t5_problem(
+        tasks=("rte", "stsb"),
+        base=t5_dirs["base"],
+        adapters=t5_dirs["adapters"],
+        data=T5_DATA,
+        device="cpu",
+        batch_size=3,
+        eval_batch_size=2,
+    )
 
 
 def test_flan_t5_ids():
     from concrete_subspace.models.flan_t5 import adapter_id, base_id
+
     assert base_id("large") == "google/flan-t5-large"
     assert adapter_id("cola") == "tanganke/flan-t5-base_glue-cola_lora-16"
     assert adapter_id("stsb", "large") == "tanganke/flan-t5-large_glue-stsb_lora-16"
 
 
 def test_flan_t5_lora_states_match_peft_merge(t5_problem, t5_dirs):
-    from peft import PeftModel
     import copy
+
+    from peft import PeftModel
+
     p = t5_problem
     assert len(p.pretrained) == 2 * 2 * 2 + 2 * 2  # q, v in 2 encoder self-attn + 2x2 decoder (self, cross) layers
     assert all(k.startswith("model.") and (k.endswith(".q.weight") or k.endswith(".v.weight")) for k in p.pretrained)
     ft = p.load_finetuned("rte")
-    reference = PeftModel.from_pretrained(copy.deepcopy(t5_dirs["model"]), t5_dirs["adapters"]["rte"]).merge_and_unload()
+    reference = PeftModel.from_pretrained(
+        copy.deepcopy(t5_dirs["model"]), t5_dirs["adapters"]["rte"]
+    ).merge_and_unload()
     ref = dict(reference.named_parameters())
     for k, v in ft.items():
-        assert torch.allclose(v, ref[k[len("model."):]], atol=1e-6), k
+        assert torch.allclose(v, ref[k[len("model.") :]], atol=1e-6), k
         assert not torch.equal(v, p.pretrained[k])  # LoRA-B was made non-zero
 
 
@@ -556,7 +712,10 @@ def test_flan_t5_first_step_entropy_inputs(t5_problem, t5_dirs):
     p = t5_problem
     batch = p.unlabeled_batch("rte", 0)
     assert set(batch) == {"input_ids", "attention_mask", "decoder_input_ids"}
-    assert batch["decoder_input_ids"].shape == (3, 1) and int(batch["decoder_input_ids"].max()) == t5_dirs["tokenizer"].pad_token_id
+    assert (
+        batch["decoder_input_ids"].shape == (3, 1)
+        and int(batch["decoder_input_ids"].max()) == t5_dirs["tokenizer"].pad_token_id
+    )
     logits = p.task_logits("rte", p.model(**batch))
     assert logits.shape == (3, len(t5_dirs["tokenizer"]))
     full = t5_dirs["model"](**batch).logits[:, 0, :]
@@ -566,6 +725,7 @@ def test_flan_t5_first_step_entropy_inputs(t5_problem, t5_dirs):
 
 def test_greedy_generate_matches_hf_generate(t5_dirs):
     from concrete_subspace.models.flan_t5 import greedy_generate
+
     tok, model = t5_dirs["tokenizer"], t5_dirs["model"]
     enc = tok(["the cat sat", "a dog ran is good"], padding=True, return_tensors="pt")
     ours = greedy_generate(model, enc["input_ids"], enc["attention_mask"], max_length=10)
@@ -575,6 +735,7 @@ def test_greedy_generate_matches_hf_generate(t5_dirs):
 
 def test_glue_scores():
     from concrete_subspace.models.flan_t5 import exact_match, parse_float, spearman_rho
+
     assert exact_match(["yes", "no", "yes"], ["yes", "yes", "yes"]) == (2.0, 3)
     assert parse_float("3.8") == 3.8 and parse_float("abc") == 0.0
     assert spearman_rho(["1.0", "2.0", "3.0"], ["0.5", "1.0", "4.0"]) == pytest.approx(1.0)
@@ -583,7 +744,8 @@ def test_glue_scores():
 
 def test_flan_t5_merge_end_to_end(t5_problem):
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
+
     result = run_method("task_arithmetic", t5_problem)
     assert set(t5_problem.pretrained) <= set(result.state)
     batches = list(t5_problem.eval_batches("stsb"))
@@ -596,7 +758,8 @@ def test_flan_t5_merge_end_to_end(t5_problem):
 
 def test_flan_t5_concrete_task_arithmetic_runs(t5_problem):
     """The entropy path: first-step logits over the vocabulary, gradients through functional_call to the mask."""
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
+
     result = run_method("concrete_task_arithmetic", t5_problem, steps=2, log_every=1, progress=False)
     losses = [float(h["loss"]) for h in result.history if "loss" in h]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
@@ -605,7 +768,8 @@ def test_flan_t5_concrete_task_arithmetic_runs(t5_problem):
 
 
 def test_clip_hub_layer_wise_adamerging_runs(clip_problem):
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
+
     result = run_method("layer_wise_adamerging", clip_problem, steps=2, log_every=1, progress=False)
     assert set(clip_problem.pretrained) <= set(result.state)
     assert all(torch.isfinite(v).all() for v in result.state.values())
@@ -613,8 +777,10 @@ def test_clip_hub_layer_wise_adamerging_runs(clip_problem):
 
 # ---------------------------------------------------------------------------------------------- download
 
+
 def test_download_plan_and_dry_run(capsys):
     from concrete_subspace.download import GROUPS, download_all, main, plan
+
     items = plan(["clip-b32", "flan-t5-large", "vision-data"])
     ids = [i.id for i in items]
     assert ids[0] == "openai/clip-vit-base-patch32" and "tanganke/clip-vit-base-patch32_stanford-cars" in ids
@@ -629,9 +795,11 @@ def test_download_plan_and_dry_run(capsys):
 
 def test_download_verifies_offline_without_network(tmp_path, monkeypatch, hf_clip_dirs):
     from concrete_subspace.download import Item, download_all, fetch
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    outcomes = download_all(["clip-b32"], cache_dir=str(tmp_path / "empty_cache"), progress=False,
-                            manifest=tmp_path / "manifest.json")
+    outcomes = download_all(
+        ["clip-b32"], cache_dir=str(tmp_path / "empty_cache"), progress=False, manifest=tmp_path / "manifest.json"
+    )
     assert len(outcomes) == 9 and not any(o.ok for o in outcomes)
     assert "openai/clip-vit-base-patch32@main" in outcomes[0].detail and "not in the local" in outcomes[0].detail
     manifest = json.loads((tmp_path / "manifest.json").read_text())

@@ -11,16 +11,20 @@ import json
 
 import pytest
 import torch
+from toy import Encoder
 
 from concrete_subspace.loop import FORWARD_MODES, PRECISIONS, concat_inputs, entropy_backward, shape_groups
 from concrete_subspace.masks import sample_concrete
-from concrete_subspace.merging import apply_mask_flat, merge_flat, run_method
-
-from toy import Encoder
+from concrete_subspace.merging import apply_mask_flat, merge_flat
+from concrete_subspace.registry import run_method
 
 QUIET = {"progress": False}
-STEPS = {"concrete_task_arithmetic": {"steps": 3}, "layer_wise_adamerging": {"steps": 3},
-         "task_wise_adamerging_pp": {"steps": 3}, "layer_wise_concrete_adamerging": {"meta_steps": 2, "tta_steps": 2}}
+STEPS = {
+    "concrete_task_arithmetic": {"steps": 3},
+    "layer_wise_adamerging": {"steps": 3},
+    "task_wise_adamerging_pp": {"steps": 3},
+    "layer_wise_concrete_adamerging": {"meta_steps": 2, "tta_steps": 2},
+}
 
 
 def close(a, b):
@@ -81,8 +85,10 @@ def test_dict_inputs_are_grouped_by_shape_and_concatenated(dict_problem):
 
 @pytest.mark.parametrize("grad_fn", [cta_logit_grad, adamerging_coefficient_grad])
 def test_batched_gradient_with_dict_inputs_of_different_shapes(dict_problem, toy_vectors, grad_fn):
-    close(grad_fn(dict_problem, *toy_vectors, forward_mode="batched"),
-          grad_fn(dict_problem, *toy_vectors, forward_mode="per_task"))
+    close(
+        grad_fn(dict_problem, *toy_vectors, forward_mode="batched"),
+        grad_fn(dict_problem, *toy_vectors, forward_mode="per_task"),
+    )
 
 
 def test_bf16_gradient_is_fp32_and_close_to_fp32(toy, toy_vectors):
@@ -136,7 +142,9 @@ def test_forward_modes_deterministic_and_agree(toy, forward_mode):
 
 
 @pytest.mark.parametrize("option,value", [("precision", "fp16"), ("forward_mode", "summed")])
-@pytest.mark.parametrize("method", ["concrete_task_arithmetic", "layer_wise_adamerging", "task_wise_concrete_adamerging"])
+@pytest.mark.parametrize(
+    "method", ["concrete_task_arithmetic", "layer_wise_adamerging", "task_wise_concrete_adamerging"]
+)
 def test_unknown_option_value_is_refused(toy, method, option, value):
     choices = PRECISIONS if option == "precision" else FORWARD_MODES
     with pytest.raises(ValueError, match=f"unknown {option} '{value}'.*{choices[0]}"):
@@ -149,8 +157,15 @@ def tiny_image_encoder():
 
     from concrete_subspace.models.clip_hf import ImageEncoder
 
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=28, patch_size=7, projection_dim=16)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=7,
+        projection_dim=16,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vision = CLIPVisionModel(config)
@@ -187,7 +202,10 @@ def test_zoo_precision_has_its_own_directory_and_is_checked(tmp_path):
         zoo.mini_config(precision="fp16")
     built = tmp_path / "zoo"
     built.mkdir()
-    (built / "manifest.json").write_text(json.dumps({"format_version": zoo.ZOO_FORMAT_VERSION, "seed": 0, "smoke": True,
-                                                     "config": {"precision": "fp32"}}))
+    (built / "manifest.json").write_text(
+        json.dumps(
+            {"format_version": zoo.ZOO_FORMAT_VERSION, "seed": 0, "smoke": True, "config": {"precision": "fp32"}}
+        )
+    )
     assert zoo._zoo_state(built, 0, True, "fp32") == "complete"
     assert zoo._zoo_state(built, 0, True, "bf16") == "partial"  # an fp32 zoo is never reused as a bf16 one

@@ -7,15 +7,27 @@ import warnings
 import pytest
 import torch
 
-from concrete_subspace.task_vectors import (ParamLayout, StateDictError, ZeroTaskVectorWarning, apply_to,
-                                            check_compatible, check_finite, float_keys, stack_task_vectors,
-                                            task_vector, weighted_sum)
+from concrete_subspace.task_vectors import (
+    ParamLayout,
+    StateDictError,
+    ZeroTaskVectorWarning,
+    apply_to,
+    check_compatible,
+    check_finite,
+    float_keys,
+    stack_task_vectors,
+    task_vector,
+    weighted_sum,
+)
 
 
 def tiny_state(offset: float = 0.0) -> dict[str, torch.Tensor]:
     """Two float tensors and an integer buffer (which must be skipped)."""
-    return {"a.weight": torch.arange(6.0).reshape(2, 3) + offset, "a.bias": torch.tensor([1.0, -1.0]) + offset,
-            "ids": torch.arange(3)}
+    return {
+        "a.weight": torch.arange(6.0).reshape(2, 3) + offset,
+        "a.bias": torch.tensor([1.0, -1.0]) + offset,
+        "ids": torch.arange(3),
+    }
 
 
 def test_task_vector_is_difference_of_float_tensors_only():

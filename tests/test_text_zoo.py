@@ -35,7 +35,9 @@ def test_task_data_is_real_balanced_and_deterministic():
         texts = set(a["train"][0])
         assert texts and not texts & set(a["test"][0]), f"{task}: train and test share texts"
         assert set(a["test"][1]) == set(range(len(text_data.TASKS[task].classnames)))
-    assert text_data.make_task_splits("language", 1, per_class=10) != text_data.make_task_splits("language", 0, per_class=10)
+    assert text_data.make_task_splits("language", 1, per_class=10) != text_data.make_task_splits(
+        "language", 0, per_class=10
+    )
     with pytest.raises(KeyError, match="unknown text task"):
         text_data.make_task_splits("glue", 0)
 
@@ -83,11 +85,17 @@ def test_problem_contract(problem):
         problem.load_finetuned("glue")
 
 
-@pytest.mark.parametrize("method,params", [("task_arithmetic", {}), ("concrete_task_arithmetic", {"steps": 2}),
-                                           ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 2})])
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("task_arithmetic", {}),
+        ("concrete_task_arithmetic", {"steps": 2}),
+        ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 2}),
+    ],
+)
 def test_registry_methods_run_unchanged(problem, method, params):
     from concrete_subspace.evaluation import evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     result = run_method(method, problem, **params)
     assert set(result.state) == set(problem.pretrained)
@@ -102,8 +110,10 @@ def test_finetuning_is_deterministic():
 
     tokens = tokenize(tokenizer, ["a small test", "another sentence here", "x y z", "more words"], 8)
     labels, head = torch.tensor([0, 1, 0, 1]), torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
-    runs = [tz.finetune_expert(bert, head, tokens, labels, cfg, seed=5, desc="", progress=False)[0].state_dict()
-            for _ in range(2)]
+    runs = [
+        tz.finetune_expert(bert, head, tokens, labels, cfg, seed=5, desc="", progress=False)[0].state_dict()
+        for _ in range(2)
+    ]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 

@@ -164,4 +164,6 @@ def test_smoke_build_deterministic(smoke_zoo, tmp_path):
     again = zoo.build_zoo(tmp_path / "again", seed=0, smoke=True, progress=False, methods=False)
     a, b = zoo.read_manifest(smoke_zoo), zoo.read_manifest(again)
     assert a["accuracy"] == b["accuracy"]
-    assert a["entropy_premise"] == b["entropy_premise"] or json.dumps(a["entropy_premise"]) == json.dumps(b["entropy_premise"])
+    assert a["entropy_premise"] == b["entropy_premise"] or json.dumps(a["entropy_premise"]) == json.dumps(
+        b["entropy_premise"]
+    )

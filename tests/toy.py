@@ -14,8 +14,8 @@ import time
 import torch
 from torch import nn
 
-from concrete_subspace.problem import MergeProblem
 from concrete_subspace.data.batching import step_indices
+from concrete_subspace.problem import MergeProblem
 
 
 class Encoder(nn.Module):
@@ -29,7 +29,9 @@ class Encoder(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
-def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16) -> MergeProblem:
+def make_toy_problem(
+    num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60, n: int = 96, batch_size: int = 16
+) -> MergeProblem:
     """Three tasks over one random MLP encoder, each fine-tuned for ``finetune_steps`` Adam steps (about a second)."""
     g = torch.Generator().manual_seed(seed)
     model = Encoder()
@@ -40,7 +42,7 @@ def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60
     pretrained = {k: v.detach().clone() for k, v in model.named_parameters()}
     tasks = tuple(f"task{i}" for i in range(num_tasks))
     heads, data, finetuned = {}, {}, {}
-    for i, task in enumerate(tasks):
+    for task in tasks:
         heads[task] = torch.randn(3, 8, generator=g)
         x = torch.randn(n, 8, generator=g)
         teacher = torch.randn(8, 3, generator=g)
@@ -67,13 +69,17 @@ def make_toy_problem(num_tasks: int = 3, seed: int = 0, finetune_steps: int = 60
     def eval_batches(task):
         x, y = data[task]
         for s in range(0, n, 32):
-            yield x[s:s + 32], y[s:s + 32]
+            yield x[s : s + 32], y[s : s + 32]
 
     return MergeProblem(
-        model=model, pretrained=pretrained, task_names=tasks,
+        model=model,
+        pretrained=pretrained,
+        task_names=tasks,
         load_finetuned=lambda t: {k: v.clone() for k, v in finetuned[t].items()},
-        task_logits=task_logits, unlabeled_batch=unlabeled_batch,
-        eval_batches=eval_batches, train_batches=eval_batches,
+        task_logits=task_logits,
+        unlabeled_batch=unlabeled_batch,
+        eval_batches=eval_batches,
+        train_batches=eval_batches,
     )
 
 
@@ -91,14 +97,19 @@ def pausing(problem: MergeProblem, after_calls: int, marker: str) -> MergeProble
     return dataclasses.replace(problem, unlabeled_batch=unlabeled_batch)
 
 
-def run_toy_job(out: str, method: str = "layer_wise_concrete_adamerging", pause_after_calls: int | None = None,
-                pause_marker: str | None = None, **params) -> None:
+def run_toy_job(
+    out: str,
+    method: str = "layer_wise_concrete_adamerging",
+    pause_after_calls: int | None = None,
+    pause_marker: str | None = None,
+    **params,
+) -> None:
     """Run ``method`` on the toy problem (one thread, no progress bar) and save state + history atomically to ``out``.
 
     With ``pause_after_calls`` the job stops mid-step at that data call (see :func:`pausing`), waiting to be killed.
     """
     from concrete_subspace.checkpoint import save_checkpoint
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     torch.set_num_threads(1)
     problem = make_toy_problem()
@@ -117,6 +128,13 @@ def tiny_vision(seed: int):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(seed)
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=16, patch_size=8, projection_dim=8)
+    config = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+        projection_dim=8,
+    )
     return CLIPVisionModel(config)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..seeding import derive_seed
 
 
 def step_indices(n: int, batch_size: int, step: int, seed: int, reshuffle: bool = False) -> Tensor:
@@ -22,7 +25,7 @@ def step_indices(n: int, batch_size: int, step: int, seed: int, reshuffle: bool 
     epochs, offsets = positions // n, positions % n
     indices = torch.empty(batch_size, dtype=torch.long)
     for epoch in epochs.unique().tolist():
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + (epoch if reshuffle else 0)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch if reshuffle else 0)))
         in_epoch = epochs == epoch
         indices[in_epoch] = perm[offsets[in_epoch]]
     return indices

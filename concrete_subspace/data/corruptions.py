@@ -22,18 +22,27 @@ function of (image, severity, generator state). Apply them after the CLIP resize
 
 from __future__ import annotations
 
-import zlib
-
 import io
 import math
-from typing import Any, Callable
+import zlib
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CORRUPTIONS: tuple[str, ...] = ("motion_blur", "impulse_noise", "gaussian_noise", "pixelate", "spatter", "contrast",
-                                "jpeg_compression")
+from ..seeding import derive_seed
+
+CORRUPTIONS: tuple[str, ...] = (
+    "motion_blur",
+    "impulse_noise",
+    "gaussian_noise",
+    "pixelate",
+    "spatter",
+    "contrast",
+    "jpeg_compression",
+)
 
 GAUSSIAN_NOISE_STD = (0.08, 0.12, 0.18, 0.26, 0.38)
 IMPULSE_AMOUNT = (0.03, 0.06, 0.09, 0.17, 0.27)
@@ -42,13 +51,19 @@ PIXELATE_FACTOR = (0.6, 0.5, 0.4, 0.3, 0.25)
 CONTRAST_FACTOR = (0.4, 0.3, 0.2, 0.1, 0.05)
 JPEG_QUALITY = (25, 18, 15, 10, 7)
 # (mean, std, blur sigma, threshold, intensity, kind) of the liquid field; kind 0 = water, 1 = mud
-SPATTER = ((0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
-           (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1))
+SPATTER = (
+    (0.65, 0.3, 4, 0.69, 0.6, 0),
+    (0.65, 0.3, 3, 0.68, 0.6, 0),
+    (0.65, 0.3, 2, 0.68, 0.5, 0),
+    (0.65, 0.3, 1, 0.65, 1.5, 1),
+    (0.67, 0.4, 1, 0.65, 1.5, 1),
+)
 WATER_COLOR = (175 / 255, 238 / 255, 238 / 255)
 MUD_COLOR = (63 / 255, 42 / 255, 20 / 255)
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
+
 
 def _level(params: tuple, severity: int) -> Any:
     """Parameter of ``severity`` (1..5), with a clear error otherwise."""
@@ -73,8 +88,10 @@ def _to_batch(image: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
             return image.float(), lambda t: t.to(image.dtype)
         raise ValueError(f"image tensor must be [3,H,W] or [B,3,H,W], got shape {tuple(image.shape)}")
     from PIL import Image
+
     if isinstance(image, Image.Image):
         from torchvision.transforms import functional as TF
+
         mode = image.mode
         pixels = TF.to_tensor(image.convert("RGB")).unsqueeze(0)
         return pixels, lambda t: TF.to_pil_image(t[0].clamp(0, 1)).convert(mode if mode in ("L", "RGB") else "RGB")
@@ -98,19 +115,27 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of [B,C,H,W] with reflect padding."""
     k = _gaussian_kernel1d(sigma).to(x)
     c, r = x.shape[1], (len(k) - 1) // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect" if r < x.shape[-1] else "replicate"),
-                 k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect" if r < x.shape[-2] else "replicate"),
-                    k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    x = F.conv2d(
+        F.pad(x, (r, r, 0, 0), mode="reflect" if r < x.shape[-1] else "replicate"),
+        k.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+        groups=c,
+    )
+    return F.conv2d(
+        F.pad(x, (0, 0, r, r), mode="reflect" if r < x.shape[-2] else "replicate"),
+        k.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+        groups=c,
+    )
 
 
 def _pil_roundtrip(x: Tensor, fn: Callable[[Any], Any]) -> Tensor:
     """Apply a PIL -> PIL function to each image of a [B,3,H,W] batch (uint8 quantised, as a saved image would be)."""
     from torchvision.transforms import functional as TF
+
     return torch.stack([TF.to_tensor(fn(TF.to_pil_image(img.clamp(0, 1)))) for img in x])
 
 
 # ---------------------------------------------------------------------------------------------- corruptions
+
 
 def gaussian_noise(image: Any, severity: int = 1, *, generator: torch.Generator | None = None) -> Any:
     """Additive Gaussian noise (std by severity), clipped to [0, 1]."""
@@ -143,6 +168,7 @@ def contrast(image: Any, severity: int = 1, *, generator: torch.Generator | None
 def pixelate(image: Any, severity: int = 1, *, generator: torch.Generator | None = None) -> Any:
     """Box-downsample by a factor (by severity) and box-upsample back to the input size (deterministic)."""
     from PIL import Image
+
     c = _level(PIXELATE_FACTOR, severity)
     x, restore = _to_batch(image)
     h, w = x.shape[-2:]
@@ -150,12 +176,14 @@ def pixelate(image: Any, severity: int = 1, *, generator: torch.Generator | None
     def fn(img):
         small = img.resize((max(1, int(w * c)), max(1, int(h * c))), Image.BOX)
         return small.resize((w, h), Image.BOX)
+
     return restore(_pil_roundtrip(x, fn))
 
 
 def jpeg_compression(image: Any, severity: int = 1, *, generator: torch.Generator | None = None) -> Any:
     """JPEG encode/decode round trip at a quality by severity (deterministic)."""
     from PIL import Image
+
     quality = _level(JPEG_QUALITY, severity)
     x, restore = _to_batch(image)
 
@@ -164,6 +192,7 @@ def jpeg_compression(image: Any, severity: int = 1, *, generator: torch.Generato
         img.save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)
         return Image.open(buffer).convert("RGB")
+
     return restore(_pil_roundtrip(x, fn))
 
 
@@ -222,11 +251,20 @@ def spatter(image: Any, severity: int = 1, *, generator: torch.Generator | None 
 
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "motion_blur": motion_blur, "impulse_noise": impulse_noise, "gaussian_noise": gaussian_noise,
-    "pixelate": pixelate, "spatter": spatter, "contrast": contrast, "jpeg_compression": jpeg_compression,
+    "motion_blur": motion_blur,
+    "impulse_noise": impulse_noise,
+    "gaussian_noise": gaussian_noise,
+    "pixelate": pixelate,
+    "spatter": spatter,
+    "contrast": contrast,
+    "jpeg_compression": jpeg_compression,
 }
-_ALIASES = {"jpeg": "jpeg_compression", "gaussian": "gaussian_noise", "impulse": "impulse_noise",
-            "motion": "motion_blur"}
+_ALIASES = {
+    "jpeg": "jpeg_compression",
+    "gaussian": "gaussian_noise",
+    "impulse": "impulse_noise",
+    "motion": "motion_blur",
+}
 
 
 def corrupt(image: Any, name: str, severity: int = 1, *, generator: torch.Generator | None = None) -> Any:
@@ -245,14 +283,16 @@ def corruption_transform(name: str, severity: int = 1, seed: int = 0) -> Callabl
     So a test set gets the same corruption whatever order (or how often) its images are read; for datasets with
     stable indices, :func:`corrupt_indexed` seeds from the index instead.
     """
+
     def transform(pixels: Tensor) -> Tensor:
         digest = zlib.crc32(pixels.detach().cpu().contiguous().numpy().tobytes())
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + digest)
+        gen = torch.Generator().manual_seed(derive_seed(seed, digest))
         return corrupt(pixels, name, severity, generator=gen)
+
     return transform
 
 
 def corrupt_indexed(image: Any, index: int, name: str, severity: int = 1, seed: int = 0) -> Any:
     """Corrupt example ``index`` of a test set deterministically: generator seeded from (seed, index)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + int(index))
+    gen = torch.Generator().manual_seed(derive_seed(seed, index))
     return corrupt(image, name, severity, generator=gen)

@@ -9,8 +9,9 @@ Nothing here downloads when ``HF_DATASETS_OFFLINE=1``; prefetch with ``python -m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,11 +51,14 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def image_and_label_columns(features: Mapping[str, Any]) -> tuple[str, str]:
     """Names of the image column and the ClassLabel column of a ``datasets`` feature dict."""
     import datasets
+
     images = [k for k, f in features.items() if isinstance(f, datasets.Image)]
     labels = [k for k, f in features.items() if isinstance(f, datasets.ClassLabel)]
     if len(images) != 1 or len(labels) != 1:
-        raise ValueError(f"expected one Image and one ClassLabel column, got images={images} labels={labels} "
-                         f"in features {list(features)}")
+        raise ValueError(
+            f"expected one Image and one ClassLabel column, got images={images} labels={labels} "
+            f"in features {list(features)}"
+        )
     return images[0], labels[0]
 
 
@@ -65,8 +69,9 @@ def label_names(dataset: Any) -> list[str]:
 
 def resize_center_crop(image: Any, size: int = 224) -> Any:
     """CLIP geometry on a PIL image: RGB, shorter side -> ``size`` (bicubic), centre crop ``size`` x ``size``."""
-    from torchvision.transforms import functional as TF
     from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
     image = image.convert("RGB")
     image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC)
     return TF.center_crop(image, [size, size])
@@ -79,7 +84,9 @@ def normalize_clip(pixels: Tensor) -> Tensor:
     return (pixels - mean) / std
 
 
-def clip_image_transform(size: int = 224, corruption: Callable[[Tensor], Tensor] | None = None) -> Callable[[Any], Tensor]:
+def clip_image_transform(
+    size: int = 224, corruption: Callable[[Tensor], Tensor] | None = None
+) -> Callable[[Any], Tensor]:
     """PIL image -> [3, size, size] CLIP pixel values (resize, crop, [0,1], optional corruption, normalise).
 
     Matches open_clip's validation preprocessing and transformers' CLIPImageProcessor up to resampling details;
@@ -92,13 +99,16 @@ def clip_image_transform(size: int = 224, corruption: Callable[[Tensor], Tensor]
         if corruption is not None:
             pixels = corruption(pixels)
         return normalize_clip(pixels)
+
     return transform
 
 
 def processor_transform(processor: Any) -> Callable[[Any], Tensor]:
     """PIL image -> pixel values through a transformers image processor (e.g. a checkpoint's CLIPImageProcessor)."""
+
     def transform(image: Any) -> Tensor:
         return processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+
     return transform
 
 
@@ -127,9 +137,15 @@ class VisionTestSet(torch.utils.data.Dataset):
         return torch.as_tensor(self.data[self.label_column][: self.length])
 
 
-def load_vision_test_set(task: str, *, transform: Callable[[Any], Tensor] | None = None, limit: int | None = None,
-                         revision: str | None = None, cache_dir: str | None = None,
-                         source: str | None = None) -> VisionTestSet:
+def load_vision_test_set(
+    task: str,
+    *,
+    transform: Callable[[Any], Tensor] | None = None,
+    limit: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    source: str | None = None,
+) -> VisionTestSet:
     """Test split of ``task`` (a key of :data:`VISION_DATASETS`) as a lazily transformed torch Dataset.
 
     ``source`` overrides the Hub id with a local ``save_to_disk`` directory; ``limit`` keeps the first rows.
@@ -137,8 +153,13 @@ def load_vision_test_set(task: str, *, transform: Callable[[Any], Tensor] | None
     if task not in VISION_DATASETS:
         raise KeyError(f"unknown vision task {task!r}; known: {list(VISION_TASKS)}")
     spec = VISION_DATASETS[task]
-    data = load_dataset_split(source or spec.dataset_id, spec.split, name=None if source else spec.config,
-                              revision=revision, cache_dir=cache_dir)
+    data = load_dataset_split(
+        source or spec.dataset_id,
+        spec.split,
+        name=None if source else spec.config,
+        revision=revision,
+        cache_dir=cache_dir,
+    )
     return VisionTestSet(data, transform or clip_image_transform(), limit=limit)
 
 
@@ -156,27 +177,43 @@ GLUE_SPLITS: dict[str, str] = {t: "validation" for t in GLUE_TASKS} | {"mnli": "
 
 #: fusion_bench's prompt templates (``glue_prompt_templates.py``), spelling kept as the models were trained on it.
 GLUE_TEMPLATES: dict[str, dict[str, Any]] = {
-    "cola": {"input": "Indicate if the following sentence is grammatically correct or not: \"{sentence}\". "
-                      "Answere 'acceptable' or 'unacceptable'.",
-             "target": {0: "unacceptable", 1: "acceptable"}},
-    "mnli": {"input": "Does the premise: '{premise}' logically imply, contradict, or is neutral to the hypothesis: "
-                      "'{hypothesis}'? Answere with 'entailment', 'contradiction', or 'neutral'.",
-             "target": {0: "entailment", 1: "neutral", 2: "contradiction"}},
-    "mrpc": {"input": "Are the following sentences '{sentence1}' and '{sentence2}' conveying the same meaning? "
-                      "Answere with 'yes' or 'no'.",
-             "target": {0: "no", 1: "yes"}},
-    "qnli": {"input": "Given the context: '{sentence}', does the question '{question}' have an answer based on the "
-                      "information provided? Answer with 'yes' or 'no'.",
-             "target": {0: "yes", 1: "no"}},
-    "qqp": {"input": "Do the questions '{question1}' and '{question2}' have the same intent? Answere with 'yes' or 'no'.",
-            "target": {0: "no", 1: "yes"}},
-    "rte": {"input": "Does the text: '{sentence1}' entail that '{sentence2}' is true? Provide 'yes' or 'no'.",
-            "target": {0: "yes", 1: "no"}},
-    "sst2": {"input": "Given the sentence '{sentence}', determine the sentiment. Is it positive or negative?",
-             "target": {0: "negative", 1: "positive"}},
-    "stsb": {"input": "Consider the sentences '{sentence1}' and '{sentence2}'. On a scale from 1 (completely "
-                      "different) to 5 (completely similar), rate the similarity.",
-             "target": "{:.1f}"},
+    "cola": {
+        "input": 'Indicate if the following sentence is grammatically correct or not: "{sentence}". '
+        "Answere 'acceptable' or 'unacceptable'.",
+        "target": {0: "unacceptable", 1: "acceptable"},
+    },
+    "mnli": {
+        "input": "Does the premise: '{premise}' logically imply, contradict, or is neutral to the hypothesis: "
+        "'{hypothesis}'? Answere with 'entailment', 'contradiction', or 'neutral'.",
+        "target": {0: "entailment", 1: "neutral", 2: "contradiction"},
+    },
+    "mrpc": {
+        "input": "Are the following sentences '{sentence1}' and '{sentence2}' conveying the same meaning? "
+        "Answere with 'yes' or 'no'.",
+        "target": {0: "no", 1: "yes"},
+    },
+    "qnli": {
+        "input": "Given the context: '{sentence}', does the question '{question}' have an answer based on the "
+        "information provided? Answer with 'yes' or 'no'.",
+        "target": {0: "yes", 1: "no"},
+    },
+    "qqp": {
+        "input": "Do the questions '{question1}' and '{question2}' have the same intent? Answere with 'yes' or 'no'.",
+        "target": {0: "no", 1: "yes"},
+    },
+    "rte": {
+        "input": "Does the text: '{sentence1}' entail that '{sentence2}' is true? Provide 'yes' or 'no'.",
+        "target": {0: "yes", 1: "no"},
+    },
+    "sst2": {
+        "input": "Given the sentence '{sentence}', determine the sentiment. Is it positive or negative?",
+        "target": {0: "negative", 1: "positive"},
+    },
+    "stsb": {
+        "input": "Consider the sentences '{sentence1}' and '{sentence2}'. On a scale from 1 (completely "
+        "different) to 5 (completely similar), rate the similarity.",
+        "target": "{:.1f}",
+    },
 }
 
 
@@ -201,14 +238,22 @@ def glue_prompts(task: str, rows: Sequence[Mapping[str, Any]] | Any) -> tuple[li
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def load_glue(task: str, split: str | None = None, *, revision: str | None = None, cache_dir: str | None = None,
-              source: str | None = None, limit: int | None = None) -> tuple[list[str], list[str]]:
+def load_glue(
+    task: str,
+    split: str | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    source: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[str], list[str]]:
     """Prompts and targets of a GLUE split (default: the evaluation split) from the Hub or a local saved dataset."""
     if task not in GLUE_TASKS:
         raise KeyError(f"unknown GLUE task {task!r}; known: {list(GLUE_TASKS)}")
     split = split or GLUE_SPLITS[task]
-    data = load_dataset_split(source or GLUE_DATASET_ID, split, name=None if source else task,
-                              revision=revision, cache_dir=cache_dir)
+    data = load_dataset_split(
+        source or GLUE_DATASET_ID, split, name=None if source else task, revision=revision, cache_dir=cache_dir
+    )
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     return glue_prompts(task, data)

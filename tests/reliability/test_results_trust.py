@@ -7,19 +7,24 @@ import json
 import sys
 import types
 
+import pandas as pd
 import pytest
 import torch
 
 from concrete_subspace import concrete
 from concrete_subspace import experiments as ex
-from concrete_subspace.merging import apply_mask_flat, merge_flat, run_method
+from concrete_subspace.merging import apply_mask_flat, merge_flat
 from concrete_subspace.provenance import code_fingerprint
+from concrete_subspace.registry import run_method
 from concrete_subspace.task_vectors import ParamLayout, stack_task_vectors, sum_task_vectors
 
 QUIET = {"progress": False}
-RUNS = {"task_arithmetic": {"scaling": 0.3}, "layer_wise_adamerging": {"steps": 2, **QUIET},
-        "concrete_task_arithmetic": {"steps": 2, **QUIET},
-        "layer_wise_concrete_adamerging": {"meta_steps": 2, "tta_steps": 2, **QUIET}}
+RUNS = {
+    "task_arithmetic": {"scaling": 0.3},
+    "layer_wise_adamerging": {"steps": 2, **QUIET},
+    "concrete_task_arithmetic": {"steps": 2, **QUIET},
+    "layer_wise_concrete_adamerging": {"meta_steps": 2, "tta_steps": 2, **QUIET},
+}
 
 
 def run_all(toy, cache):
@@ -38,13 +43,18 @@ edited_mask_extras.__qualname__ = "_mask_extras"
 
 def test_a_code_change_recomputes_exactly_the_runs_of_the_methods_it_reaches(toy, tmp_path, monkeypatch):
     first = run_all(toy, tmp_path)
-    assert all(json.loads((r.directory / "record.json").read_text())["code"]["sha256"] == r.code for r in first.values())
+    assert all(
+        json.loads((r.directory / "record.json").read_text())["code"]["sha256"] == r.code for r in first.values()
+    )
     assert all(r.cached for r in run_all(toy, tmp_path).values())
     monkeypatch.setattr(concrete, "_mask_extras", edited_mask_extras)
     second = run_all(toy, tmp_path)
-    assert {m: r.cached for m, r in second.items()} == {"task_arithmetic": True, "layer_wise_adamerging": True,
-                                                        "concrete_task_arithmetic": False,
-                                                        "layer_wise_concrete_adamerging": False}
+    assert {m: r.cached for m, r in second.items()} == {
+        "task_arithmetic": True,
+        "layer_wise_adamerging": True,
+        "concrete_task_arithmetic": False,
+        "layer_wise_concrete_adamerging": False,
+    }
     assert second["concrete_task_arithmetic"].key != first["concrete_task_arithmetic"].key
 
 
@@ -54,8 +64,11 @@ def test_the_fingerprint_names_the_changed_function_and_covers_problem_code(toy,
     assert "concrete_subspace.concrete._mask_extras" in before["objects"] and before["versions"]["torch"]
     monkeypatch.setattr(concrete, "_mask_extras", edited_mask_extras)
     after = ex.run_fingerprint("concrete_task_arithmetic", toy)
-    changed = {k for k in before["objects"].keys() | after["objects"].keys()
-               if before["objects"].get(k) != after["objects"].get(k)}
+    changed = {
+        k
+        for k in before["objects"].keys() | after["objects"].keys()
+        if before["objects"].get(k) != after["objects"].get(k)
+    }
     assert changed == {"concrete_subspace.concrete._mask_extras"}
 
     def load_finetuned(task):  # a problem whose data or model code changes must not reuse runs either
@@ -63,14 +76,18 @@ def test_the_fingerprint_names_the_changed_function_and_covers_problem_code(toy,
 
     load_finetuned.__module__ = "concrete_subspace.zoo"
     import dataclasses
+
     other = dataclasses.replace(toy, load_finetuned=load_finetuned)
-    assert ex.run_fingerprint("task_arithmetic", other)["sha256"] != ex.run_fingerprint("task_arithmetic", toy)["sha256"]
+    assert (
+        ex.run_fingerprint("task_arithmetic", other)["sha256"] != ex.run_fingerprint("task_arithmetic", toy)["sha256"]
+    )
 
 
 def test_plain_data_in_closures_is_part_of_the_fingerprint():
     def make(batch):
         def batch_of(task, step):
             return batch
+
         batch_of.__module__ = "concrete_subspace.zoo"
         return batch_of
 
@@ -112,7 +129,9 @@ def rebuilt_state(toy, method, record, mask):
     theta0 = layout.flatten(toy.pretrained)
     flat_mask = layout.flatten(mask)
     if method == "concrete_task_arithmetic":
-        _, summed = sum_task_vectors(toy.pretrained, toy.load_finetuned, toy.task_names, scaling=record.params["scaling"])
+        _, summed = sum_task_vectors(
+            toy.pretrained, toy.load_finetuned, toy.task_names, scaling=record.params["scaling"]
+        )
         return apply_mask_flat(theta0, summed, flat_mask, layout)
     _, vectors = stack_task_vectors(toy.pretrained, toy.load_finetuned, toy.task_names)
     return merge_flat(theta0, vectors, record.tensor("coefficients"), layout, flat_mask)
@@ -156,11 +175,11 @@ def test_cached_tables_are_keyed_on_the_code_that_computes_them(tmp_path):
 
     def compute_a():
         log.calls.append("a")
-        return ex.pd.DataFrame({"x": [1]})
+        return pd.DataFrame({"x": [1]})
 
     def compute_b():
         log.calls.append("b")
-        return ex.pd.DataFrame({"x": [2]})
+        return pd.DataFrame({"x": [2]})
 
     for fn in (compute_a, compute_b):
         fn.__module__ = "concrete_subspace.experiments"

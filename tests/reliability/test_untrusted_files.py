@@ -12,9 +12,15 @@ import pytest
 import torch
 
 from concrete_subspace import checkpoint as ckpt
-from concrete_subspace.checkpoint import (MAGIC, CheckpointError, atomic_write_bytes, atomic_write_json,
-                                          load_checkpoint, save_checkpoint)
-from concrete_subspace.merging import run_method
+from concrete_subspace.checkpoint import (
+    MAGIC,
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_checkpoint,
+    save_checkpoint,
+)
+from concrete_subspace.registry import run_method
 
 
 class RunsCode:
@@ -83,21 +89,26 @@ def other_loaders():
     loaders = {}
     try:
         from concrete_subspace.state_io import load_state_dict, load_torch_weights
+
         loaders["state_io.load_torch_weights"] = load_torch_weights
         loaders["state_io.load_state_dict"] = load_state_dict
     except ImportError:
         pass
     try:
         from concrete_subspace.models import open_clip_ckpt
+
         loaders["open_clip_ckpt.load_checkpoint"] = open_clip_ckpt.load_checkpoint
-        loaders["open_clip_ckpt.load_checkpoint(allow_pickle=True)"] = (
-            lambda path: open_clip_ckpt.load_checkpoint(path, allow_pickle=True))
+        loaders["open_clip_ckpt.load_checkpoint(allow_pickle=True)"] = lambda path: open_clip_ckpt.load_checkpoint(
+            path, allow_pickle=True
+        )
     except ImportError:
         pass
     return loaders
 
 
-@pytest.mark.parametrize("loader", list(other_loaders()) or [pytest.param("none", marks=pytest.mark.skip("no loaders"))])
+@pytest.mark.parametrize(
+    "loader", list(other_loaders()) or [pytest.param("none", marks=pytest.mark.skip("no loaders"))]
+)
 @pytest.mark.parametrize("name", ["torch_zip", "raw_pickle"])
 def test_adapter_weight_loaders_refuse_code_and_run_none(tmp_path, loader, name):
     path, marker = malicious_files(tmp_path)[name]
@@ -121,9 +132,15 @@ class _no_context:
 # ---------------------------------------------------------------------------------------------------------------
 def saved(tmp_path: Path) -> Path:
     optimizer = torch.optim.Adam([torch.zeros(3, requires_grad=True)], lr=0.1)
-    payload = {"stage": "meta", "step": 4, "fingerprint": "{}", "tensors": {"logits": torch.arange(5.0)},
-               "optimizers": {"outer": optimizer.state_dict()},
-               "generator": torch.Generator().manual_seed(1).get_state(), "history": [{"step": 1, "loss": 0.5}]}
+    payload = {
+        "stage": "meta",
+        "step": 4,
+        "fingerprint": "{}",
+        "tensors": {"logits": torch.arange(5.0)},
+        "optimizers": {"outer": optimizer.state_dict()},
+        "generator": torch.Generator().manual_seed(1).get_state(),
+        "history": [{"step": 1, "loss": 0.5}],
+    }
     return save_checkpoint(tmp_path / "checkpoint.ckpt", payload)
 
 
@@ -134,7 +151,9 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(loaded["generator"], torch.Generator().manual_seed(1).get_state())
 
 
-@pytest.mark.parametrize("corruption", ["flip_byte", "truncate", "truncate_header", "empty", "other_format", "garbage_digest"])
+@pytest.mark.parametrize(
+    "corruption", ["flip_byte", "truncate", "truncate_header", "empty", "other_format", "garbage_digest"]
+)
 def test_corrupted_checkpoint_is_refused_in_one_line(tmp_path, corruption):
     path = saved(tmp_path)
     raw = bytearray(path.read_bytes())
@@ -151,7 +170,7 @@ def test_corrupted_checkpoint_is_refused_in_one_line(tmp_path, corruption):
         torch.save({"x": torch.zeros(1)}, buffer)
         raw = bytearray(buffer.getvalue())
     else:
-        raw[len(MAGIC):len(MAGIC) + 4] = b"\xff\xfe\x00\x80"
+        raw[len(MAGIC) : len(MAGIC) + 4] = b"\xff\xfe\x00\x80"
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="checksum mismatch|not a concrete_subspace checkpoint") as info:
         load_checkpoint(path)
@@ -159,13 +178,17 @@ def test_corrupted_checkpoint_is_refused_in_one_line(tmp_path, corruption):
 
 
 def test_run_refuses_a_corrupted_checkpoint_instead_of_restarting_silently(toy, tmp_path):
-    run_method("concrete_task_arithmetic", toy, steps=4, checkpoint_every=2, checkpoint_dir=str(tmp_path), progress=False)
+    run_method(
+        "concrete_task_arithmetic", toy, steps=4, checkpoint_every=2, checkpoint_dir=str(tmp_path), progress=False
+    )
     path = tmp_path / "checkpoint.ckpt"
     raw = bytearray(path.read_bytes())
     raw[-10] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="checksum mismatch"):
-        run_method("concrete_task_arithmetic", toy, steps=4, checkpoint_every=2, checkpoint_dir=str(tmp_path), progress=False)
+        run_method(
+            "concrete_task_arithmetic", toy, steps=4, checkpoint_every=2, checkpoint_dir=str(tmp_path), progress=False
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,8 +212,10 @@ def test_failed_write_leaves_old_file_intact(tmp_path, monkeypatch, fail_in):
                 def write(data):
                     real_write(data[: len(data) // 2])
                     raise OSError("simulated failure in write (disk full)")
+
                 handle.write = write
             return handle
+
         monkeypatch.setattr("builtins.open", failing_open)
     else:
         monkeypatch.setattr(ckpt.os, fail_in, boom)
@@ -203,6 +228,7 @@ def test_failed_write_leaves_old_file_intact(tmp_path, monkeypatch, fail_in):
 
 def test_atomic_write_json_round_trip(tmp_path):
     import json
+
     path = atomic_write_json(tmp_path / "sub" / "r.json", {"a": 1, "b": [1.5, "x"], "p": Path("y")})
     assert json.loads(path.read_text()) == {"a": 1, "b": [1.5, "x"], "p": "y"}
 
@@ -235,6 +261,7 @@ def test_failed_checkpoint_save_mid_run_keeps_the_previous_checkpoint_resumable(
 def package_calls():
     """(file, ast.Call) for every call in concrete_subspace/**/*.py."""
     import ast
+
     root = Path(ckpt.__file__).resolve().parent
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -244,18 +271,28 @@ def package_calls():
 
 def test_package_never_evals_or_execs():
     import ast
-    bad = [f"{path}:{node.lineno}" for path, node in package_calls()
-           if isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec")]
+
+    bad = [
+        f"{path}:{node.lineno}"
+        for path, node in package_calls()
+        if isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec")
+    ]
     assert not bad, f"eval/exec in the package: {bad}"
 
 
 def test_every_torch_load_is_weights_only_or_restricted():
     """torch.load must pass weights_only=True, or (the explicit opt-in path) a restricted pickle_module."""
     import ast
+
     bad = []
     for path, node in package_calls():
         func = node.func
-        if isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name) and func.value.id == "torch":
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "load"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "torch"
+        ):
             keywords = {k.arg: k.value for k in node.keywords}
             safe = isinstance(keywords.get("weights_only"), ast.Constant) and keywords["weights_only"].value is True
             if not (safe or "pickle_module" in keywords):

@@ -1,6 +1,6 @@
 """Validation probes of the mini-text zoo that chose text_zoo.TEXT_DEFAULTS (rows: docs/zoo_text_sweep.csv).
 
-Run ``python -m concrete_subspace.text_sweep [--out docs/zoo_text_sweep.csv]`` after building the zoo. Everything
+Run ``python benchmarks/text_sweep.py [--out docs/zoo_text_sweep.csv]`` after building the zoo. Everything
 here adapts on and scores the VALIDATION split; the test split is only used by notebook 02. Each row: the probe,
 method, parameters, average validation accuracy, per-task accuracies, wall and CPU seconds.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .evaluation import average, evaluate
-from .merging import run_method
+from concrete_subspace.evaluation import average, evaluate
+from concrete_subspace.registry import run_method
 
 LAMBDAS = (0.0, 0.2, 0.3, 0.4, 0.6, 1.0)
 PROBES: tuple[tuple[str, dict], ...] = (
@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="docs/zoo_text_sweep.csv")
     parser.add_argument("--zoo", default=None, help="zoo directory (default: the cached seed-0 mini-text zoo)")
     args = parser.parse_args(argv)
-    from . import experiments as ex
-    from . import text_zoo as tz
+    from concrete_subspace import experiments as ex
+    from concrete_subspace import text_zoo as tz
 
     torch.set_num_threads(1)
     zoo_dir = Path(args.zoo) if args.zoo else tz.default_text_zoo_dir(0)
@@ -41,9 +41,18 @@ def main(argv=None) -> int:
     rows = []
 
     def record(probe: str, method: str, params: dict, scores: dict, t0: float, c0: float, **extra) -> None:
-        rows.append({"probe": probe, "method": method, "params": json.dumps(params), "avg": round(average(scores), 2),
-                     **{f"acc/{k}": round(v, 2) for k, v in scores.items()}, **extra,
-                     "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)})
+        rows.append(
+            {
+                "probe": probe,
+                "method": method,
+                "params": json.dumps(params),
+                "avg": round(average(scores), 2),
+                **{f"acc/{k}": round(v, 2) for k, v in scores.items()},
+                **extra,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
+            }
+        )
         print(f"{probe:>10} {method} {params}: avg {average(scores):.2f}", flush=True)
         pd.DataFrame(rows).to_csv(args.out, index=False)  # rewritten after every probe: a killed sweep keeps its rows
 
@@ -51,7 +60,9 @@ def main(argv=None) -> int:
     sweep = ex.lambda_sweep(problem, LAMBDAS)
     for scaling, group in sweep[sweep["task"] != "average"].groupby("scaling"):
         scores = dict(zip(group["task"], group["accuracy"]))
-        record("lambda", "task_arithmetic", {"scaling": scaling}, scores, t0, c0, entropy=round(group["entropy"].mean(), 4))
+        record(
+            "lambda", "task_arithmetic", {"scaling": scaling}, scores, t0, c0, entropy=round(group["entropy"].mean(), 4)
+        )
     for method, params in PROBES:
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_method(method, problem, **params)

@@ -1,0 +1,126 @@
+"""The runners of notebooks 01, 03 and 05: every method on all tasks, on six seen tasks, and along the steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..problem import MergeProblem
+from ..registry import METHODS
+from .cache import RunRecord, cache_for, reference_rows, run_cached
+from .configs import BaseConfig, CurvesConfig, GeneralizationConfig, MultitaskConfig
+from .params import method_params
+from .problems import problem_for, restrict
+from .tables import tidy_scores
+
+
+def run_methods(
+    problem: MergeProblem,
+    methods: Sequence[str],
+    config: BaseConfig,
+    *,
+    eval_problem: MergeProblem | None = None,
+    context: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, RunRecord]:
+    """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke."""
+    records = {}
+    for name in methods:
+        params = method_params(
+            name,
+            scale=config.scale,
+            steps=config.steps,
+            smoke=config.smoke,
+            overrides=(overrides or {}).get(name),
+            precision=config.precision,
+        )
+        records[name] = run_cached(
+            problem, name, params, cache_dir=cache_for(config), eval_problem=eval_problem, context=context
+        )
+    return records
+
+
+def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Table 1/2: zero-shot, individual and every method on all tasks. Tidy rows: method, task, accuracy."""
+    problem = problem_for(config)
+    methods = config.methods or tuple(METHODS)
+    rows = reference_rows(problem, cache_dir=cache_for(config))
+    records = run_methods(problem, methods, config)
+    table = pd.concat(
+        [tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
+        + [tidy_scores(m, r.scores) for m, r in records.items()],
+        ignore_index=True,
+    )
+    return table, records
+
+
+# Paper-scale task sets and their mini-zoo analogues (same roles: which tasks are held out / corrupted).
+PAPER_GENERALIZATION_SPLITS = {"exp1": ("mnist", "eurosat"), "exp2": ("resisc45", "svhn")}
+
+MINI_GENERALIZATION_SPLITS = {"exp1": ("mnist", "landcover"), "exp2": ("textures", "digits")}
+
+
+def generalization_splits(config: BaseConfig) -> dict[str, tuple[str, ...]]:
+    """Unseen tasks of each split (the paper's two splits, or their mini-zoo analogues)."""
+    return dict(PAPER_GENERALIZATION_SPLITS if config.scale == "paper" else MINI_GENERALIZATION_SPLITS)
+
+
+def run_generalization(config: GeneralizationConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Table: merge the 6 seen tasks, score on seen and unseen tasks. Rows: split, method, task, seen, accuracy."""
+    full = problem_for(config)
+    frames, records = [], {}
+    for split, unseen in generalization_splits(config).items():
+        missing = [t for t in unseen if t not in full.task_names]
+        if missing:
+            raise KeyError(f"generalization split {split}: unseen task(s) {missing} are not among the loaded tasks")
+        seen = tuple(t for t in full.task_names if t not in unseen)
+        problem = restrict(full, seen)
+        runs = run_methods(problem, config.methods, config, eval_problem=full, context={"experiment": "generalization"})
+        for method, record in runs.items():
+            records[f"{split}/{method}"] = record
+            for task, score in record.scores.items():
+                frames.append({"split": split, "method": method, "task": task, "seen": task in seen, "accuracy": score})
+    table = pd.DataFrame(frames)
+    return table, records
+
+
+def generalization_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Average over seen and over unseen tasks per split and method (the paper's table layout)."""
+    out = table.groupby(["split", "method", "seen"], sort=False)["accuracy"].mean().unstack("seen")
+    out = out.rename(columns={True: "avg_seen", False: "avg_unseen"})[["avg_seen", "avg_unseen"]].reset_index()
+    return out
+
+
+def curves_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
+    """Accuracy over steps from the runs' histories: method, stage (tta|meta), step, task, accuracy."""
+    rows = []
+    for method, record in records.items():
+        for row in record.history:
+            if "avg_accuracy" not in row:
+                continue
+            stage = row.get("stage", "tta")
+            stage = "concrete" if stage == "concrete_task_arithmetic" else stage
+            rows.append(
+                {
+                    "method": method,
+                    "stage": stage,
+                    "step": row["step"],
+                    "task": "average",
+                    "accuracy": row["avg_accuracy"],
+                }
+            )
+            rows += [
+                {"method": method, "stage": stage, "step": row["step"], "task": k.removeprefix("acc/"), "accuracy": v}
+                for k, v in row.items()
+                if k.startswith("acc/")
+            ]
+    return pd.DataFrame(rows, columns=["method", "stage", "step", "task", "accuracy"])
+
+
+def run_curves(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Accuracy curves of the test-time methods (reusing the table's cached runs: same parameters, same key)."""
+    problem = problem_for(config)
+    records = run_methods(problem, config.methods, config)
+    return curves_table(records), records
