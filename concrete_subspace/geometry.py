@@ -12,7 +12,7 @@ Pure functions of (encoder, theta0, task states, heads, images, labels); numbers
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,12 @@ TA_PATH_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 PROBE_C = (0.1, 1.0, 10.0)
 
 
-def linear_probe(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
-                 test: tuple[np.ndarray, np.ndarray] | None = None, c_values: Sequence[float] = PROBE_C) -> dict:
+def linear_probe(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    c_values: Sequence[float] = PROBE_C,
+) -> dict:
     """L2 logistic regression on frozen features: C chosen on ``validation`` over ``c_values``, then scored on ``test``.
 
     Returns {"C", "validation", "test"} (accuracies in percent; "test" is None without a test split).
@@ -57,9 +61,12 @@ def task_vector_geometry(theta0: Mapping[str, Tensor], finetuned: Mapping[str, M
     cos = unit @ unit.T
     off = cos[~torch.eye(len(tasks), dtype=torch.bool)]
     ratio = (taus.norm(dim=1) / base.norm()).tolist()
-    return {"tau_norm_ratio": dict(zip(tasks, ratio)), "tau_norm_ratio_mean": float(np.mean(ratio)),
-            "cosine": {a: dict(zip(tasks, row)) for a, row in zip(tasks, cos.tolist())},
-            "cosine_mean": float(off.mean()) if len(off) else float("nan")}
+    return {
+        "tau_norm_ratio": dict(zip(tasks, ratio)),
+        "tau_norm_ratio_mean": float(np.mean(ratio)),
+        "cosine": {a: dict(zip(tasks, row)) for a, row in zip(tasks, cos.tolist())},
+        "cosine_mean": float(off.mean()) if len(off) else float("nan"),
+    }
 
 
 def _entropy_mean(logits: Tensor) -> float:
@@ -67,8 +74,13 @@ def _entropy_mean(logits: Tensor) -> float:
     return float(-(logp.exp() * logp).sum(dim=-1).mean())
 
 
-def ta_path(predict, theta0: Mapping[str, Tensor], finetuned: Mapping[str, Mapping[str, Tensor]],
-            data: Mapping[str, tuple[Tensor, Tensor]], lambdas: Sequence[float] = TA_PATH_LAMBDAS) -> list[dict]:
+def ta_path(
+    predict,
+    theta0: Mapping[str, Tensor],
+    finetuned: Mapping[str, Mapping[str, Tensor]],
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    lambdas: Sequence[float] = TA_PATH_LAMBDAS,
+) -> list[dict]:
     """Accuracy and mean entropy of theta0 + lambda sum tau along ``lambdas``; ``predict(params, task, x)`` -> logits."""
     summed = {k: sum(finetuned[t][k] - theta0[k] for t in finetuned) for k in theta0}
     rows = []
@@ -79,8 +91,15 @@ def ta_path(predict, theta0: Mapping[str, Tensor], finetuned: Mapping[str, Mappi
             logits = predict(merged, task, x)
             acc[task] = 100.0 * int((logits.argmax(-1) == y).sum()) / len(y)
             ent[task] = _entropy_mean(logits)
-        rows.append({"lambda": float(lam), "accuracy": float(np.mean(list(acc.values()))),
-                     "entropy": float(np.mean(list(ent.values()))), "accuracy_per_task": acc, "entropy_per_task": ent})
+        rows.append(
+            {
+                "lambda": float(lam),
+                "accuracy": float(np.mean(list(acc.values()))),
+                "entropy": float(np.mean(list(ent.values()))),
+                "accuracy_per_task": acc,
+                "entropy_per_task": ent,
+            }
+        )
     return rows
 
 
@@ -88,13 +107,22 @@ def entropy_premise_holds(path: Sequence[Mapping[str, float]]) -> dict:
     """From lambda 0 to the most accurate lambda of ``path``: did accuracy rise while the mean entropy fell?"""
     best = max(path, key=lambda r: r["accuracy"])
     start = path[0]
-    return {"best_lambda": best["lambda"], "accuracy_gain": best["accuracy"] - start["accuracy"],
-            "entropy_change": best["entropy"] - start["entropy"],
-            "holds": bool(best["accuracy"] > start["accuracy"] and best["entropy"] < start["entropy"])}
+    return {
+        "best_lambda": best["lambda"],
+        "accuracy_gain": best["accuracy"] - start["accuracy"],
+        "entropy_change": best["entropy"] - start["entropy"],
+        "holds": bool(best["accuracy"] > start["accuracy"] and best["entropy"] < start["entropy"]),
+    }
 
 
-def cross_transfer(predict, theta0: Mapping[str, Tensor], finetuned: Mapping[str, Mapping[str, Tensor]],
-                   data: Mapping[str, tuple[Tensor, Tensor]], zero_shot: Mapping[str, float], scaling: float = 0.3) -> dict:
+def cross_transfer(
+    predict,
+    theta0: Mapping[str, Tensor],
+    finetuned: Mapping[str, Mapping[str, Tensor]],
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    zero_shot: Mapping[str, float],
+    scaling: float = 0.3,
+) -> dict:
     """{source: {target: accuracy of theta0 + scaling tau_source on target minus zero-shot on target}} (target != source)."""
     out = {}
     for source in finetuned:

@@ -49,12 +49,17 @@ def write_json(path: Path, obj) -> None:
 
 @torch.no_grad()
 def embed(encoder, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([encoder(zoo.to_pixel_values(images[i:i + batch])) for i in range(0, len(images), batch)])
+    return torch.cat([encoder(zoo.to_pixel_values(images[i : i + batch])) for i in range(0, len(images), batch)])
 
 
 def config(args) -> zoo.MiniConfig:
-    return replace(zoo.mini_config(), domain_shift=not args.no_shift, unnamed_classes=unnamed_classes(args.unnamed),
-                   pretrain_per_task=args.per_task, pretrain_steps=args.steps)
+    return replace(
+        zoo.mini_config(),
+        domain_shift=not args.no_shift,
+        unnamed_classes=unnamed_classes(args.unnamed),
+        pretrain_per_task=args.per_task,
+        pretrain_steps=args.steps,
+    )
 
 
 def cmd_pretrain(args) -> None:
@@ -69,7 +74,9 @@ def cmd_pretrain(args) -> None:
     with zoo.deterministic():
         data = zoo.generate_task_data(cfg, args.seed)
         zoo.save_task_datasets(data, out / "datasets")
-        pre_x, pre_captions, _ = mini.make_pretraining_set(args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes)
+        pre_x, pre_captions, _ = mini.make_pretraining_set(
+            args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes
+        )
         t_data = time.perf_counter() - t0
         tokenizer = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
         clip = zoo._seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
@@ -90,17 +97,31 @@ def cmd_pretrain(args) -> None:
             hidden = torch.tensor([int(y) in set(cfg.unnamed_classes.get(task, ())) for y in yva])
             fit = geometry.linear_probe((etr.numpy(), ytr[keep].numpy()), (eva.numpy(), yva.numpy()))
             probe, c = fit["validation"], fit["C"]
-            rows[task] = {"zero_shot": 100.0 * float((pred == yva).float().mean()),
-                          "zero_shot_named": 100.0 * float((pred == yva)[~hidden].float().mean()),
-                          "zero_shot_unnamed": 100.0 * float((pred == yva)[hidden].float().mean()) if hidden.any() else None,
-                          "linear_probe": probe, "probe_C": c}
+            rows[task] = {
+                "zero_shot": 100.0 * float((pred == yva).float().mean()),
+                "zero_shot_named": 100.0 * float((pred == yva)[~hidden].float().mean()),
+                "zero_shot_unnamed": 100.0 * float((pred == yva)[hidden].float().mean()) if hidden.any() else None,
+                "linear_probe": probe,
+                "probe_C": c,
+            }
             print(task, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rows[task].items()}, flush=True)
     avg = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("zero_shot", "linear_probe")}
     print("average", {k: round(v, 1) for k, v in avg.items()})
-    write_json(out / "pretrain.json", {"args": vars(args), "config": {k: v for k, v in cfg.__dict__.items() if k != "sizes"},
-                                       "tasks": rows, "average": avg, "loss_first_last": [losses[0], float(np.mean(losses[-20:]))],
-                                       "seconds": {"data": round(t_data, 1), "pretrain": round(t_pre, 1),
-                                                   "total": round(time.perf_counter() - t0, 1)}})
+    write_json(
+        out / "pretrain.json",
+        {
+            "args": vars(args),
+            "config": {k: v for k, v in cfg.__dict__.items() if k != "sizes"},
+            "tasks": rows,
+            "average": avg,
+            "loss_first_last": [losses[0], float(np.mean(losses[-20:]))],
+            "seconds": {
+                "data": round(t_data, 1),
+                "pretrain": round(t_pre, 1),
+                "total": round(time.perf_counter() - t0, 1),
+            },
+        },
+    )
 
 
 def cmd_finetune(args) -> None:
@@ -116,33 +137,55 @@ def cmd_finetune(args) -> None:
         if not (dst / name).exists():
             (dst / name).symlink_to(Path("..") / name)
     base = zoo.mini_config()
-    cfg = replace(base, domain_shift=pre["config"]["domain_shift"], unnamed_classes=pre["config"]["unnamed_classes"],
-                  pretrain_per_task=pre["config"]["pretrain_per_task"], pretrain_steps=pre["config"]["pretrain_steps"],
-                  finetune_lr=args.lr, finetune_steps=args.steps, weight_decay=args.weight_decay)
+    cfg = replace(
+        base,
+        domain_shift=pre["config"]["domain_shift"],
+        unnamed_classes=pre["config"]["unnamed_classes"],
+        pretrain_per_task=pre["config"]["pretrain_per_task"],
+        pretrain_steps=pre["config"]["pretrain_steps"],
+        finetune_lr=args.lr,
+        finetune_steps=args.steps,
+        weight_decay=args.weight_decay,
+    )
     t0 = time.perf_counter()
     with zoo.deterministic():
         clip = CLIPModel.from_pretrained(src / "pretrained").eval()
         tokenizer = AutoTokenizer.from_pretrained(src / "pretrained")
-        heads = {t: zero_shot_head(clip, tokenizer, mini.TASKS[t].classnames, mini.TASKS[t].templates) for t in cfg.tasks}
+        heads = {
+            t: zero_shot_head(clip, tokenizer, mini.TASKS[t].classnames, mini.TASKS[t].templates) for t in cfg.tasks
+        }
         encoder = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
         theta0 = {k: v.clone() for k, v in pretrained_state(encoder).items()}
-        data = {t: {s: tuple(a.numpy() for a in zoo.load_task_split(src, t, s)) for s in ("train", "validation", "test")}
-                for t in cfg.tasks}
+        data = {
+            t: {s: tuple(a.numpy() for a in zoo.load_task_split(src, t, s)) for s in ("train", "validation", "test")}
+            for t in cfg.tasks
+        }
         finetuned, losses = {}, {}
         for i, task in enumerate(cfg.tasks):
             expert = copy.deepcopy(encoder)
             x, y = data[task]["train"]
-            losses[task] = zoo.finetune(expert, heads[task], torch.from_numpy(x), torch.from_numpy(y), cfg,
-                                        args.seed * 100 + i, f"fine-tune {task}")
+            losses[task] = zoo.finetune(
+                expert,
+                heads[task],
+                torch.from_numpy(x),
+                torch.from_numpy(y),
+                cfg,
+                args.seed * 100 + i,
+                f"fine-tune {task}",
+            )
             zoo.save_vision_model(expert.vision_model, dst / "finetuned" / task)
             finetuned[task] = {k: v.detach().clone() for k, v in pretrained_state(expert).items()}
         t_ft = time.perf_counter() - t0
         accuracy, premise = zoo._evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, True)
-        manifest = zoo._manifest(cfg, args.seed, False, tokenizer, clip, accuracy, premise, [0.0] * 20, losses,
-                                 {"finetune": round(t_ft, 1)})
+        manifest = zoo._manifest(
+            cfg, args.seed, False, tokenizer, clip, accuracy, premise, [0.0] * 20, losses, {"finetune": round(t_ft, 1)}
+        )
         zoo._atomic_write_json(dst / zoo.MANIFEST, manifest)
         # geometry and the task-arithmetic path, validation split only
-        val = {t: (torch.from_numpy(data[t]["validation"][0]), torch.from_numpy(data[t]["validation"][1])) for t in cfg.tasks}
+        val = {
+            t: (torch.from_numpy(data[t]["validation"][0]), torch.from_numpy(data[t]["validation"][1]))
+            for t in cfg.tasks
+        }
 
         def predict(params, task, x):
             return zoo.predict_logits(encoder, params, heads[task], x)
@@ -153,12 +196,26 @@ def cmd_finetune(args) -> None:
             print(f"TA lambda {row['lambda']}: acc {row['accuracy']:.1f} entropy {row['entropy']:.3f}", flush=True)
         cross = geometry.cross_transfer(predict, theta0, finetuned, val, accuracy["validation"]["zero_shot"])
     v = accuracy["validation"]
-    result = {"args": vars(args), "zero_shot": v["zero_shot"], "individual": v["individual"], "ta_path": path,
-              "premise": geometry.entropy_premise_holds(path), "tau_norm_ratio": geo["tau_norm_ratio_mean"],
-              "cosine_mean": geo["cosine_mean"], "cross": geometry.cross_summary(cross), "cross_matrix": cross,
-              "geometry": geo, "seconds": round(time.perf_counter() - t0, 1)}
-    print({k: result[k] for k in ("tau_norm_ratio", "cosine_mean", "cross", "premise")},
-          "ZS", round(v["zero_shot"]["average"], 1), "Ind", round(v["individual"]["average"], 1))
+    result = {
+        "args": vars(args),
+        "zero_shot": v["zero_shot"],
+        "individual": v["individual"],
+        "ta_path": path,
+        "premise": geometry.entropy_premise_holds(path),
+        "tau_norm_ratio": geo["tau_norm_ratio_mean"],
+        "cosine_mean": geo["cosine_mean"],
+        "cross": geometry.cross_summary(cross),
+        "cross_matrix": cross,
+        "geometry": geo,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(
+        {k: result[k] for k in ("tau_norm_ratio", "cosine_mean", "cross", "premise")},
+        "ZS",
+        round(v["zero_shot"]["average"], 1),
+        "Ind",
+        round(v["individual"]["average"], 1),
+    )
     write_json(dst / "finetune.json", result)
 
 
@@ -174,12 +231,22 @@ def cmd_methods(args) -> None:
     with zoo.deterministic():
         problem = zoo.load_zoo_problem(args.zoo, split="validation", seed=args.seed)
         extra = {"eval_every": args.eval_every} if args.eval_every else {}
-        result = run_method(args.name, problem, seed=args.seed, **params, **extra) if "seed" in _defaults(args.name) \
+        result = (
+            run_method(args.name, problem, seed=args.seed, **params, **extra)
+            if "seed" in _defaults(args.name)
             else run_method(args.name, problem, **params, **extra)
+        )
         scores = evaluate(problem, result.state)
     curve = [(r.get("stage"), r["step"], round(r["avg_accuracy"], 2)) for r in result.history if "avg_accuracy" in r]
-    row = {"name": args.name, "params": params, "seed": args.seed, "validation": scores, "average": average(scores),
-           "curve": curve, "seconds": round(time.perf_counter() - t0, 1)}
+    row = {
+        "name": args.name,
+        "params": params,
+        "seed": args.seed,
+        "validation": scores,
+        "average": average(scores),
+        "curve": curve,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     print(json.dumps({k: row[k] for k in ("name", "params", "seed", "average", "curve", "seconds")}))
     with open(Path(args.zoo) / "methods.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")

@@ -9,7 +9,7 @@ docs/zoo.md ("Zoo v2").
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -30,7 +30,7 @@ def centre_zoom(x: np.ndarray, rng: np.random.Generator, factor: int = 2) -> np.
     size = x.shape[1]
     crop = size // factor
     lo = (size - crop) // 2
-    centre = x[:, lo:lo + crop, lo:lo + crop]
+    centre = x[:, lo : lo + crop, lo : lo + crop]
     return np.clip(ndimage.zoom(centre, (1, size / crop, size / crop, 1), order=1), 0.0, 1.0)
 
 
@@ -66,8 +66,14 @@ def posterise(x: np.ndarray, rng: np.random.Generator, contrast: float = 2.0, le
 
 # One shift per task (applied to every split of the task, after its rendering and corruption).
 TASK_SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
-    "mnist": invert, "digits": blur, "textures": centre_zoom, "landcover": permute_channels, "signs": pixelate,
-    "shapes": salt_and_pepper, "letters": mirror, "directions": posterise,
+    "mnist": invert,
+    "digits": blur,
+    "textures": centre_zoom,
+    "landcover": permute_channels,
+    "signs": pixelate,
+    "shapes": salt_and_pepper,
+    "letters": mirror,
+    "directions": posterise,
 }
 
 
