@@ -35,7 +35,17 @@ from .cache import (  # noqa: F401
     run_fingerprint,
     run_key,
 )
-from .claims import CLAIMS, Claim, averages_of, best_method_claim, check_claims, claim_col, claims  # noqa: F401
+from .claims import (  # noqa: F401
+    CLAIMS,
+    Claim,
+    averages_of,
+    best_method_claim,
+    check_claims,
+    check_claims_over_seeds,
+    claim_col,
+    claims,
+    seed_summary,
+)
 from .configs import (  # noqa: F401
     CONFIGS,
     HEADLINE_METHODS,
@@ -95,10 +105,12 @@ from .runners import (  # noqa: F401
     curves_table,
     generalization_splits,
     generalization_summary,
+    mean_over_seeds,
     run_curves,
     run_generalization,
     run_methods,
     run_multitask,
+    run_multitask_seeds,
 )
 from .tables import pretty, tidy_scores, to_markdown, wide, with_average  # noqa: F401
-from .text import lambda_sweep, run_flan_t5, run_text_tables, seed_summary, text_problem  # noqa: F401
+from .text import lambda_sweep, run_flan_t5, run_text_tables, text_problem  # noqa: F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .tables import pretty
@@ -96,3 +97,48 @@ def averages_of(table: pd.DataFrame, by: str = "method") -> dict[str, float]:
     """Average accuracy per method from a tidy table (its 'average' rows)."""
     rows = table[table["task"] == "average"]
     return dict(zip(rows[by], rows["accuracy"]))
+
+
+def check_claims_over_seeds(runs: pd.DataFrame, claims: Sequence[Claim]) -> pd.DataFrame:
+    """Each claim on per-seed averages (tidy rows with a 'seed' column): mean difference, its spread, seeds holding.
+
+    A method with one run (zero-shot, individual, data-free merges) is compared with every seed of the other. The
+    claim holds when the mean difference is positive; "seeds holding" says in how many seeds it did.
+    """
+    avg = runs[runs["task"] == "average"]
+    per_seed = {m: dict(zip(g["seed"], g["accuracy"])) for m, g in avg.groupby("method", sort=False)}
+    rows = []
+    for claim in claims:
+        if claim.better not in per_seed or claim.worse not in per_seed:
+            continue
+        a, b = per_seed[claim.better], per_seed[claim.worse]
+        seeds = sorted(set(a) | set(b)) if len(a) > 1 and len(b) > 1 else sorted(a if len(a) > 1 else b)
+        diffs = np.array([a.get(s, next(iter(a.values()))) - b.get(s, next(iter(b.values()))) for s in seeds])
+        rows.append(
+            {
+                "claim": claim.text,
+                claim_col("better"): float(np.mean([a[s] for s in a])),
+                claim_col("worse"): float(np.mean([b[s] for s in b])),
+                "difference": float(diffs.mean()),
+                "difference std": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
+                "seeds holding": f"{int((diffs > 0).sum())}/{len(diffs)}",
+                "holds": bool(diffs.mean() > 0),
+            }
+        )
+    columns = [
+        "claim",
+        claim_col("better"),
+        claim_col("worse"),
+        "difference",
+        "difference std",
+        "seeds holding",
+        "holds",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean, std, min and max over seeds of the task-average accuracy, and the number of seeds."""
+    avg = runs[runs["task"] == "average"]
+    out = avg.groupby("method", sort=False)["accuracy"].agg(["mean", "std", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"count": "seeds"}).fillna({"std": 0.0})

@@ -108,11 +108,21 @@ class WalkthroughConfig(BaseConfig):
 
 @dataclass(frozen=True)
 class MultitaskConfig(BaseConfig):
-    """01_multitask_table: every registry method + individual + zero-shot rows on all tasks."""
+    """01_multitask_table: every registry method + individual + zero-shot rows on all tasks.
+
+    ``seeds``: the test-time methods are re-run with each seed (test-batch order and mask samples; the models stay
+    the same), so the table is a mean over seeds and each claim carries its spread; None: ``seed`` only.
+    """
 
     methods: tuple[str, ...] | None = None
     arch: str = "ViT-B-32"
     checkpoints: str | None = None
+    seeds: tuple[int, ...] | None = (0, 1, 2)
+
+    def __post_init__(self):
+        super().__post_init__()
+        seeds = _as_tuple(self.seeds, "seeds")
+        object.__setattr__(self, "seeds", None if seeds is None else tuple(int(x) for x in seeds))
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
 from ..problem import MergeProblem
-from ..registry import METHODS
+from ..registry import METHODS, get_method
 from .cache import RunRecord, cache_for, reference_rows, run_cached
 from .configs import BaseConfig, CurvesConfig, GeneralizationConfig, MultitaskConfig
-from .params import method_params
+from .params import STEP_KEYS, method_params
 from .problems import problem_for, restrict
 from .tables import tidy_scores
 
@@ -42,18 +43,45 @@ def run_methods(
     return records
 
 
-def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
-    """Table 1/2: zero-shot, individual and every method on all tasks. Tidy rows: method, task, accuracy."""
-    problem = problem_for(config)
+def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Every method once per seed of ``config.seeds`` (data-free methods once): tidy rows method, task, seed, accuracy.
+
+    Records are keyed by method name for the first seed and ``name@seed<s>`` for the others.
+    """
+    seeds = tuple(config.seeds or (config.seed,))
+    base = problem_for(replace(config, seed=seeds[0]))
     methods = config.methods or tuple(METHODS)
-    rows = reference_rows(problem, cache_dir=cache_for(config))
-    records = run_methods(problem, methods, config)
-    table = pd.concat(
-        [tidy_scores("zero_shot", rows["zero_shot"]), tidy_scores("individual", rows["individual"])]
-        + [tidy_scores(m, r.scores) for m, r in records.items()],
-        ignore_index=True,
-    )
-    return table, records
+    rows = reference_rows(base, cache_dir=cache_for(config))
+    frames = [
+        tidy_scores("zero_shot", rows["zero_shot"], seed=seeds[0]),
+        tidy_scores("individual", rows["individual"], seed=seeds[0]),
+    ]
+    records: dict[str, RunRecord] = {}
+    for seed in seeds:
+        problem = base if seed == seeds[0] else problem_for(replace(config, seed=seed))
+        for name in methods:
+            defaults = get_method(name).defaults
+            if seed != seeds[0] and not any(k in defaults for k in STEP_KEYS):
+                continue  # data-free methods do not depend on the seed
+            overrides = {name: {"seed": seed}} if "seed" in defaults else None
+            record = run_methods(problem, (name,), config, overrides=overrides)[name]
+            records[name if seed == seeds[0] else f"{name}@seed{seed}"] = record
+            frames.append(tidy_scores(name, record.scores, seed=seed))
+    return pd.concat(frames, ignore_index=True), records
+
+
+def run_multitask(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Table 1/2: zero-shot, individual and every method on all tasks, mean over ``config.seeds``.
+
+    Tidy rows: method, task, accuracy; the per-seed rows come from :func:`run_multitask_seeds`.
+    """
+    runs, records = run_multitask_seeds(config)
+    return mean_over_seeds(runs), records
+
+
+def mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-seed tidy rows -> one row per method and task: the mean accuracy over seeds."""
+    return runs.groupby(["method", "task"], sort=False)["accuracy"].mean().reset_index()
 
 
 # Paper-scale task sets and their mini-zoo analogues (same roles: which tasks are held out / corrupted).

@@ -14,7 +14,7 @@ from .cache import RunRecord, cache_for, cached_table, reference_rows, run_cache
 from .configs import FlanT5Config
 from .params import STEP_KEYS, text_method_params
 from .problems import load_problem, problem_identity
-from .runners import run_methods
+from .runners import mean_over_seeds, run_methods
 from .tables import tidy_scores, with_average
 
 
@@ -80,13 +80,6 @@ def run_text_tables(config: FlanT5Config) -> tuple[dict[str, pd.DataFrame], dict
     return {"runs": pd.concat(frames, ignore_index=True), "lambda_sweep": sweep}, records
 
 
-def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean, std, min and max over seeds of the task-average accuracy, and the number of seeds."""
-    avg = runs[runs["task"] == "average"]
-    out = avg.groupby("method", sort=False)["accuracy"].agg(["mean", "std", "min", "max", "count"]).reset_index()
-    return out.rename(columns={"count": "seeds"}).fillna({"std": 0.0})
-
-
 def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
     """Table 3: Flan-T5 + LoRA-16 on GLUE (paper; STS-B: Spearman x 100), or at scale mini the mini-text zoo.
 
@@ -96,8 +89,7 @@ def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord
     if config.scale == "mini":
         tables, records = run_text_tables(config)
         runs = tables["runs"]
-        table = runs.groupby(["method", "task"], sort=False)["accuracy"].mean().reset_index()
-        return table, records
+        return mean_over_seeds(runs), records
     problem = load_problem(
         "paper",
         config.tasks,
