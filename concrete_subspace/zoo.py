@@ -42,17 +42,19 @@ BUILDING_MARKER = ".zoo_building"  # present while a build writes into the direc
 SPLITS = ("train", "validation", "test")
 BUILD_THREADS = 1  # fixed intra-op threads (results depend on the reduction order); 1 is also fastest on a shared 2-core box
 
-# Mini-scale defaults of the merge methods, chosen on the VALIDATION split of the seed-0 full zoo by the grid of
-# data/mini_sweep.py (table: docs/zoo.md, rows: docs/zoo_sweep.csv): the best validation point of each grid.
-# Stage-2 lr of Concrete AdaMerging is taken from the layer-wise AdaMerging sweep (same optimisation; lr 1e-2 hurt
-# both). CTA keeps the paper's lambda 0.3 (its sweep covered lr and steps only). Step counts are small on purpose:
-# on this zoo every entropy-minimising method LOSES validation accuracy with more steps or larger lrs (docs/zoo.md).
+# Mini-scale defaults of the merge methods on zoo v2, chosen on the VALIDATION split of the seed-0 zoo by the probes in
+# benchmarks/zoo_v2/probe.py (method seed 0; every run and its accuracy curve: docs/zoo_probes_v2/methods.jsonl, table in
+# docs/zoo.md "Zoo v2"). Task arithmetic: best lambda of the path (0.3, as in the paper). TIES: best of lambda
+# {0.3, 0.5, 0.7, 1.0} x density 0.2, then density {0.1, 0.3} at 0.5. Concrete TA keeps the paper's lambda 0.3; lr
+# 1e-2 beat 3e-3 and was still rising at 400 steps. Layer-wise AdaMerging lr 1e-3 peaked at 200 steps (lr 3e-3 x 400
+# was 0.25 higher, within the ±0.7 noise of the average; not taken, so that Concrete AdaMerging's TTA stage is the
+# same optimisation as the AdaMerging it is compared with). Concrete AdaMerging: outer lr 1e-3 beat 1e-2.
 MINI_DEFAULTS: dict[str, dict[str, Any]] = {
-    "task_arithmetic": {"scaling": 0.1},
-    "ties_merging": {"scaling": 0.3, "density": 0.2},
-    "concrete_task_arithmetic": {"scaling": 0.3, "lr": 1e-3, "steps": 100},
-    "layer_wise_adamerging": {"lr": 1e-3, "steps": 100},
-    "layer_wise_concrete_adamerging": {"outer_lr": 1e-3, "meta_steps": 150, "tta_lr": 1e-3, "tta_steps": 100},
+    "task_arithmetic": {"scaling": 0.3},
+    "ties_merging": {"scaling": 0.5, "density": 0.2},
+    "concrete_task_arithmetic": {"scaling": 0.3, "lr": 1e-2, "steps": 400},
+    "layer_wise_adamerging": {"lr": 1e-3, "steps": 200},
+    "layer_wise_concrete_adamerging": {"outer_lr": 1e-3, "meta_steps": 200, "tta_lr": 1e-3, "tta_steps": 200},
 }
 
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
