@@ -13,7 +13,7 @@ from ..registry import METHODS, get_method
 from .cache import RunRecord, cache_for, reference_rows, run_cached
 from .configs import BaseConfig, CurvesConfig, GeneralizationConfig, MultitaskConfig
 from .params import STEP_KEYS, method_params
-from .problems import problem_for, restrict
+from .problems import ensure_zoo, problem_for, restrict
 from .tables import tidy_scores
 
 
@@ -46,10 +46,13 @@ def run_methods(
 def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
     """Every method once per seed of ``config.seeds`` (data-free methods once): tidy rows method, task, seed, accuracy.
 
-    Records are keyed by method name for the first seed and ``name@seed<s>`` for the others.
+    The models are those of ``config.seed`` (at mini scale its zoo); the run seed orders the test-time batches and
+    draws the masks. Records are keyed by method name for the first seed and ``name@seed<s>`` for the others.
     """
     seeds = tuple(config.seeds or (config.seed,))
-    base = problem_for(replace(config, seed=seeds[0]))
+    # at mini scale the models stay those of the zoo of ``config.seed``; the run seed orders batches and draws masks
+    models = {"zoo_dir": ensure_zoo(config.seed, config.smoke, progress=False)} if config.scale == "mini" else {}
+    base = problem_for(replace(config, seed=seeds[0]), **models)
     methods = config.methods or tuple(METHODS)
     rows = reference_rows(base, cache_dir=cache_for(config))
     frames = [
@@ -58,7 +61,7 @@ def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str
     ]
     records: dict[str, RunRecord] = {}
     for seed in seeds:
-        problem = base if seed == seeds[0] else problem_for(replace(config, seed=seed))
+        problem = base if seed == seeds[0] else problem_for(replace(config, seed=seed), **models)
         for name in methods:
             defaults = get_method(name).defaults
             if seed != seeds[0] and not any(k in defaults for k in STEP_KEYS):
