@@ -60,12 +60,13 @@ def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str
         tidy_scores("individual", rows["individual"], seed=seeds[0]),
     ]
     records: dict[str, RunRecord] = {}
+    test_time = [m for m in methods if any(k in get_method(m).defaults for k in STEP_KEYS)]
     for seed in seeds:
+        if seed != seeds[0] and not test_time:
+            break  # data-free methods do not depend on the seed: nothing more to run (nor to load)
         problem = base if seed == seeds[0] else problem_for(replace(config, seed=seed), **models)
-        for name in methods:
+        for name in methods if seed == seeds[0] else test_time:
             defaults = get_method(name).defaults
-            if seed != seeds[0] and not any(k in defaults for k in STEP_KEYS):
-                continue  # data-free methods do not depend on the seed
             overrides = {name: {"seed": seed}} if "seed" in defaults else None
             record = run_methods(problem, (name,), config, overrides=overrides)[name]
             records[name if seed == seeds[0] else f"{name}@seed{seed}"] = record
