@@ -41,6 +41,28 @@ def unnamed_classes(kind: str) -> dict[str, list[int]]:
     return {t: [c for c in range(len(s.classnames)) if pick(c)] for t, s in mini.TASKS.items()}
 
 
+GENERIC = {
+    "mnist": "a handwritten digit",
+    "digits": "a digit",
+    "textures": "a texture",
+    "landcover": "a satellite photo",
+    "signs": "a traffic sign",
+    "shapes": "a shape",
+    "letters": "a printed letter",
+    "directions": "an arrow",
+}
+
+
+def generic_captions(captions: list[str], tasks: list[str], classes: dict[str, list[int]]) -> list[str]:
+    """Captions of the given classes replaced by their task's generic caption (the image stays in pre-training)."""
+    which = {}
+    for task, spec in mini.TASKS.items():
+        for c in classes.get(task, ()):
+            for template in spec.captions:
+                which[task, template.format(spec.classnames[c])] = GENERIC[task]
+    return [which.get((t, c), c) for c, t in zip(captions, tasks)]
+
+
 def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
@@ -74,9 +96,11 @@ def cmd_pretrain(args) -> None:
     with zoo.deterministic():
         data = zoo.generate_task_data(cfg, args.seed)
         zoo.save_task_datasets(data, out / "datasets")
-        pre_x, pre_captions, _ = mini.make_pretraining_set(
+        pre_x, pre_captions, pre_tasks = mini.make_pretraining_set(
             args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes
         )
+        if args.generic:  # images of the --generic classes stay, their captions name only the task
+            pre_captions = generic_captions(pre_captions, pre_tasks, unnamed_classes(args.generic))
         t_data = time.perf_counter() - t0
         tokenizer = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
         clip = zoo._seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
@@ -94,7 +118,8 @@ def cmd_pretrain(args) -> None:
             keep = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(0))[:3000]
             etr, eva = embed(encoder, xtr[keep]), embed(encoder, xva)
             pred = (eva @ head.T).argmax(-1)
-            hidden = torch.tensor([int(y) in set(cfg.unnamed_classes.get(task, ())) for y in yva])
+            held = unnamed_classes(args.generic) if args.generic else cfg.unnamed_classes
+            hidden = torch.tensor([int(y) in set(held.get(task, ())) for y in yva])
             fit = geometry.linear_probe((etr.numpy(), ytr[keep].numpy()), (eva.numpy(), yva.numpy()))
             probe, c = fit["validation"], fit["C"]
             rows[task] = {
@@ -267,6 +292,7 @@ def main(argv=None) -> None:
     a.add_argument("--per-task", type=int, default=8000)
     a.add_argument("--steps", type=int, default=4800)
     a.add_argument("--no-shift", action="store_true")
+    a.add_argument("--generic", default="", choices=("", "third", "half"), help="classes captioned generically")
     a.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("finetune")
     b.add_argument("out")
