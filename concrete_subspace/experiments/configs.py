@@ -94,6 +94,9 @@ class BaseConfig:
                 "ta_scalings",
             ):
                 object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name), f.name))
+            if f.name == "seeds":  # the run seeds of notebooks 01 and 02, as ints
+                seeds = _as_tuple(self.seeds, "seeds")
+                object.__setattr__(self, "seeds", None if seeds is None else tuple(int(x) for x in seeds))
         if self.scale == "paper" and self.smoke:
             raise ValueError("smoke=True is a mini-scale option (tiny zoo); use scale='mini' with smoke=True")
         check_checkpoints(getattr(self, "checkpoints", None), self.scale)
@@ -119,11 +122,6 @@ class MultitaskConfig(BaseConfig):
     checkpoints: str | None = None
     seeds: tuple[int, ...] | None = (0, 1, 2)
 
-    def __post_init__(self):
-        super().__post_init__()
-        seeds = _as_tuple(self.seeds, "seeds")
-        object.__setattr__(self, "seeds", None if seeds is None else tuple(int(x) for x in seeds))
-
 
 @dataclass(frozen=True)
 class FlanT5Config(BaseConfig):
@@ -146,11 +144,6 @@ class FlanT5Config(BaseConfig):
     limit: int | None = None
     seeds: tuple[int, ...] | None = (0, 1)
     ta_scalings: tuple[float, ...] | None = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
-
-    def __post_init__(self):
-        super().__post_init__()
-        seeds = _as_tuple(self.seeds, "seeds")
-        object.__setattr__(self, "seeds", None if seeds is None else tuple(int(x) for x in seeds))
 
 
 @dataclass(frozen=True)
