@@ -41,28 +41,6 @@ def unnamed_classes(kind: str) -> dict[str, list[int]]:
     return {t: [c for c in range(len(s.classnames)) if pick(c)] for t, s in mini.TASKS.items()}
 
 
-GENERIC = {
-    "mnist": "a handwritten digit",
-    "digits": "a digit",
-    "textures": "a texture",
-    "landcover": "a satellite photo",
-    "signs": "a traffic sign",
-    "shapes": "a shape",
-    "letters": "a printed letter",
-    "directions": "an arrow",
-}
-
-
-def generic_captions(captions: list[str], tasks: list[str], classes: dict[str, list[int]]) -> list[str]:
-    """Captions of the given classes replaced by their task's generic caption (the image stays in pre-training)."""
-    which = {}
-    for task, spec in mini.TASKS.items():
-        for c in classes.get(task, ()):
-            for template in spec.captions:
-                which[task, template.format(spec.classnames[c])] = GENERIC[task]
-    return [which.get((t, c), c) for c, t in zip(captions, tasks)]
-
-
 def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
@@ -79,6 +57,7 @@ def config(args) -> zoo.MiniConfig:
         zoo.mini_config(),
         domain_shift=not args.no_shift,
         unnamed_classes=unnamed_classes(args.unnamed),
+        generic_classes=unnamed_classes(args.generic or "none"),
         pretrain_per_task=args.per_task,
         pretrain_steps=args.steps,
     )
@@ -97,10 +76,8 @@ def cmd_pretrain(args) -> None:
         data = zoo.generate_task_data(cfg, args.seed)
         zoo.save_task_datasets(data, out / "datasets")
         pre_x, pre_captions, pre_tasks = mini.make_pretraining_set(
-            args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes
+            args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes, cfg.generic_classes
         )
-        if args.generic:  # images of the --generic classes stay, their captions name only the task
-            pre_captions = generic_captions(pre_captions, pre_tasks, unnamed_classes(args.generic))
         t_data = time.perf_counter() - t0
         tokenizer = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
         clip = zoo._seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
@@ -166,6 +143,7 @@ def cmd_finetune(args) -> None:
         base,
         domain_shift=pre["config"]["domain_shift"],
         unnamed_classes=pre["config"]["unnamed_classes"],
+        generic_classes=pre["config"].get("generic_classes", {}),
         pretrain_per_task=pre["config"]["pretrain_per_task"],
         pretrain_steps=pre["config"]["pretrain_steps"],
         finetune_lr=args.lr,

@@ -589,8 +589,26 @@ def make_task_split(task: str, split: str, seed: int, sizes: SplitSizes = SplitS
     return _to_uint8(imgs), labels
 
 
+GENERIC_CAPTIONS: dict[str, str] = {  # zoo v2: what a caption says of a class it does not name (only the task)
+    "mnist": "a handwritten digit",
+    "digits": "a digit",
+    "textures": "a texture",
+    "landcover": "a satellite photo",
+    "signs": "a traffic sign",
+    "shapes": "a shape",
+    "letters": "a printed letter",
+    "directions": "an arrow",
+}
+
+
+def every_third_class() -> dict[str, list[int]]:
+    """Per task, the class indices c with c % 3 == 2 (zoo v2's generically captioned classes)."""
+    return {task: [c for c in range(len(spec.classnames)) if c % 3 == 2] for task, spec in TASKS.items()}
+
+
 def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSizes(),
-                         unnamed: Mapping[str, Sequence[int]] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
+                         unnamed: Mapping[str, Sequence[int]] | None = None,
+                         generic: Mapping[str, Sequence[int]] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Uncorrupted image-caption pairs for contrastive pre-training: half canonical renders, half varied renders.
 
     The varied renders use the task generator (colours, positions, sizes) without the task corruption (clutter,
@@ -598,8 +616,10 @@ def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSize
     Real tasks use only their train-split base images. Returns uint8 images, captions, and each caption's task.
     ``unnamed`` (zoo v2): per task, class indices that pre-training never shows (no image, no caption), so the
     pre-trained model knows them only through what it learned from the other classes and tasks.
+    ``generic`` (zoo v2): per task, class indices whose images stay but whose captions name only the task
+    (``GENERIC_CAPTIONS``), so the features see those classes while the text tower never learns their names.
     """
-    unnamed = unnamed or {}
+    unnamed, generic = unnamed or {}, generic or {}
     images, captions, tasks = [], [], []
     for task, spec in TASKS.items():
         rng = derive_rng(seed, task, "pretrain")
@@ -617,8 +637,10 @@ def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSize
             labels = shown[_balanced_labels(rng, per_task, len(shown))]
             gen = _PROCEDURAL[task]
             imgs = np.concatenate([gen(rng, labels[:n_clean], clean=True), gen(rng, labels[n_clean:], clean=False)])
+        generic_here = set(generic.get(task, ()))
         for c in labels:
-            captions.append(spec.captions[rng.integers(len(spec.captions))].format(spec.classnames[c]))
+            template = spec.captions[rng.integers(len(spec.captions))]  # drawn for every class: same stream either way
+            captions.append(GENERIC_CAPTIONS[task] if c in generic_here else template.format(spec.classnames[c]))
             tasks.append(task)
         # light noise so that pre-training is not on perfectly clean renders only
         images.append(_to_uint8(np.clip(imgs + 0.03 * rng.standard_normal(imgs.shape, dtype=np.float32), 0, 1)))
