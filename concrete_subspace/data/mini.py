@@ -601,11 +601,6 @@ GENERIC_CAPTIONS: dict[str, str] = {  # zoo v2: what a caption says of a class i
 }
 
 
-def every_third_class() -> dict[str, list[int]]:
-    """Per task, the class indices c with c % 3 == 2 (zoo v2's generically captioned classes)."""
-    return {task: [c for c in range(len(spec.classnames)) if c % 3 == 2] for task, spec in TASKS.items()}
-
-
 def make_pretraining_set(seed: int, per_task: int, sizes: SplitSizes = SplitSizes(),
                          unnamed: Mapping[str, Sequence[int]] | None = None,
                          generic: Mapping[str, Sequence[int]] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
