@@ -191,7 +191,7 @@ def cmd_finetune(args) -> None:
         encoder = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
         theta0 = {k: v.clone() for k, v in pretrained_state(encoder).items()}
         data = {
-            t: {s: tuple(a.numpy() for a in zoo.load_task_split(src, t, s)) for s in ("train", "validation", "test")}
+            t: {s: tuple(a.numpy() for a in zoo.load_task_split(dst, t, s)) for s in ("train", "validation", "test")}
             for t in cfg.tasks
         }
         finetuned, losses = {}, {}
