@@ -41,6 +41,23 @@ def unnamed_classes(kind: str) -> dict[str, list[int]]:
     return {t: [c for c in range(len(s.classnames)) if pick(c)] for t, s in mini.TASKS.items()}
 
 
+def medium_shifts() -> dict:
+    """Between v2 and strong: stronger shifts for digits, landcover and directions only (a probe lever)."""
+    from functools import partial
+
+    from concrete_subspace.data import shifts
+
+    def permute_invert(x, rng):
+        return shifts.invert(shifts.permute_channels(x, rng), rng)
+
+    return {
+        **shifts.TASK_SHIFTS,
+        "digits": partial(shifts.blur, sigma=1.6),
+        "landcover": permute_invert,
+        "directions": partial(shifts.posterise, levels=2),
+    }
+
+
 def strong_shifts() -> dict:
     """Stronger domain shifts for the tasks whose zero-shot stays high under the v2 shifts (a probe lever)."""
     from functools import partial
@@ -160,10 +177,10 @@ def cmd_finetune(args) -> None:
     pre = json.loads((src / "pretrain.json").read_text())
     dst = src / args.tag
     (dst / "finetuned").mkdir(parents=True, exist_ok=True)
-    if args.shifts == "strong" and not (dst / "datasets").exists():  # this variant's own task data
+    if args.shifts != "v2" and not (dst / "datasets").exists():  # this variant's own task data
         from concrete_subspace.data import shifts
 
-        shifts.TASK_SHIFTS.update(strong_shifts())
+        shifts.TASK_SHIFTS.update({"strong": strong_shifts, "medium": medium_shifts}[args.shifts]())
         with zoo.deterministic():
             zoo.save_task_datasets(zoo.generate_task_data(zoo.mini_config(), args.seed), dst / "datasets")
     for name in ("pretrained", "datasets"):
@@ -310,7 +327,7 @@ def main(argv=None) -> None:
     b.add_argument("--steps", type=int, default=1400)
     b.add_argument("--weight-decay", type=float, default=0.05)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--shifts", default="v2", choices=("v2", "strong"), help="strong: stronger shifts (own datasets)")
+    b.add_argument("--shifts", default="v2", choices=("v2", "medium", "strong"), help="stronger shifts (own datasets)")
     c = sub.add_parser("methods")
     c.add_argument("zoo")
     c.add_argument("name")
