@@ -196,6 +196,7 @@ def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b
     import torch
 
     torch.set_num_threads(threads)
+    load_start = os.getloadavg()[0]
     bench = load_bench_module()
     case = bench.VIT_CASES[case_name]
     rss_start = bench.current_rss()
@@ -269,6 +270,7 @@ def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b
                 "step_cpu_seconds_median": statistics.median(cpu) if cpu else None,
                 "step_cpu_seconds_all": cpu,
                 "load_average": os.getloadavg()[0],
+                "load_average_start": load_start,
                 "build_vectors_seconds": build,
                 "setup_seconds": setup_seconds,
                 "total_seconds": total_seconds,
@@ -297,7 +299,17 @@ def versions():
         "fusion_bench": version("fusion-bench"),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **load_bench_module().machine_info(),
     }
+
+
+def _cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def main(argv=None):

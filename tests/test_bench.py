@@ -63,3 +63,45 @@ def test_bench_configs_are_checked_and_filtered_by_precision():
             parse_config(bad)
     with pytest.raises(ValueError, match="no bench config"):
         select_configs(["fp32:batched"], ["bf16"])
+
+
+def test_compare_keeps_to_fusion_bench_rows_of_the_same_cpu():
+    import pandas as pd
+
+    from concrete_subspace.bench import compare
+
+    key = {"case": "vit_b32", "stage": "s", "device": "cpu", "threads": 1, "batch_size": 16}
+    ours = pd.DataFrame(
+        [
+            {
+                **key,
+                "method": m,
+                "config": "fp32:batched",
+                "cpu_model": "cpu A",
+                "step_seconds_median": 2.0,
+                "step_cpu_seconds_median": 2.0,
+                "peak_bytes": 2,
+                "steps": 2,
+            }
+            for m in ("a", "b")
+        ]
+    )
+
+    def ref(method, cpu, seconds):
+        return {
+            **key,
+            "method": method,
+            "cpu_model": cpu,
+            "step_seconds_median": seconds,
+            "step_cpu_seconds_median": seconds,
+            "peak_bytes": 4,
+            "steps": 2,
+            "source_file": f"{cpu}.json",
+        }
+
+    theirs = [ref("a", "cpu A", 4.0), ref("a", "cpu B", 1.0), ref("a", None, 8.0), ref("b", None, 8.0)]
+    merged = compare(ours, theirs).set_index("method")
+    assert len(merged) == 2  # a: the same-CPU row only; b: the unrecorded-CPU row as a fallback; never cpu B
+    assert merged.loc["a", "step_cpu_ratio"] == 0.5 and bool(merged.loc["a", "fb_same_machine"])
+    assert merged.loc["b", "step_cpu_ratio"] == 0.25 and not bool(merged.loc["b", "fb_same_machine"])
+    assert merged.loc["a", "peak_memory_ratio"] == 0.5

@@ -38,6 +38,7 @@ from .measure import (  # noqa: F401
     Probe,
     current_rss,
     instrumented,
+    machine_info,
     measure,
     method_params,
     parse_config,

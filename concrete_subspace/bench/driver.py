@@ -84,17 +84,25 @@ def _worker(
     ]
 
 
-def load_reference(results_dir: Path = RESULTS_DIR) -> list[dict]:
-    """Rows of the fusion_bench runs saved by benchmarks/fusion_bench_bench.py (empty if none)."""
+def load_reference(results_dir: Path = RESULTS_DIR, pattern: str = "fusion_bench_*.json") -> list[dict]:
+    """Rows of the fusion_bench runs saved by benchmarks/fusion_bench_bench.py (empty if none).
+
+    Each row carries the CPU model of its run (``cpu_model``: None for files written before it was recorded) and
+    its ``source_file``, so :func:`compare` can keep to rows measured on the same machine."""
     rows = []
-    for path in sorted(Path(results_dir).glob("fusion_bench_*.json")):
+    for path in sorted(Path(results_dir).glob(pattern)):
         payload = json.loads(path.read_text())
-        rows.extend({**r, "source_file": str(path)} for r in payload.get("rows", []))
+        machine = (payload.get("versions") or {}).get("cpu_model")
+        rows.extend({"cpu_model": machine, **r, "source_file": str(path)} for r in payload.get("rows", []))
     return rows
 
 
 def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
-    """Our rows beside fusion_bench's for the same case, method, stage, device, threads and batch size: ratios."""
+    """Our rows beside fusion_bench's for the same case, method, stage, device, threads and batch size: ratios.
+
+    Where our rows name their CPU (``cpu_model``), fusion_bench rows of the same CPU are used; rows of an unrecorded
+    CPU (older files) only for keys that no same-CPU row covers (``fb_same_machine`` False), and rows of another
+    recorded CPU never."""
     import pandas as pd
 
     if ours.empty or not theirs:
@@ -103,13 +111,24 @@ def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
     them = pd.DataFrame(theirs)
     if not set(keys) <= set(them.columns) or not set(keys) <= set(ours.columns):
         return pd.DataFrame()
+    them = them.reindex(columns=list(dict.fromkeys([*them.columns, "cpu_model", "source_file"])))
+    machines = set(ours["cpu_model"].dropna()) if "cpu_model" in ours else set()
+    if machines:
+        same = them[them["cpu_model"].isin(machines)]
+        covered = set(map(tuple, same[keys].astype(str).to_numpy()))
+        unknown = them[them["cpu_model"].isna()]
+        unknown = unknown[[tuple(k) not in covered for k in unknown[keys].astype(str).to_numpy()]]
+        them = pd.concat([same.assign(fb_same_machine=True), unknown.assign(fb_same_machine=False)])
+    else:
+        them = them.assign(fb_same_machine=False)
     values = ["step_seconds_median", "step_cpu_seconds_median", "peak_bytes", "steps"]
-    them = them.reindex(columns=keys + values).rename(
+    them = them.reindex(columns=keys + values + ["source_file", "fb_same_machine"]).rename(
         columns={
             "step_seconds_median": "fb_step_seconds",
             "step_cpu_seconds_median": "fb_step_cpu_seconds",
             "peak_bytes": "fb_peak_bytes",
             "steps": "fb_steps",
+            "source_file": "fb_source_file",
         }
     )
     merged = ours.reindex(columns=keys + ["config"] + values).merge(them, on=keys, how="inner")

@@ -165,13 +165,52 @@ def method_params(
     return {**common, "steps": total_steps}
 
 
+# CPU flags that decide whether bf16 autocast has native kernels (AMX tiles, AVX-512 BF16) or is emulated (AVX2 only)
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
+
+
+def machine_info() -> dict:
+    """The machine a timing was taken on: CPU model, the bf16-relevant CPU flags, usable cores, load average."""
+    flags: list[str] = []
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                flags = [f for f in CPU_FLAGS_OF_INTEREST if f in present]
+                break
+    except OSError:
+        pass
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        nproc = os.cpu_count()
+    torch_sees = {}
+    with contextlib.suppress(Exception):  # torch's own detection (private helpers; absent in some versions)
+        import torch
+
+        torch_sees = {
+            "amx_tile": bool(torch.cpu._is_amx_tile_supported()),
+            "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+        }
+    return {
+        "cpu_flags": flags,
+        "torch_cpu_supports": torch_sees,
+        "nproc": nproc,
+        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
 def versions() -> dict:
     """Versions of the software and the hardware that decide the timings."""
     import torch
 
     from ..provenance import environment_info
 
-    return {**environment_info("cuda" if torch.cuda.is_available() else "cpu"), "cpu_count": os.cpu_count()}
+    return {
+        **environment_info("cuda" if torch.cuda.is_available() else "cpu"),
+        "cpu_count": os.cpu_count(),
+        **machine_info(),
+    }
 
 
 def measure(
@@ -192,8 +231,11 @@ def measure(
     ``overrides``: further method parameters (e.g. ``shard_vectors`` for benchmarks/distributed_bench.py)."""
     import torch
 
+    from ..provenance import cpu_model
+
     precision, forward_mode = parse_config(config)
     torch.set_num_threads(threads)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     dev = torch.device(device)
     rss_start = current_rss()
     t0 = time.perf_counter()
@@ -255,6 +297,8 @@ def measure(
                 "step_cpu_seconds_median": statistics.median(cpu) if cpu else None,
                 "step_cpu_seconds_all": cpu,
                 "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                "load_average_start": load_start,
+                "cpu_model": cpu_model(),
                 "build_vectors_seconds": probe.build_seconds[0] if probe.build_seconds else None,
                 "setup_seconds": setup_seconds,
                 "total_seconds": total_seconds,
