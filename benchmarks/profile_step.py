@@ -95,12 +95,12 @@ def timed_attr(module, name: str, sections: dict, label: str, active: list):
         setattr(module, name, real)
 
 
-def profile_ours(method: str, warmup: int, case) -> dict:
+def profile_ours(method: str, warmup: int, case, precision: str = "fp32", forward_mode: str | None = None) -> dict:
     """Our method through the registry; the step ``warmup`` is profiled (sections + torch.profiler)."""
     import torch
 
     import concrete_subspace.bench as bench
-    from concrete_subspace import adamerging, concrete, loop
+    from concrete_subspace import adamerging, concrete, distributed, loop
     from concrete_subspace.registry import run_method
 
     problem = bench.vit_problem(case)
@@ -137,7 +137,8 @@ def profile_ours(method: str, warmup: int, case) -> dict:
         return real_optimise(stage, steps, timed, *args, **kwargs)
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(timed_attr(concrete, "sample_concrete", sections, "sample mask", active))
+        # the mask is sampled through the (one-rank) shard object since the torchrun change
+        stack.enter_context(timed_attr(distributed.Shard, "sample_concrete", sections, "sample mask", active))
         stack.enter_context(timed_attr(concrete, "apply_mask_flat", sections, "merge (forward)", active))
         stack.enter_context(timed_attr(loop, "forward", sections, "task forward (transformer)", active))
         concrete.optimise = adamerging.optimise = optimise
@@ -150,6 +151,8 @@ def profile_ours(method: str, warmup: int, case) -> dict:
                 log_every=10**9,
                 eval_every=0,
                 checkpoint_dir=None,
+                precision=precision,
+                **({} if forward_mode is None else {"forward_mode": forward_mode}),
                 **(
                     {"steps": warmup + 1}
                     if "concrete_adamerging" not in method
@@ -221,11 +224,16 @@ def profile_fusion_bench(method: str, warmup: int, case) -> dict:
     return out
 
 
-def plain_forward_backward(case, styles, batch_size: int = 16, data_step: int = 1) -> dict:
-    """Wall/CPU seconds of a plain forward+backward of the ViT on the step's 8 x 16 images, per backward style."""
+def plain_forward_backward(case, styles, batch_size: int = 16, data_step: int = 1, precision: str = "fp32") -> dict:
+    """Wall/CPU seconds of a plain forward+backward of the ViT on the step's 8 x 16 images, per backward style
+    (``batched``: the 8 batches concatenated, one forward, one backward); ``precision="bf16"``: the forward under
+    bf16 autocast, heads and entropy in fp32 (as the library's loop)."""
     import torch
 
     import concrete_subspace.bench as bench
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
     encoder = bench.vit_encoder(case)
     heads = bench.synthetic_heads(case)
@@ -234,10 +242,14 @@ def plain_forward_backward(case, styles, batch_size: int = 16, data_step: int = 
     for p in params:
         p.requires_grad_(True)
 
-    def loss_of(t):
-        logits = encoder(images[t]) @ heads[t].T
+    def entropy(logits):
         log_p = torch.log_softmax(logits, dim=-1)
         return -(log_p.exp() * log_p).sum(dim=-1).mean()
+
+    def loss_of(t):
+        with autocast():
+            features = encoder(images[t])
+        return entropy(features.float() @ heads[t].T)
 
     out = {}
     for style in styles:
@@ -249,8 +261,13 @@ def plain_forward_backward(case, styles, batch_size: int = 16, data_step: int = 
                 loss_of(t).backward()
         elif style == "summed":
             sum(loss_of(t) for t in range(case.num_tasks)).backward()
+        elif style == "batched":
+            with autocast():
+                features = encoder(torch.cat(images)).float()
+            parts = torch.split(features, batch_size)
+            sum(entropy(parts[t] @ heads[t].T) for t in range(case.num_tasks)).backward()
         else:
-            raise ValueError(f"unknown plain style {style!r}; choose per_task or summed")
+            raise ValueError(f"unknown plain style {style!r}; choose per_task, summed or batched")
         wall, cpu = since(start)
         out[style] = {"wall_s": wall, "cpu_s": cpu}
     return out
@@ -263,7 +280,15 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--case", default="vit_b32", choices=["vit_b32", "vit_tiny"])
-    parser.add_argument("--plain-styles", nargs="*", default=["per_task"], help="per_task and/or summed ('' to skip)")
+    parser.add_argument(
+        "--plain-styles", nargs="*", default=["per_task"], help="per_task, summed and/or batched ('' to skip)"
+    )
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="ours' run and the plain forward+backward"
+    )
+    parser.add_argument(
+        "--forward-mode", default=None, choices=["per_task", "batched"], help="ours' run only (default: the library's)"
+    )
     parser.add_argument("--plain-only", action="store_true", help="only the plain forward+backward (no method run)")
     parser.add_argument(
         "--out", default=None, help="JSON path (default benchmarks/results/profile_step_<impl>_<case>.json)"
@@ -280,10 +305,11 @@ def main(argv=None) -> int:
     if args.plain_only:
         result = {}
     elif args.impl == "ours":
-        result = profile_ours(args.method, args.warmup, case)
+        result = profile_ours(args.method, args.warmup, case, args.precision, args.forward_mode)
     else:
         result = profile_fusion_bench(args.method, args.warmup, case)
-    result["plain_forward_backward"] = plain_forward_backward(case, [s for s in args.plain_styles if s])
+    styles = [s for s in args.plain_styles if s]
+    result["plain_forward_backward"] = plain_forward_backward(case, styles, precision=args.precision)
     result.update(
         {
             "impl": args.impl,
@@ -291,6 +317,10 @@ def main(argv=None) -> int:
             "case": args.case,
             "threads": args.threads,
             "warmup": args.warmup,
+            "precision": args.precision,
+            "forward_mode": args.forward_mode if args.impl == "ours" else None,
+            "machine": bench.machine_info(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "load_average_start": load_before,
             "load_average_end": os.getloadavg()[0],
             "versions": {
