@@ -184,16 +184,3 @@ def merge_flat(
 ) -> Tensor:
     """Flat θ = θ0 + Σ_i w_i τ_i (⊙ m / mean(m) per tensor when a mask is given)."""
     return apply_mask_flat(theta0, combine(vectors, weights, layout), mask, layout)
-
-
-def __getattr__(name: str):
-    """``merging.run_method`` / ``merging.get_method``: the registry's old import path, resolved lazily (no cycle).
-
-    Kept only for ``zoo.py``, which is being rewritten for the mini zoo v2 (issue 11) and still imports them from
-    here; new code imports :mod:`concrete_subspace.registry`.
-    """
-    if name in ("run_method", "get_method"):
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,8 +34,13 @@ from tqdm.auto import tqdm
 
 from .data import text as text_data
 from .data.batching import step_indices
-from .zoo import (BUILD_THREADS, MANIFEST, _atomic_write_json, _cosine_lr, _seeded_init, _with_average, deterministic,
-                  entropy_premise, quiet_library_bars, select_tasks)
+from .mini_zoo.config import BUILD_THREADS, MANIFEST
+from .mini_zoo.determinism import _seeded_init, deterministic
+from .mini_zoo.evaluate import _with_average, entropy_premise
+from .mini_zoo.files import _atomic_write_json, quiet_library_bars
+from .mini_zoo.manifest import _package_versions
+from .mini_zoo.problem import select_tasks
+from .mini_zoo.train import _cosine_lr
 
 TEXT_ZOO_FORMAT_VERSION = 1
 SCALE = "mini-text"
@@ -301,8 +306,6 @@ def _build(zoo_dir: Path, cfg: TextZooConfig, seed: int, smoke: bool, progress: 
 
 def _manifest(cfg: TextZooConfig, seed: int, smoke: bool, bert, keys: list[str], lengths: dict[str, int],
               data: Mapping, losses: Mapping[str, list[float]]) -> dict:
-    from .zoo import _package_versions
-
     tasks = {}
     for task in cfg.tasks:
         spec = text_data.TASKS[task]

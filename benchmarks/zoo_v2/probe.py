@@ -272,7 +272,7 @@ def cmd_finetune(args) -> None:
 
 def cmd_methods(args) -> None:
     from concrete_subspace.evaluation import average, evaluate
-    from concrete_subspace.merging import run_method
+    from concrete_subspace.registry import run_method
 
     params = {}
     for kv in args.params:
@@ -304,7 +304,7 @@ def cmd_methods(args) -> None:
 
 
 def _defaults(name: str) -> dict:
-    from concrete_subspace.merging import get_method
+    from concrete_subspace.registry import get_method
 
     return get_method(name).defaults
 

@@ -1,0 +1,149 @@
+"""Building a mini zoo: reuse a complete one, otherwise run every stage and write the manifest last."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import mini
+from ..seeding import derive_seed
+from .config import BUILDING_MARKER, MANIFEST, MiniConfig, default_zoo_dir, mini_config
+from .determinism import _seeded_init, deterministic
+from .evaluate import _evaluate_zoo, _geometry
+from .files import _atomic_write_json, quiet_library_bars, save_vision_model
+from .manifest import _manifest, _zoo_state, read_manifest
+from .methods import _method_results, _methods_fingerprint, update_method_results
+from .model import build_clip_config, build_processor, build_tokenizer
+from .task_data import generate_task_data, save_task_datasets
+from .train import finetune, pretrain
+
+
+def build_zoo(
+    out_dir: str | Path | None = None,
+    *,
+    scale: str = "mini",
+    seed: int = 0,
+    smoke: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    methods: bool = True,
+    precision: str = "fp32",
+) -> Path:
+    """Build (or reuse) the mini zoo; returns its directory. Partial or other-version zoos are rebuilt, never used.
+
+    ``precision="bf16"`` trains under bf16 autocast (saved weights fp32; default directory suffixed ``-bf16``).
+    """
+    if scale != "mini":
+        raise ValueError(
+            f"build_zoo builds only the 'mini' scale (got {scale!r}); the paper scale uses Hub checkpoints"
+        )
+    cfg = mini_config(smoke, precision)
+    zoo_dir = Path(out_dir) if out_dir is not None else default_zoo_dir(seed, smoke, precision)
+    state = _zoo_state(zoo_dir, seed, smoke, precision)
+    if state == "complete" and not force:
+        if methods and read_manifest(zoo_dir).get("methods_fingerprint") != _methods_fingerprint(cfg):
+            print(
+                f"zoo: reusing the complete cached zoo at {zoo_dir}; computing its merge-method results "
+                f"(missing or made with other MINI_DEFAULTS)"
+            )
+            update_method_results(zoo_dir, progress=progress)
+        else:
+            print(
+                f"zoo: reusing the complete cached zoo at {zoo_dir} (seed {seed}{', smoke' if smoke else ''}); --force rebuilds it"
+            )
+        return zoo_dir
+    if state == "foreign":
+        raise FileExistsError(
+            f"{zoo_dir} exists and holds files that are not a mini zoo; choose another --out or empty it"
+        )
+    if state in ("partial", "complete"):
+        why = (
+            "forced rebuild"
+            if state == "complete"
+            else "incomplete, interrupted, other-seed, -precision or -version zoo"
+        )
+        print(f"zoo: {zoo_dir} holds an {why}; deleting and rebuilding it")
+        shutil.rmtree(zoo_dir)
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    (zoo_dir / BUILDING_MARKER).write_text(f"build started {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
+    with deterministic(), quiet_library_bars():
+        manifest = _build(zoo_dir, cfg, seed, smoke, progress, methods)
+    _atomic_write_json(zoo_dir / MANIFEST, manifest)
+    (zoo_dir / BUILDING_MARKER).unlink()
+    print(f"zoo: built {zoo_dir} in {manifest['build_seconds']['total']:.0f} s")
+    return zoo_dir
+
+
+def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: bool, methods: bool) -> dict:
+    """Every stage of a build; returns the manifest (the caller writes it last)."""
+    from transformers import CLIPModel
+
+    from ..models.clip_hf import ImageEncoder, pretrained_state, zero_shot_head
+
+    t_start = time.perf_counter()
+    times: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        times[name] = round(time.perf_counter() - t0, 1)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    data = generate_task_data(cfg, seed, progress)
+    pre_x, pre_captions, _ = mini.make_pretraining_set(
+        seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes, cfg.generic_classes
+    )
+    save_task_datasets(data, zoo_dir / "datasets")
+    t = lap("data", t)
+
+    tokenizer = build_tokenizer(mini.vocabulary(), cfg.max_text_len)
+    processor = build_processor(tokenizer)
+    config = build_clip_config(cfg, len(tokenizer))
+    clip = _seeded_init(seed, lambda: CLIPModel(config))
+    pretrain_losses = pretrain(clip, tokenizer, pre_x, pre_captions, cfg, seed, progress)
+    clip.save_pretrained(zoo_dir / "pretrained")
+    processor.save_pretrained(zoo_dir / "pretrained")
+    t = lap("pretrain", t)
+
+    heads = {
+        task: zero_shot_head(clip, tokenizer, mini.TASKS[task].classnames, mini.TASKS[task].templates)
+        for task in cfg.tasks
+    }
+    encoder = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
+    theta0 = {k: v.clone() for k, v in pretrained_state(encoder).items()}
+    finetuned, finetune_losses = {}, {}
+    for i, task in enumerate(tqdm(cfg.tasks, desc="zoo: fine-tune experts", disable=not progress)):
+        expert = copy.deepcopy(encoder)
+        x, y = data[task]["train"]
+        finetune_losses[task] = finetune(
+            expert,
+            heads[task],
+            torch.from_numpy(x),
+            torch.from_numpy(y),
+            cfg,
+            derive_seed(seed, i, stride=100),
+            f"fine-tune {task}",
+            progress,
+        )
+        save_vision_model(expert.vision_model, zoo_dir / "finetuned" / task)
+        finetuned[task] = {k: v.detach().clone() for k, v in pretrained_state(expert).items()}
+    t = lap("finetune", t)
+
+    accuracy, premise = _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, progress)
+    t = lap("evaluate", t)
+    geometry = _geometry(encoder, theta0, finetuned, heads, data, accuracy, seed)
+    t = lap("geometry", t)
+    manifest = _manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, times)
+    manifest["geometry"] = geometry
+    if methods:
+        manifest["methods"] = _method_results(zoo_dir, manifest, cfg, seed, progress)
+        manifest["methods_fingerprint"] = _methods_fingerprint(cfg)
+        t = lap("methods", t)
+    times["total"] = round(time.perf_counter() - t_start, 1)
+    manifest["build_seconds"] = times
+    return manifest
