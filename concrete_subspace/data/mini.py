@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..seeding import derive_rng
 from .mini_tasks.drawing import COLOURS, IMAGE_SIZE, corrupt
 from .mini_tasks.pretraining import GENERIC_CAPTIONS, make_pretraining_set, vocabulary
-from .mini_tasks.procedural import _PROCEDURAL, DIRECTIONS, LANDCOVER, LETTERS, SHAPES, SIGNS
+from .mini_tasks.procedural import _PROCEDURAL, DIRECTIONS, LANDCOVER, LETTERS, SHAPES, SIGNS, TEXTURES
 from .mini_tasks.real import _digits_arrays, _mnist_arrays
 from .mini_tasks.splits import SplitSizes, _digits_sizes, _real_sizes, _real_split_indices, make_task_split
 from .mini_tasks.tasks import LICENCES, NUMBER_WORDS, TASK_NAMES, TASKS, TaskSpec
@@ -44,6 +44,7 @@ __all__ = [  # the public names, then the private ones that tests and research s
     "SplitSizes",
     "TASKS",
     "TASK_NAMES",
+    "TEXTURES",
     "TaskSpec",
     "annotations",
     "corrupt",

@@ -23,6 +23,19 @@ from .drawing import (
     _soft,
 )
 
+TEXTURES = (
+    "banded",
+    "chequered",
+    "dotted",
+    "grid",
+    "zigzagged",
+    "wavy",
+    "marbled",
+    "crosshatched",
+    "spiralled",
+    "speckled",
+)  # class c of _textures draws pattern c
+
 
 def _textures(rng, labels: np.ndarray, clean: bool) -> np.ndarray:
     """DTD-like textures: ten periodic or stochastic patterns in two random colours at random angles."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .procedural import DIRECTIONS, LANDCOVER, LETTERS, SHAPES, SIGNS
+from .procedural import DIRECTIONS, LANDCOVER, LETTERS, SHAPES, SIGNS, TEXTURES
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -40,18 +40,7 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "textures": TaskSpec(
         "textures",
-        (
-            "banded",
-            "chequered",
-            "dotted",
-            "grid",
-            "zigzagged",
-            "wavy",
-            "marbled",
-            "crosshatched",
-            "spiralled",
-            "speckled",
-        ),
+        TEXTURES,
         ("a photo of a {} texture", "a {} pattern"),
         ("a {} texture", "a {} pattern", "a photo of a {} texture", "{} surface"),
         "procedural",
