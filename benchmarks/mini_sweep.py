@@ -1,10 +1,11 @@
-"""The validation-split sweep that chose ``zoo.MINI_DEFAULTS`` (never test labels).
+"""The validation-split sweep that chose zoo v1's ``zoo.MINI_DEFAULTS`` (never test labels; v2's: zoo_v2/probe.py).
 
-    python -m concrete_subspace.data.mini_sweep ZOO_DIR --out docs/zoo_sweep.csv [--quick]
+    python benchmarks/mini_sweep.py ZOO_DIR --out docs/zoo_sweep.csv [--methods NAME ...]
 
-Every row is one (method, parameters, steps) point: unlabeled batches AND accuracy both come from the
-validation split, as the paper does on test. Step-count choices come from one run per learning rate evaluated
-every ``eval_every`` steps (the curve), so a sweep costs a few CPU minutes per method. Results: docs/zoo.md.
+A research script (moved here from ``concrete_subspace.data``, issue 14). Every row is one (method, parameters,
+steps) point: unlabeled batches AND accuracy both come from the validation split, as the paper does on test.
+Step-count choices come from one run per learning rate evaluated every ``eval_every`` steps (the curve), so a sweep
+costs a few CPU minutes per method. Results: docs/zoo.md.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def _rows(name: str, params: dict, result, seconds: float, evaluate_final) -> It
 
 def sweep(zoo_dir: str | Path, methods: Iterable[str] | None = None, progress: bool = True) -> list[dict]:
     """Run the grid on the zoo's validation split; returns one dict per evaluated point."""
-    from ..evaluation import evaluate
-    from ..registry import run_method
-    from ..zoo import load_zoo_problem
+    from concrete_subspace.evaluation import evaluate
+    from concrete_subspace.registry import run_method
+    from concrete_subspace.zoo import load_zoo_problem
 
     problem = load_zoo_problem(zoo_dir, split="validation")
     rows = []
@@ -86,7 +87,7 @@ def sweep(zoo_dir: str | Path, methods: Iterable[str] | None = None, progress: b
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
     """Write rows (union of keys as columns) to CSV atomically."""
-    from ..checkpoint import atomic_path
+    from concrete_subspace.checkpoint import atomic_path
 
     keys: list[str] = []
     for r in rows:
