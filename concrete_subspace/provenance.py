@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import sys
+import time
 import types
 from collections.abc import Iterable
 from pathlib import Path
@@ -310,3 +311,22 @@ def code_fingerprint(roots: Iterable[Any]) -> dict:
     objects = {name: hashlib.sha256(text.encode()).hexdigest()[:12] for name, text in sources.items()}
     blob = json.dumps({"objects": objects, "versions": versions}, sort_keys=True)
     return {"sha256": hashlib.sha256(blob.encode()).hexdigest(), "objects": objects, "versions": versions}
+
+
+class StageClock:
+    """Wall seconds of a build's consecutive named stages (its manifest's ``build_seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Close the stage that began at the previous lap (or at construction) under ``name``."""
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 1)
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        """The stages so far plus ``total`` (seconds since construction)."""
+        self.seconds["total"] = round(time.perf_counter() - self._start, 1)
+        return self.seconds

@@ -14,6 +14,7 @@ from ..data import text as text_data
 from ..mini_zoo.config import MANIFEST
 from ..mini_zoo.determinism import deterministic
 from ..mini_zoo.files import _atomic_write_json, quiet_library_bars
+from ..provenance import StageClock
 from ..seeding import derive_seed
 from .config import BUILDING_MARKER, SPLITS, TextZooConfig, default_text_zoo_dir, text_zoo_config
 from .encoder import load_base_encoder, merge_keys_for
@@ -61,14 +62,7 @@ def build_text_zoo(
 def _build(zoo_dir: Path, cfg: TextZooConfig, seed: int, smoke: bool, progress: bool) -> dict:
     from ..models.text_encoder import SentenceEncoder, tokenize, zero_shot_head
 
-    t_start = time.perf_counter()
-    times: dict[str, float] = {}
-
-    def lap(name: str, t0: float) -> float:
-        times[name] = round(time.perf_counter() - t0, 1)
-        return time.perf_counter()
-
-    t = time.perf_counter()
+    clock = StageClock()
     data = make_task_data(cfg, seed)
     save_task_datasets(data, zoo_dir / "datasets")
     bert, tokenizer = load_base_encoder(cfg, seed)
@@ -89,7 +83,7 @@ def _build(zoo_dir: Path, cfg: TextZooConfig, seed: int, smoke: bool, progress: 
         )
         for t_ in cfg.tasks
     }
-    t = lap("data", t)
+    clock.lap("data")
 
     losses = {}
     for i, task in enumerate(tqdm(cfg.tasks, desc="zoo: fine-tune experts", disable=not progress)):
@@ -107,12 +101,11 @@ def _build(zoo_dir: Path, cfg: TextZooConfig, seed: int, smoke: bool, progress: 
         )
         expert.save_pretrained(zoo_dir / "finetuned" / task)
         del expert
-    t = lap("finetune", t)
+    clock.lap("finetune")
 
     manifest = _manifest(cfg, seed, smoke, bert, merge_keys_for(encoder, cfg), lengths, data, losses)
     accuracy, premise = _evaluate(zoo_dir, manifest, cfg, progress)
     manifest.update(accuracy=accuracy, entropy_premise=premise)
-    t = lap("evaluate", t)
-    times["total"] = round(time.perf_counter() - t_start, 1)
-    manifest["build_seconds"] = times
+    clock.lap("evaluate")
+    manifest["build_seconds"] = clock.total()
     return manifest

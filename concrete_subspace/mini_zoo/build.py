@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import mini
+from ..provenance import StageClock
 from ..seeding import derive_seed
 from .config import BUILDING_MARKER, MANIFEST, MiniConfig, default_zoo_dir, mini_config
 from .determinism import _seeded_init, deterministic
@@ -86,20 +87,13 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
 
     from ..models.clip_hf import ImageEncoder, pretrained_state, zero_shot_head
 
-    t_start = time.perf_counter()
-    times: dict[str, float] = {}
-
-    def lap(name: str, t0: float) -> float:
-        times[name] = round(time.perf_counter() - t0, 1)
-        return time.perf_counter()
-
-    t = time.perf_counter()
+    clock = StageClock()
     data = generate_task_data(cfg, seed, progress)
     pre_x, pre_captions, _ = mini.make_pretraining_set(
         seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes, cfg.generic_classes
     )
     save_task_datasets(data, zoo_dir / "datasets")
-    t = lap("data", t)
+    clock.lap("data")
 
     tokenizer = build_tokenizer(mini.vocabulary(), cfg.max_text_len)
     processor = build_processor(tokenizer)
@@ -108,7 +102,7 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
     pretrain_losses = pretrain(clip, tokenizer, pre_x, pre_captions, cfg, seed, progress)
     clip.save_pretrained(zoo_dir / "pretrained")
     processor.save_pretrained(zoo_dir / "pretrained")
-    t = lap("pretrain", t)
+    clock.lap("pretrain")
 
     heads = {
         task: zero_shot_head(clip, tokenizer, mini.TASKS[task].classnames, mini.TASKS[task].templates)
@@ -132,18 +126,19 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
         )
         save_vision_model(expert.vision_model, zoo_dir / "finetuned" / task)
         finetuned[task] = {k: v.detach().clone() for k, v in pretrained_state(expert).items()}
-    t = lap("finetune", t)
+    clock.lap("finetune")
 
     accuracy, premise = _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, progress)
-    t = lap("evaluate", t)
+    clock.lap("evaluate")
     geometry = _geometry(encoder, theta0, finetuned, heads, data, accuracy, seed)
-    t = lap("geometry", t)
-    manifest = _manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, times)
+    clock.lap("geometry")
+    manifest = _manifest(
+        cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, clock.seconds
+    )
     manifest["geometry"] = geometry
     if methods:
         manifest["methods"] = _method_results(zoo_dir, manifest, cfg, seed, progress)
         manifest["methods_fingerprint"] = _methods_fingerprint(cfg)
-        t = lap("methods", t)
-    times["total"] = round(time.perf_counter() - t_start, 1)
-    manifest["build_seconds"] = times
+        clock.lap("methods")
+    manifest["build_seconds"] = clock.total()
     return manifest
