@@ -73,8 +73,10 @@ def make_pretraining_set(
 
 
 def vocabulary() -> list[str]:
-    """Every word used by captions and zero-shot templates (sorted), for the word-level tokenizer."""
+    """Every word used by captions (generic ones included) and zero-shot templates (sorted), for the tokenizer."""
     words = set(COLOURS)
+    for caption in GENERIC_CAPTIONS.values():
+        words.update(caption.lower().split())
     for spec in TASKS.values():
         for t in spec.templates + spec.captions:
             for c in spec.classnames:
