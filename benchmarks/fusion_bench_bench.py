@@ -305,11 +305,12 @@ def versions():
     }
 
 
-def _cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def _cpu_model() -> str:
+    """Our provenance's CPU model (the package imports in this venv once load_bench_module put it on the path)."""
+    load_bench_module()
+    from concrete_subspace.provenance import cpu_model
+
+    return cpu_model()
 
 
 def main(argv=None):

@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,45 +42,47 @@ def unnamed_classes(kind: str) -> dict[str, list[int]]:
     return {t: [c for c in range(len(s.classnames)) if pick(c)] for t, s in mini.TASKS.items()}
 
 
-def medium_shifts() -> dict:
-    """Between v2 and strong: stronger shifts for digits, landcover and directions only (a probe lever)."""
-    from functools import partial
-
+def _permute_invert(x, rng):
     from concrete_subspace.data import shifts
 
-    def permute_invert(x, rng):
-        return shifts.invert(shifts.permute_channels(x, rng), rng)
+    return shifts.invert(shifts.permute_channels(x, rng), rng)
+
+
+def _invert_blur(x, rng):
+    from concrete_subspace.data import shifts
+
+    return shifts.blur(shifts.invert(x, rng), rng, sigma=1.0)
+
+
+def _posterise_noise(x, rng):
+    from concrete_subspace.data import shifts
+
+    return shifts.salt_and_pepper(shifts.posterise(x, rng, levels=2), rng, fraction=0.15)
+
+
+def medium_shifts() -> dict:
+    """Between v2 and strong: stronger shifts for digits, landcover and directions only (a probe lever)."""
+    from concrete_subspace.data import shifts
 
     return {
         **shifts.TASK_SHIFTS,
         "digits": partial(shifts.blur, sigma=1.6),
-        "landcover": permute_invert,
+        "landcover": _permute_invert,
         "directions": partial(shifts.posterise, levels=2),
     }
 
 
 def strong_shifts() -> dict:
     """Stronger domain shifts for the tasks whose zero-shot stays high under the v2 shifts (a probe lever)."""
-    from functools import partial
-
     from concrete_subspace.data import shifts
-
-    def invert_blur(x, rng):
-        return shifts.blur(shifts.invert(x, rng), rng, sigma=1.0)
-
-    def permute_invert(x, rng):
-        return shifts.invert(shifts.permute_channels(x, rng), rng)
-
-    def posterise_noise(x, rng):
-        return shifts.salt_and_pepper(shifts.posterise(x, rng, levels=2), rng, fraction=0.15)
 
     return {
         **shifts.TASK_SHIFTS,
-        "mnist": invert_blur,
+        "mnist": _invert_blur,
         "digits": partial(shifts.blur, sigma=2.0),
-        "landcover": permute_invert,
+        "landcover": _permute_invert,
         "signs": partial(shifts.pixelate, block=7),
-        "directions": posterise_noise,
+        "directions": _posterise_noise,
     }
 
 
@@ -117,7 +120,7 @@ def cmd_pretrain(args) -> None:
     with zoo.deterministic():
         data = zoo.generate_task_data(cfg, args.seed)
         zoo.save_task_datasets(data, out / "datasets")
-        pre_x, pre_captions, pre_tasks = mini.make_pretraining_set(
+        pre_x, pre_captions, _ = mini.make_pretraining_set(
             args.seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes, cfg.generic_classes
         )
         t_data = time.perf_counter() - t0
@@ -177,15 +180,6 @@ def cmd_finetune(args) -> None:
     pre = json.loads((src / "pretrain.json").read_text())
     dst = src / args.tag
     (dst / "finetuned").mkdir(parents=True, exist_ok=True)
-    if args.shifts != "v2" and not (dst / "datasets").exists():  # this variant's own task data
-        from concrete_subspace.data import shifts
-
-        shifts.TASK_SHIFTS.update({"strong": strong_shifts, "medium": medium_shifts}[args.shifts]())
-        with zoo.deterministic():
-            zoo.save_task_datasets(zoo.generate_task_data(zoo.mini_config(), args.seed), dst / "datasets")
-    for name in ("pretrained", "datasets"):
-        if not (dst / name).exists():
-            (dst / name).symlink_to(Path("..") / name)
     base = zoo.mini_config()
     cfg = replace(
         base,
@@ -198,6 +192,15 @@ def cmd_finetune(args) -> None:
         finetune_steps=args.steps,
         weight_decay=args.weight_decay,
     )
+    if args.shifts != "v2" and not (dst / "datasets").exists():  # this variant's own task data
+        from concrete_subspace.data import shifts
+
+        shifts.TASK_SHIFTS.update({"strong": strong_shifts, "medium": medium_shifts}[args.shifts]())
+        with zoo.deterministic():
+            zoo.save_task_datasets(zoo.generate_task_data(cfg, args.seed), dst / "datasets")
+    for name in ("pretrained", "datasets"):
+        if not (dst / name).exists():
+            (dst / name).symlink_to(Path("..") / name)
     t0 = time.perf_counter()
     with zoo.deterministic():
         clip = CLIPModel.from_pretrained(src / "pretrained").eval()
