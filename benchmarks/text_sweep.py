@@ -19,11 +19,19 @@ from concrete_subspace.evaluation import average, evaluate
 from concrete_subspace.registry import run_method
 
 LAMBDAS = (0.0, 0.2, 0.3, 0.4, 0.6, 1.0)
+# The grid that chose TEXT_DEFAULTS: the paper's lr (1e-3) and larger ones (the coefficients and mask logits barely
+# move at 1e-3 in 20 steps), at step counts that fit notebook 02's 15-minute budget.
+TIES_PROBES: tuple[dict, ...] = tuple({"scaling": s, "density": d} for s in (0.2, 0.3, 0.5) for d in (0.2, 0.5))
 PROBES: tuple[tuple[str, dict], ...] = (
-    ("concrete_task_arithmetic", {"scaling": 0.3, "lr": 1e-3, "steps": 30}),
-    ("concrete_task_arithmetic", {"scaling": 0.3, "lr": 1e-2, "steps": 30}),
-    ("layer_wise_adamerging", {"lr": 1e-3, "steps": 30}),
+    ("concrete_task_arithmetic", {"scaling": 0.2, "lr": 1e-3, "steps": 20}),
+    ("concrete_task_arithmetic", {"scaling": 0.2, "lr": 1e-2, "steps": 20}),
+    ("concrete_task_arithmetic", {"scaling": 0.2, "lr": 1e-2, "steps": 40}),
+    ("layer_wise_adamerging", {"lr": 1e-3, "steps": 20}),
     ("layer_wise_adamerging", {"lr": 1e-2, "steps": 30}),
+    ("layer_wise_adamerging", {"lr": 3e-2, "steps": 30}),
+    ("layer_wise_adamerging", {"lr": 3e-2, "steps": 60}),
+    ("layer_wise_concrete_adamerging", {"outer_lr": 1e-3, "meta_steps": 10, "tta_lr": 1e-3, "tta_steps": 20}),
+    ("layer_wise_concrete_adamerging", {"outer_lr": 1e-3, "meta_steps": 10, "tta_lr": 3e-2, "tta_steps": 40}),
 )
 
 
@@ -63,6 +71,10 @@ def main(argv=None) -> int:
         record(
             "lambda", "task_arithmetic", {"scaling": scaling}, scores, t0, c0, entropy=round(group["entropy"].mean(), 4)
         )
+    for params in TIES_PROBES:
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = run_method("ties_merging", problem, **params)
+        record("data-free", "ties_merging", params, evaluate(problem, result.state), t0, c0)
     for method, params in PROBES:
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_method(method, problem, **params)
