@@ -50,3 +50,17 @@ def test_known_values_of_the_deterministic_shifts():
 def test_an_unknown_task_names_the_tasks_that_have_a_shift():
     with pytest.raises(KeyError, match="no domain shift for task 'cifar'.*mnist"):
         shifts.apply_task_shift("cifar", _images(), np.random.default_rng(0))
+
+
+def test_v3_candidate_changes_only_three_tasks_and_each_shift_is_valid():
+    x = _images(n=8)
+    changed = {t for t in shifts.V3_SHIFTS if shifts.V3_SHIFTS[t] is not shifts.V2_SHIFTS[t]}
+    assert changed == {"digits", "landcover", "directions"}
+    assert shifts.TASK_SHIFTS == shifts.V2_SHIFTS  # v2 stays the default until v3 lands with its figures
+    outs = {}
+    for task in sorted(changed):
+        y = shifts.V3_SHIFTS[task](x, np.random.default_rng(0)).astype(np.float32)
+        assert y.shape == x.shape and 0.0 <= y.min() and y.max() <= 1.0
+        assert not np.allclose(y, shifts.V2_SHIFTS[task](x, np.random.default_rng(0)), atol=1e-3), task
+        outs[task] = y
+    np.testing.assert_allclose(outs["landcover"], 1.0 - shifts.permute_channels(x, None), atol=1e-6)

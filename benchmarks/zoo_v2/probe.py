@@ -42,12 +42,6 @@ def unnamed_classes(kind: str) -> dict[str, list[int]]:
     return {t: [c for c in range(len(s.classnames)) if pick(c)] for t, s in mini.TASKS.items()}
 
 
-def _permute_invert(x, rng):
-    from concrete_subspace.data import shifts
-
-    return shifts.invert(shifts.permute_channels(x, rng), rng)
-
-
 def _invert_blur(x, rng):
     from concrete_subspace.data import shifts
 
@@ -61,15 +55,10 @@ def _posterise_noise(x, rng):
 
 
 def medium_shifts() -> dict:
-    """Between v2 and strong: stronger shifts for digits, landcover and directions only (a probe lever)."""
+    """Between v2 and strong: stronger shifts for digits, landcover and directions only (the v3 candidate)."""
     from concrete_subspace.data import shifts
 
-    return {
-        **shifts.TASK_SHIFTS,
-        "digits": partial(shifts.blur, sigma=1.6),
-        "landcover": _permute_invert,
-        "directions": partial(shifts.posterise, levels=2),
-    }
+    return dict(shifts.V3_SHIFTS)
 
 
 def strong_shifts() -> dict:
@@ -77,10 +66,10 @@ def strong_shifts() -> dict:
     from concrete_subspace.data import shifts
 
     return {
-        **shifts.TASK_SHIFTS,
+        **shifts.V2_SHIFTS,
         "mnist": _invert_blur,
         "digits": partial(shifts.blur, sigma=2.0),
-        "landcover": _permute_invert,
+        "landcover": shifts.permute_and_invert,
         "signs": partial(shifts.pixelate, block=7),
         "directions": _posterise_noise,
     }
@@ -192,10 +181,16 @@ def cmd_finetune(args) -> None:
         finetune_steps=args.steps,
         weight_decay=args.weight_decay,
     )
-    if args.shifts != "v2" and not (dst / "datasets").exists():  # this variant's own task data
+    if args.shifts != "own" and not (dst / "datasets").exists():  # this variant's own task data
         from concrete_subspace.data import shifts
 
-        shifts.TASK_SHIFTS.update({"strong": strong_shifts, "medium": medium_shifts}[args.shifts]())
+        chosen = {
+            "v2": lambda: dict(shifts.V2_SHIFTS),
+            "strong": strong_shifts,
+            "medium": medium_shifts,
+            "v3": medium_shifts,
+        }
+        shifts.TASK_SHIFTS.update(chosen[args.shifts]())
         with zoo.deterministic():
             zoo.save_task_datasets(zoo.generate_task_data(cfg, args.seed), dst / "datasets")
     for name in ("pretrained", "datasets"):
@@ -330,7 +325,12 @@ def main(argv=None) -> None:
     b.add_argument("--steps", type=int, default=1400)
     b.add_argument("--weight-decay", type=float, default=0.05)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--shifts", default="v2", choices=("v2", "medium", "strong"), help="stronger shifts (own datasets)")
+    b.add_argument(
+        "--shifts",
+        default="own",
+        choices=("own", "v2", "medium", "v3", "strong"),
+        help="own: the pre-training directory's task data; else that variant's shifts (own datasets; v3 = medium)",
+    )
     c = sub.add_parser("methods")
     c.add_argument("zoo")
     c.add_argument("name")
