@@ -133,3 +133,14 @@ def test_foreign_directory_and_manifest_errors(tmp_path):
         tz.build_text_zoo(tmp_path, smoke=True, progress=False)
     with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
         tz.read_text_manifest(tmp_path)
+
+
+def test_text_method_params_take_text_defaults_and_score_only_the_final_state():
+    from concrete_subspace import experiments as ex
+
+    params = ex.text_method_params("layer_wise_adamerging", ex.FlanT5Config(), seed=3)
+    assert params["lr"] == tz.TEXT_DEFAULTS["layer_wise_adamerging"]["lr"]
+    assert params["steps"] == tz.TEXT_DEFAULTS["layer_wise_adamerging"]["steps"] and params["seed"] == 3
+    assert params["eval_every"] == 0  # no step-0 / along-the-run evaluations: notebook 02 uses the final scores only
+    smoke = ex.text_method_params("layer_wise_concrete_adamerging", ex.FlanT5Config(smoke=True), seed=0)
+    assert smoke["meta_steps"] == smoke["tta_steps"] == ex.SMOKE_STEPS and smoke["eval_every"] == 0

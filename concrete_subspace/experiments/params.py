@@ -80,7 +80,8 @@ def method_params(
 def text_method_params(name: str, config: FlanT5Config, seed: int) -> dict[str, Any]:
     """Parameters of ``name`` on the mini-text zoo: registry <- text_zoo.TEXT_DEFAULTS <- steps/smoke <- run seed.
 
-    Test-time methods evaluate once, at the end (each evaluation costs several steps on this CPU).
+    Test-time methods log no evaluations along the run (``eval_every=0``): the run is scored once, on its final
+    state, and each evaluation costs several steps on this CPU (docs/zoo_text.md, notebook 02's budget).
     """
     from ..text_zoo import TEXT_DEFAULTS, TEXT_FALLBACK_STEPS
 
@@ -96,10 +97,5 @@ def text_method_params(name: str, config: FlanT5Config, seed: int) -> dict[str, 
     if "seed" in defaults:
         overrides["seed"] = seed
     if "eval_every" in defaults:
-        steps = [
-            overrides.get(k, config.steps if config.steps is not None else SMOKE_STEPS)
-            for k in STEP_KEYS
-            if k in defaults
-        ]
-        overrides["eval_every"] = max(1, max(steps))
+        overrides["eval_every"] = 0
     return method_params(name, scale="mini-text", steps=config.steps, smoke=config.smoke, overrides=overrides)
