@@ -71,14 +71,11 @@ def main(argv=None) -> int:
         record(
             "lambda", "task_arithmetic", {"scaling": scaling}, scores, t0, c0, entropy=round(group["entropy"].mean(), 4)
         )
-    for params in TIES_PROBES:
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = run_method("ties_merging", problem, **params)
-        record("data-free", "ties_merging", params, evaluate(problem, result.state), t0, c0)
-    for method, params in PROBES:
+    for method, params in [("ties_merging", p) for p in TIES_PROBES] + list(PROBES):
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_method(method, problem, **params)
-        record("test-time", method, params, evaluate(problem, result.state), t0, c0)
+        probe = "data-free" if method == "ties_merging" else "test-time"
+        record(probe, method, params, evaluate(problem, result.state), t0, c0)
     return 0
 
 

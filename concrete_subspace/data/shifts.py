@@ -4,7 +4,7 @@ Pre-training sees every task's concepts without these shifts, so each task's dis
 pre-trained model never saw (as EuroSAT's or SVHN's images are for CLIP), and the shifts differ between tasks, so
 an expert's update is specific to its task. Float images N x H x W x 3 in [0, 1] in and out; the only randomness
 (salt-and-pepper) comes from the caller's generator. Measured effect on zero-shot and linear-probe accuracy:
-docs/zoo.md ("Zoo v2"; the stronger v3 candidate: "Zoo v3 candidate").
+docs/zoo.md ("Zoo v2"; the stronger v3 candidate: its "Shift-strength probes").
 """
 
 from __future__ import annotations
