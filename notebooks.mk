@@ -32,15 +32,41 @@ SMOKE_SUFFIX := $(if $(SMOKE_FLAG),-smoke,)
 CHECKPOINTS_FLAG := $(if $(CHECKPOINTS),-p checkpoints $(CHECKPOINTS),)
 PRECISION_FLAG := $(if $(PRECISION),-p precision $(PRECISION),)
 
-.PHONY: figures figures-zoo notebooks $(FIG_TARGETS)
+FIG_JOBS ?= 2
+FIG_LOGS := $(EXECUTED)/logs
+# `make figures` runs FIG_JOBS jobs at a time (the two zoo builds, then the notebooks; 1 torch thread each), longest
+# first: while the image zoo builds, the text zoo and notebook 02 use the other core; 05 and 06 wait for 01, whose
+# runs they reuse. Each job's output goes to $(FIG_LOGS)/<job>.log (parallel progress bars would interleave).
+FIG_ORDER := 01_multitask_table 02_flan_t5_glue 03_generalization 04_robustness 00_walkthrough 07_ablations \
+             05_curves 06_mask_analysis
+FIG_LOGGED := $(if $(FIG_SCHEDULE),1,)
 
-figures: $(FIG_TARGETS) ## run every notebook (SCALE=mini|paper DEVICE=cpu|cuda SMOKE=False|True) -> figures/
-	@echo "figures: done; outputs in figures/$(SCALE)$(SMOKE_SUFFIX)/, executed notebooks in $(EXECUTED)/"
+# $(call logged,NAME,COMMAND): run COMMAND; in the scheduled `make figures` its output goes to a log file, and on
+# failure the log's tail is printed. Either way the job's start and wall time are reported.
+define logged
+@mkdir -p $(FIG_LOGS); start=$$(date +%s); echo "$(1): started$(if $(FIG_LOGGED), (log: $(FIG_LOGS)/$(1).log),)"; \
+if $(2) $(if $(FIG_LOGGED),> $(FIG_LOGS)/$(1).log 2>&1,); then echo "$(1): done in $$(( $$(date +%s) - start )) s"; \
+else status=$$?; $(if $(FIG_LOGGED),tail -n 40 $(FIG_LOGS)/$(1).log;,) echo "$(1): FAILED (exit $$status)"; exit $$status; fi
+endef
 
-figures-zoo: $(STAMP) ## build the mini zoos the notebooks need: image (seed SEED) and text (seed 0, notebook 02)
+.PHONY: figures figures-all figures-zoo figures-zoo-image figures-zoo-text notebooks $(FIG_TARGETS)
+
+figures: $(STAMP) ## run every notebook, FIG_JOBS (2) at a time (SCALE=mini|paper DEVICE=cpu|cuda SMOKE=False|True) -> figures/
+	@start=$$(date +%s); $(MAKE) --no-print-directory -j$(FIG_JOBS) FIG_SCHEDULE=1 figures-all && \
+	echo "figures: done in $$(( $$(date +%s) - start )) s; outputs in figures/$(SCALE)$(SMOKE_SUFFIX)/, executed notebooks in $(EXECUTED)/"
+
+figures-all: $(addprefix fig-,$(FIG_ORDER))
+
+figures-zoo: figures-zoo-image figures-zoo-text ## build the mini zoos the notebooks need: image (seed SEED) and text (seed 0, notebook 02)
+
+figures-zoo-image: $(STAMP)
 ifeq ($(SCALE),mini)
-	$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --seed $(SEED) $(SMOKE_FLAG)
-	$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --scale mini-text --seed 0 $(SMOKE_FLAG)
+	$(call logged,zoo-image,$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --seed $(SEED) $(SMOKE_FLAG))
+endif
+
+figures-zoo-text: $(STAMP)
+ifeq ($(SCALE),mini)
+	$(call logged,zoo-text,$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --scale mini-text --seed 0 $(SMOKE_FLAG))
 endif
 
 notebooks: $(STAMP) ## write each notebooks/NAME.ipynb from its source notebooks/NAME.py (jupytext percent format, no outputs)
@@ -48,10 +74,15 @@ notebooks: $(STAMP) ## write each notebooks/NAME.ipynb from its source notebooks
 
 fig-%: ## run one notebook through papermill, e.g. make fig-05_curves (names: ls notebooks/*.ipynb)
 
-$(FIG_TARGETS): fig-%: figures-zoo
+fig-02_flan_t5_glue: figures-zoo-text
+$(filter-out fig-02_flan_t5_glue,$(FIG_TARGETS)): figures-zoo-image
+ifdef FIG_SCHEDULE
+fig-05_curves fig-06_mask_analysis: fig-01_multitask_table
+endif
+
+$(FIG_TARGETS): fig-%:
 	@mkdir -p $(EXECUTED)
 	@echo "papermill $*: scale=$(SCALE) device=$(DEVICE) seed=$(SEED) smoke=$(SMOKE)"
-	@start=$$(date +%s); \
-	$(FIG_ENV) $(PAPERMILL) -k python3 --log-level WARNING notebooks/$*.ipynb $(EXECUTED)/$*-$(SCALE)$(SMOKE_SUFFIX).ipynb \
-		-p scale $(SCALE) -p device $(DEVICE) -p seed $(SEED) -p smoke $(SMOKE) $(CHECKPOINTS_FLAG) $(PRECISION_FLAG) && \
-	echo "papermill $*: $$(( $$(date +%s) - start )) s"
+	$(call logged,$*,$(FIG_ENV) $(PAPERMILL) -k python3 --log-level WARNING $(if $(FIG_LOGGED),--no-progress-bar,) \
+		notebooks/$*.ipynb $(EXECUTED)/$*-$(SCALE)$(SMOKE_SUFFIX).ipynb \
+		-p scale $(SCALE) -p device $(DEVICE) -p seed $(SEED) -p smoke $(SMOKE) $(CHECKPOINTS_FLAG) $(PRECISION_FLAG))

@@ -76,6 +76,9 @@ def test_method_params_steps_smoke_and_curves():
     assert "eval_every" not in ex.method_params("task_arithmetic")
     paper = ex.method_params("concrete_task_arithmetic", scale="paper")
     assert "steps" not in paper and paper["eval_every"] == 2000 // ex.CURVE_POINTS  # registry default: paper's 2000
+    final_only = ex.method_params("concrete_task_arithmetic", steps=50, curves=False)
+    assert final_only["eval_every"] == 0 and {**final_only, "eval_every": 10} == fixed
+    assert "eval_every" not in ex.method_params("task_arithmetic", curves=False)
     with pytest.raises(KeyError, match="no parameter"):
         ex.method_params("task_arithmetic", overrides={"temperature": 1.0})
 
@@ -95,6 +98,14 @@ def test_run_cached_reuses_and_keys_on_parameters(tmp_path):
         problem, "concrete_task_arithmetic", {**params, "progress": True}, cache_dir=tmp_path, verbose=False
     )
     assert quiet.cached  # progress does not change the result, so it does not change the key
+    spelled_out = ex.run_cached(
+        problem,
+        "concrete_task_arithmetic",
+        {**params, "temperature": 0.5, "seed": 0},
+        cache_dir=tmp_path,
+        verbose=False,
+    )
+    assert spelled_out.cached and spelled_out.key == first.key  # registry defaults written out: the same run
     saved = json.loads((first.directory / "record.json").read_text())
     assert saved["params"]["steps"] == 3 and not (first.directory / "checkpoint").exists()
 
@@ -183,3 +194,31 @@ def test_setup_builds_the_config_and_prepares_the_output_folder(tmp_path, monkey
     config, out, started = ex.setup("05_curves", {**params, "smoke": True, "figures_dir": str(tmp_path)})
     assert isinstance(config, ex.CurvesConfig) and config.smoke and out == tmp_path / "mini-smoke" / "05_curves"
     assert out.is_dir() and started > 0 and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_runs_without_curves_keep_their_final_scores(tmp_path):
+    """curves=False only drops the evaluations along the run: same final scores, no accuracy rows, its own key."""
+    problem = make_toy_problem()
+    config = ex.CurvesConfig(steps=6, cache_dir=str(tmp_path))
+    methods = ("concrete_task_arithmetic", "layer_wise_adamerging", "layer_wise_concrete_adamerging")
+    with_curves = ex.run_methods(problem, methods, config)
+    final_only = ex.run_methods(problem, methods, config, curves=False)
+    for name in methods:
+        assert final_only[name].key != with_curves[name].key and not final_only[name].cached
+        assert final_only[name].scores == with_curves[name].scores, name
+        assert any("avg_accuracy" in row for row in with_curves[name].history), name
+        assert not any("avg_accuracy" in row for row in final_only[name].history), name
+
+
+def test_multitask_seeds_keep_curves_for_the_first_seed_only(tmp_path, monkeypatch):
+    from concrete_subspace.experiments import runners
+
+    monkeypatch.setattr(runners, "ensure_zoo", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runners, "problem_for", lambda config, **kwargs: make_toy_problem())
+    config = ex.MultitaskConfig(
+        steps=4, seeds=(0, 1), methods=("task_arithmetic", "concrete_task_arithmetic"), cache_dir=str(tmp_path)
+    )
+    _, records = runners.run_multitask_seeds(config)
+    assert set(records) == {"task_arithmetic", "concrete_task_arithmetic", "concrete_task_arithmetic@seed1"}
+    assert records["concrete_task_arithmetic"].params["eval_every"] > 0  # notebooks 05 and 06 reuse this run
+    assert records["concrete_task_arithmetic@seed1"].params["eval_every"] == 0

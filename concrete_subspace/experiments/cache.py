@@ -139,7 +139,9 @@ def run_cached(
         "eval_tasks": list(eval_problem.task_names),
         "code": fingerprint["sha256"],
     }
-    key = run_key(method, params, problem.task_names, context)
+    # keyed on the parameters resolved against the method's defaults: spelling a default out (temperature=0.5,
+    # seed=0) names the same run, so notebooks that reach one run by different routes compute it once
+    key = run_key(method, {**get_method(method).defaults, **params}, problem.task_names, context)
     directory = Path(cache_dir) / f"{method}-{key}"
     record_path = directory / "record.json"
     if record_path.exists() and not force:

@@ -13,7 +13,7 @@ SMOKE_STEPS = 2
 
 SMOKE_OVERRIDES: dict[str, dict[str, Any]] = {"fisher_merging": {"num_examples": 16}, "regmean": {"num_examples": 32}}
 
-CURVE_POINTS = 5  # accuracy is evaluated this many times along every test-time run (curves for free)
+CURVE_POINTS = 5  # accuracy is evaluated this many times along a test-time run that keeps its curve
 
 
 # Used when the zoo's MINI_DEFAULTS has no step count for a method (chosen for the 45-minute `make figures`).
@@ -39,13 +39,16 @@ def method_params(
     smoke: bool = False,
     overrides: Mapping[str, Any] | None = None,
     precision: str | None = None,
+    curves: bool = True,
 ) -> dict[str, Any]:
     """The parameters a notebook runs ``name`` with: registry defaults <- mini defaults <- steps/smoke <- overrides.
 
     ``precision`` (None: the method's default) is set on the methods that take one (the test-time methods).
 
-    Test-time methods also get ``eval_every`` (accuracy logged CURVE_POINTS times per stage, so every run yields
-    its accuracy curve) and a quiet progress bar at mini scale.
+    Test-time methods also get ``eval_every`` and a quiet progress bar at mini scale. With ``curves`` the accuracy
+    is logged CURVE_POINTS times per stage, so the run yields its accuracy curve (notebooks 05 and 07 reuse the
+    table's runs for theirs); without, ``eval_every=0``: the run is scored once, on its final state, which saves
+    the evaluations (about a quarter of a mini run) and leaves the final scores unchanged.
     """
     defaults = get_method(name).defaults
     params: dict[str, Any] = {}
@@ -69,7 +72,9 @@ def method_params(
     if unknown:
         raise KeyError(f"method_params: {name!r} has no parameter(s) {unknown}; valid: {list(defaults)}")
     step_counts = [params.get(k, defaults[k]) for k in STEP_KEYS if k in defaults]
-    if step_counts:  # smoke: only the first and last point (each evaluation costs many steps)
+    if step_counts and not curves:
+        params.setdefault("eval_every", 0)
+    elif step_counts:  # smoke: only the first and last point (each evaluation costs many steps)
         points = 1 if smoke else CURVE_POINTS
         params.setdefault("eval_every", max(1, max(step_counts) // points))
     if "progress" in defaults:
@@ -96,6 +101,6 @@ def text_method_params(name: str, config: FlanT5Config, seed: int) -> dict[str, 
             overrides.setdefault(key, TEXT_FALLBACK_STEPS[key])
     if "seed" in defaults:
         overrides["seed"] = seed
-    if "eval_every" in defaults:
-        overrides["eval_every"] = 0
-    return method_params(name, scale="mini-text", steps=config.steps, smoke=config.smoke, overrides=overrides)
+    return method_params(
+        name, scale="mini-text", steps=config.steps, smoke=config.smoke, overrides=overrides, curves=False
+    )

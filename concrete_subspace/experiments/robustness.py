@@ -81,7 +81,7 @@ def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, Ru
         problem = problem_of(corruption)
         scores = dict(reference_rows(problem, cache_dir=cache_for(config))) if reference else {}
         for method, record in run_methods(
-            problem, config.methods, config, context={"experiment": "robustness"}
+            problem, config.methods, config, context={"experiment": "robustness"}, curves=False
         ).items():
             records[f"{corruption}/{method}"] = record
             scores[method] = record.scores

@@ -25,8 +25,12 @@ def run_methods(
     eval_problem: MergeProblem | None = None,
     context: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    curves: bool = True,
 ) -> dict[str, RunRecord]:
-    """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke."""
+    """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke.
+
+    ``curves=False``: test-time runs log no accuracy along the way (for tables that show only final scores).
+    """
     records = {}
     for name in methods:
         params = method_params(
@@ -36,6 +40,7 @@ def run_methods(
             smoke=config.smoke,
             overrides=(overrides or {}).get(name),
             precision=config.precision,
+            curves=curves,
         )
         records[name] = run_cached(
             problem, name, params, cache_dir=cache_for(config), eval_problem=eval_problem, context=context
@@ -48,6 +53,7 @@ def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str
 
     The models are those of ``config.seed`` (at mini scale its zoo); the run seed orders the test-time batches and
     draws the masks. Records are keyed by method name for the first seed and ``name@seed<s>`` for the others.
+    Only the first seed's runs keep their accuracy curves (notebooks 05-07 reuse them); the others are scored once.
     """
     seeds = tuple(config.seeds or (config.seed,))
     # at mini scale the models stay those of the zoo of ``config.seed``; the run seed orders batches and draws masks
@@ -68,8 +74,9 @@ def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str
         for name in methods if seed == seeds[0] else test_time:
             defaults = get_method(name).defaults
             overrides = {name: {"seed": seed}} if "seed" in defaults else None
-            record = run_methods(problem, (name,), config, overrides=overrides)[name]
-            records[name if seed == seeds[0] else f"{name}@seed{seed}"] = record
+            first = seed == seeds[0]
+            record = run_methods(problem, (name,), config, overrides=overrides, curves=first)[name]
+            records[name if first else f"{name}@seed{seed}"] = record
             frames.append(tidy_scores(name, record.scores, seed=seed))
     return pd.concat(frames, ignore_index=True), records
 
@@ -109,7 +116,9 @@ def run_generalization(config: GeneralizationConfig) -> tuple[pd.DataFrame, dict
             raise KeyError(f"generalization split {split}: unseen task(s) {missing} are not among the loaded tasks")
         seen = tuple(t for t in full.task_names if t not in unseen)
         problem = restrict(full, seen)
-        runs = run_methods(problem, config.methods, config, eval_problem=full, context={"experiment": "generalization"})
+        runs = run_methods(
+            problem, config.methods, config, eval_problem=full, context={"experiment": "generalization"}, curves=False
+        )
         for method, record in runs.items():
             records[f"{split}/{method}"] = record
             for task, score in record.scores.items():
