@@ -1,6 +1,7 @@
 # Figures: every table and figure of the paper is a notebook run headless by papermill (included by the Makefile).
 #   make figures                            all notebooks at mini scale (offline, CPU; builds the zoos if missing;
 #                                           notebook 02 runs on the mini-text zoo, all-MiniLM-L6-v2 + LoRA)
+#   make figures FIG_JOBS=1                 the same, one job at a time (default: 2, one per core; logs per job)
 #   make fig-01_multitask_table             one notebook
 #   make figures SCALE=paper DEVICE=cuda    the same at paper scale (Hub models; run `make download` first)
 #   make figures SMOKE=True                 tiny zoo and 2 steps (what CI runs), outputs under figures/mini-smoke/

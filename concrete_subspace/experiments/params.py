@@ -48,7 +48,7 @@ def method_params(
     Test-time methods also get ``eval_every`` and a quiet progress bar at mini scale. With ``curves`` the accuracy
     is logged CURVE_POINTS times per stage, so the run yields its accuracy curve (notebooks 05 and 07 reuse the
     table's runs for theirs); without, ``eval_every=0``: the run is scored once, on its final state, which saves
-    the evaluations (about a quarter of a mini run) and leaves the final scores unchanged.
+    the evaluations (about 40 % of a mini run's time: docs/REPRODUCING.md) and leaves the final scores unchanged.
     """
     defaults = get_method(name).defaults
     params: dict[str, Any] = {}
