@@ -1,7 +1,7 @@
 # Figures: every table and figure of the paper is a notebook run headless by papermill (included by the Makefile).
 #   make figures                            all notebooks at mini scale (offline, CPU; builds the zoos if missing;
 #                                           notebook 02 runs on the mini-text zoo, all-MiniLM-L6-v2 + LoRA)
-#   make figures FIG_JOBS=1                 the same, one job at a time (default: 2, one per core; logs per job)
+#   make figures FIG_JOBS=1                 the same, one job at a time (default: 2 at mini, 1 at paper; logs per job)
 #   make fig-01_multitask_table             one notebook
 #   make figures SCALE=paper DEVICE=cuda    the same at paper scale (Hub models; run `make download` first)
 #   make figures SMOKE=True                 tiny zoo and 2 steps (what CI runs), outputs under figures/mini-smoke/
@@ -33,7 +33,8 @@ SMOKE_SUFFIX := $(if $(SMOKE_FLAG),-smoke,)
 CHECKPOINTS_FLAG := $(if $(CHECKPOINTS),-p checkpoints $(CHECKPOINTS),)
 PRECISION_FLAG := $(if $(PRECISION),-p precision $(PRECISION),)
 
-FIG_JOBS ?= 2
+# Mini: two jobs, one per core of a 2-core machine; paper: one (two notebooks on one GPU can run out of memory).
+FIG_JOBS ?= $(if $(filter mini,$(SCALE)),2,1)
 FIG_LOGS := $(EXECUTED)/logs
 # `make figures` runs FIG_JOBS jobs at a time (the two zoo builds, then the notebooks; 1 torch thread each), longest
 # first: while the image zoo builds, the text zoo and notebook 02 use the other core; 05 and 06 wait for 01, whose
@@ -52,7 +53,7 @@ endef
 
 .PHONY: figures figures-all figures-zoo figures-zoo-image figures-zoo-text notebooks $(FIG_TARGETS)
 
-figures: $(STAMP) ## run every notebook, FIG_JOBS (2) at a time (SCALE=mini|paper DEVICE=cpu|cuda SMOKE=False|True) -> figures/
+figures: $(STAMP) ## run every notebook, FIG_JOBS at a time (mini 2, paper 1) (SCALE=mini|paper DEVICE=cpu|cuda SMOKE=False|True) -> figures/
 	@start=$$(date +%s); $(MAKE) --no-print-directory -j$(FIG_JOBS) FIG_SCHEDULE=1 figures-all && \
 	echo "figures: done in $$(( $$(date +%s) - start )) s; outputs in figures/$(SCALE)$(SMOKE_SUFFIX)/, executed notebooks in $(EXECUTED)/"
 
