@@ -8,8 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ..problem import MergeProblem
-from ..registry import get_method
-from .cache import RunRecord, cache_for, cached_table, run_cached
+from .cache import RunRecord, cache_for, cached_table, resolved_params, run_cached
 from .configs import AblationConfig
 from .mask_analysis import eval_mask_table
 from .params import method_params
@@ -32,12 +31,12 @@ def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict
     records: dict[str, RunRecord] = {}
     tables: dict[str, pd.DataFrame] = {}
 
-    defaults = get_method("concrete_task_arithmetic").defaults
+    default = resolved_params("concrete_task_arithmetic", base)
 
     def cta(overrides: Mapping[str, Any], target: MergeProblem = problem) -> RunRecord:
         """Concrete TA with ``overrides``; a sweep point (not the default run) is scored once, with no curve."""
         params = {**base, **overrides}
-        if target is not problem or {**defaults, **params} != {**defaults, **base}:
+        if target is not problem or resolved_params("concrete_task_arithmetic", params) != default:
             params["eval_every"] = 0  # only the default run's curve is drawn (the steps table)
         return run_cached(target, "concrete_task_arithmetic", params, cache_dir=cache)
 

@@ -113,6 +113,15 @@ def run_key(method: str, params: Mapping[str, Any], tasks: Sequence[str], contex
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def resolved_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` over the registry defaults of ``method``: what the run computes with.
+
+    The run cache keys on these, so spelling a default out (temperature=0.5, seed=0) names the same run and
+    notebooks that reach one run by different routes compute it once.
+    """
+    return {**get_method(method).defaults, **params}
+
+
 def run_cached(
     problem: MergeProblem,
     method: str,
@@ -139,9 +148,7 @@ def run_cached(
         "eval_tasks": list(eval_problem.task_names),
         "code": fingerprint["sha256"],
     }
-    # keyed on the parameters resolved against the method's defaults: spelling a default out (temperature=0.5,
-    # seed=0) names the same run, so notebooks that reach one run by different routes compute it once
-    key = run_key(method, {**get_method(method).defaults, **params}, problem.task_names, context)
+    key = run_key(method, resolved_params(method, params), problem.task_names, context)
     directory = Path(cache_dir) / f"{method}-{key}"
     record_path = directory / "record.json"
     if record_path.exists() and not force:

@@ -72,11 +72,9 @@ def method_params(
     if unknown:
         raise KeyError(f"method_params: {name!r} has no parameter(s) {unknown}; valid: {list(defaults)}")
     step_counts = [params.get(k, defaults[k]) for k in STEP_KEYS if k in defaults]
-    if step_counts and not curves:
-        params.setdefault("eval_every", 0)
-    elif step_counts:  # smoke: only the first and last point (each evaluation costs many steps)
+    if step_counts:  # smoke: only the first and last point (each evaluation costs many steps)
         points = 1 if smoke else CURVE_POINTS
-        params.setdefault("eval_every", max(1, max(step_counts) // points))
+        params.setdefault("eval_every", max(1, max(step_counts) // points) if curves else 0)
     if "progress" in defaults:
         params.setdefault("progress", scale == "paper")
     return params
