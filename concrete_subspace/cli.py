@@ -275,6 +275,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
                 smoke=args.smoke,
                 force=args.force,
                 progress=not args.quiet,
+                methods=args.methods,
                 precision=args.precision,
             )
     except FileExistsError as err:  # --out holds files that are not a zoo: the user's to resolve
@@ -385,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--smoke", action="store_true", help="tiny zoo for CI and notebook tests")
     build.add_argument("--force", action="store_true", help="rebuild even if a complete zoo exists")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument(
+        "--methods",
+        action="store_true",
+        help="mini: also record the core merge methods' test-split results at the mini defaults in the manifest "
+        "(about 3.5 min; notebook 01 computes the same runs)",
+    )
     build.add_argument(
         "--precision",
         default="fp32",

@@ -159,6 +159,31 @@ def test_cache_reuse_and_partial_detection(smoke_zoo, capsys, tmp_path):
     assert (foreign / "notes.txt").exists()
 
 
+def test_method_results_are_opt_in(smoke_zoo, tmp_path, capsys):
+    """The default build records no method results; build_zoo(methods=True) adds them to a complete zoo, in place."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_zoo, copy)
+    assert "methods" not in zoo.read_manifest(copy)
+    assert zoo.build_zoo(copy, seed=0, smoke=True, progress=False, methods=True) == copy
+    assert "computing its merge-method results" in capsys.readouterr().out
+    m = zoo.read_manifest(copy)
+    assert set(m["methods"]) == {
+        "task_arithmetic",
+        "ties_merging",
+        "concrete_task_arithmetic",
+        "layer_wise_adamerging",
+        "layer_wise_concrete_adamerging",
+    }
+    for name, row in m["methods"].items():
+        assert "error" not in row, (name, row)
+        assert set(row["test"]) == set(m["task_names"]) | {"average"}
+        assert 0.0 <= row["test"]["average"] <= 100.0
+    assert m["methods"]["task_arithmetic"]["params"]["scaling"] == zoo.MINI_DEFAULTS["task_arithmetic"]["scaling"]
+    assert m["accuracy"] == zoo.read_manifest(smoke_zoo)["accuracy"]  # the zoo itself is untouched
+
+
 @pytest.mark.slow
 def test_smoke_build_deterministic(smoke_zoo, tmp_path):
     again = zoo.build_zoo(tmp_path / "again", seed=0, smoke=True, progress=False, methods=False)

@@ -33,12 +33,14 @@ def build_zoo(
     smoke: bool = False,
     force: bool = False,
     progress: bool = True,
-    methods: bool = True,
+    methods: bool = False,
     precision: str = "fp32",
 ) -> Path:
     """Build (or reuse) the mini zoo; returns its directory. Partial or other-version zoos are rebuilt, never used.
 
-    ``precision="bf16"`` trains under bf16 autocast (saved weights fp32; default directory suffixed ``-bf16``).
+    ``methods=True`` also records the core merge methods' test-split results at MINI_DEFAULTS in the manifest (about
+    3.5 minutes; notebook 01 computes the same runs, so the default build skips them). ``precision="bf16"`` trains
+    under bf16 autocast (saved weights fp32; default directory suffixed ``-bf16``).
     """
     if scale != "mini":
         raise ValueError(
