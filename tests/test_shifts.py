@@ -1,4 +1,4 @@
-"""The task-specific domain shifts of zoo v2: shape, range, determinism, and that each one changes the images."""
+"""The task-specific domain shifts of the mini zoo (v3; v2's kept): shape, range, determinism, and that each one changes the images."""
 
 import numpy as np
 import pytest
@@ -52,11 +52,13 @@ def test_an_unknown_task_names_the_tasks_that_have_a_shift():
         shifts.apply_task_shift("cifar", _images(), np.random.default_rng(0))
 
 
-def test_v3_candidate_changes_only_three_tasks_and_each_shift_is_valid():
+def test_v3_changes_four_tasks_of_v2_and_is_the_default():
     x = _images(n=8)
     changed = {t for t in shifts.V3_SHIFTS if shifts.V3_SHIFTS[t] is not shifts.V2_SHIFTS[t]}
-    assert changed == {"digits", "landcover", "directions"}
-    assert shifts.TASK_SHIFTS == shifts.V2_SHIFTS  # v2 stays the default until v3 lands with its figures
+    assert changed == {"digits", "landcover", "directions", "signs"}
+    medium = {t for t in shifts.MEDIUM_SHIFTS if shifts.MEDIUM_SHIFTS[t] is not shifts.V2_SHIFTS[t]}
+    assert medium == changed - {"signs"}
+    assert shifts.TASK_SHIFTS == shifts.V3_SHIFTS
     outs = {}
     for task in sorted(changed):
         y = shifts.V3_SHIFTS[task](x, np.random.default_rng(0)).astype(np.float32)
@@ -64,3 +66,8 @@ def test_v3_candidate_changes_only_three_tasks_and_each_shift_is_valid():
         assert not np.allclose(y, shifts.V2_SHIFTS[task](x, np.random.default_rng(0)), atol=1e-3), task
         outs[task] = y
     np.testing.assert_allclose(outs["landcover"], 1.0 - shifts.permute_channels(x, None), atol=1e-6)
+    np.testing.assert_allclose(outs["signs"], shifts.permute_channels(shifts.pixelate(x, None), None), atol=1e-6)
+    # red turns blue-ish: the recolouring is what takes the traffic signs' zero-shot away
+    red = np.zeros((1, 28, 28, 3), np.float32)
+    red[..., 0] = 0.8
+    assert shifts.pixelate_and_permute(red, None)[0, 0, 0].argmax() == 2

@@ -58,20 +58,14 @@ def medium_shifts() -> dict:
     """Between v2 and strong: stronger shifts for digits, landcover and directions only (the v3 candidate)."""
     from concrete_subspace.data import shifts
 
-    return dict(shifts.V3_SHIFTS)
-
-
-def _pixelate_permute(x, rng):
-    from concrete_subspace.data import shifts
-
-    return shifts.permute_channels(shifts.pixelate(x, rng), rng)
+    return dict(shifts.MEDIUM_SHIFTS)
 
 
 def v3_signs_shifts() -> dict:
-    """v3 (medium) with signs also recoloured (red <-> blue-ish): signs kept the highest zero-shot under v3 (79-83)."""
+    """Zoo v3's shifts (medium, and signs recoloured as well as pixelated; the default since 2026-12-03)."""
     from concrete_subspace.data import shifts
 
-    return {**shifts.V3_SHIFTS, "signs": _pixelate_permute}
+    return dict(shifts.V3_SHIFTS)
 
 
 def strong_shifts() -> dict:

@@ -4,7 +4,7 @@ Pre-training sees every task's concepts without these shifts, so each task's dis
 pre-trained model never saw (as EuroSAT's or SVHN's images are for CLIP), and the shifts differ between tasks, so
 an expert's update is specific to its task. Float images N x H x W x 3 in [0, 1] in and out; the only randomness
 (salt-and-pepper) comes from the caller's generator. Measured effect on zero-shot and linear-probe accuracy:
-docs/zoo.md ("Zoo v2"; the stronger v3 candidate: its "Shift-strength probes").
+docs/zoo.md ("Zoo v3"; v2's and the probes that led to v3: "Zoo v2").
 """
 
 from __future__ import annotations
@@ -84,18 +84,27 @@ V2_SHIFTS: dict[str, Shift] = {
     "directions": posterise,
 }
 
-# Zoo v3 candidate (not the default yet): v2's shifts with the three tasks whose zero-shot stayed highest under v2
-# shifted harder (the "medium" probe of docs/zoo.md: validation zero-shot 64.5 -> 57.9 on v2's pre-trained model,
-# experts 94.3 -> 95.2). benchmarks/zoo_v2/probe.py --shifts v3 builds a variant with them.
-V3_SHIFTS: dict[str, Shift] = {
+
+def pixelate_and_permute(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Block means over 4 x 4 cells, then the channel permutation and tint (red signs turn blue, blue ones green)."""
+    return permute_channels(pixelate(x, rng), rng)
+
+
+# The "medium" probe of docs/zoo.md: v2's shifts with digits, landcover and directions shifted harder (validation
+# zero-shot 64.5 -> 57.9 on v2's pre-trained model). benchmarks/zoo_v2/probe.py --shifts medium|v3 builds it.
+MEDIUM_SHIFTS: dict[str, Shift] = {
     **V2_SHIFTS,
     "digits": partial(blur, sigma=1.6),
     "landcover": permute_and_invert,
     "directions": partial(posterise, levels=2),
 }
 
-# One shift per task, applied to every split of the task after its rendering and corruption (zoo v2's).
-TASK_SHIFTS: dict[str, Shift] = dict(V2_SHIFTS)
+# Zoo v3's shifts (the default since 2026-12-03): the medium shifts, and signs recoloured as well as pixelated
+# (signs kept zero-shot 83 under the medium shifts; recoloured: 21, expert 97; docs/zoo.md "Zoo v3").
+V3_SHIFTS: dict[str, Shift] = {**MEDIUM_SHIFTS, "signs": pixelate_and_permute}
+
+# One shift per task, applied to every split of the task after its rendering and corruption (zoo v3's).
+TASK_SHIFTS: dict[str, Shift] = dict(V3_SHIFTS)
 
 
 def apply_task_shift(task: str, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
