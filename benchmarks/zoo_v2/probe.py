@@ -337,7 +337,8 @@ def main(argv=None) -> None:
         "--shifts",
         default="own",
         choices=("own", "v2", "medium", "v3", "v3-signs", "strong"),
-        help="own: the pre-training directory's task data; else that variant's shifts (own datasets; v3 = medium)",
+        help="own: the pre-training directory's task data; else that variant's shifts (own datasets; v3 = medium, "
+        "the name of the v3 candidate in the probe records; v3-signs = zoo v3's, data.shifts.V3_SHIFTS)",
     )
     c = sub.add_parser("methods")
     c.add_argument("zoo")
