@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         action="store_true",
         help="mini: also record the core merge methods' test-split results at the mini defaults in the manifest "
-        "(about 3.5 min; notebook 01 computes the same runs)",
+        "(224 s on zoo v2 here; notebook 01 computes the same runs)",
     )
     build.add_argument(
         "--precision",

@@ -61,13 +61,6 @@ def medium_shifts() -> dict:
     return dict(shifts.MEDIUM_SHIFTS)
 
 
-def v3_signs_shifts() -> dict:
-    """Zoo v3's shifts (medium, and signs recoloured as well as pixelated; the default since 2026-12-03)."""
-    from concrete_subspace.data import shifts
-
-    return dict(shifts.V3_SHIFTS)
-
-
 def strong_shifts() -> dict:
     """Stronger domain shifts for the tasks whose zero-shot stays high under the v2 shifts (a probe lever)."""
     from concrete_subspace.data import shifts
@@ -196,7 +189,7 @@ def cmd_finetune(args) -> None:
             "strong": strong_shifts,
             "medium": medium_shifts,
             "v3": medium_shifts,
-            "v3-signs": v3_signs_shifts,
+            "v3-signs": lambda: dict(shifts.V3_SHIFTS),
         }
         shifts.TASK_SHIFTS.update(chosen[args.shifts]())
         with zoo.deterministic():

@@ -38,8 +38,8 @@ def build_zoo(
 ) -> Path:
     """Build (or reuse) the mini zoo; returns its directory. Partial or other-version zoos are rebuilt, never used.
 
-    ``methods=True`` also records the core merge methods' test-split results at MINI_DEFAULTS in the manifest (about
-    3.5 minutes; notebook 01 computes the same runs, so the default build skips them). ``precision="bf16"`` trains
+    ``methods=True`` also records the core merge methods' test-split results at MINI_DEFAULTS in the manifest (224 s
+    on zoo v2 here; notebook 01 computes the same runs, so the default build skips them). ``precision="bf16"`` trains
     under bf16 autocast (saved weights fp32; default directory suffixed ``-bf16``).
     """
     if scale != "mini":
