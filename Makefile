@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint format test test-fast lab zoo zoo-smoke bench dist-example download clean
+.PHONY: help install lock lint format test test-fast lab zoo zoo-ship zoo-smoke bench dist-example download clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
@@ -65,8 +65,15 @@ test-fast: install ## the unit tests only (skips the zoo build and the notebooks
 lab: install ## open the notebooks in JupyterLab (edit notebooks/*.py, the paired sources; `make notebooks` after)
 	$(OFFLINE) $(VENV)/bin/jupyter lab notebooks/
 
-zoo: install ## build (or reuse) the offline mini model zoo in the cache directory (PRECISION=bf16: a bf16-trained zoo)
-	$(OFFLINE) $(CLI) zoo build --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION),)
+zoo: install ## rebuild the mini image zoo from scratch (~25 min) and compare it with the shipped one (PRECISION=bf16: a bf16-trained zoo)
+	$(OFFLINE) $(CLI) zoo build --from-scratch --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION),)
+
+zoo-ship: install ## replace the shipped mini zoo: rebuild from scratch (--force), copy into the package, git-stage it
+	$(OFFLINE) $(CLI) zoo build --from-scratch --force --seed 0 --quiet
+	$(OFFLINE) $(CLI) zoo ship
+	$(OFFLINE) $(PY) -m pytest -q tests/test_shipped_zoo.py
+	git add concrete_subspace/shipped_zoos/mini
+	@echo "zoo-ship: staged; say why in CHANGELOG.md (a new zoo format) before committing"
 
 zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and notebook tests
 	$(OFFLINE) $(CLI) zoo build --seed $(SEED) --smoke

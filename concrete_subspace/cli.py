@@ -261,9 +261,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from .mini_zoo import shipped
+    from .status import show_status
     from .text_zoo import build_text_zoo
     from .zoo import build_zoo
 
+    show_status()
     try:
         if args.scale == "mini-text":
             path = build_text_zoo(args.out, seed=args.seed, smoke=args.smoke, force=args.force, progress=not args.quiet)
@@ -277,10 +280,29 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 methods=args.methods,
                 precision=args.precision,
+                from_scratch=args.from_scratch,
             )
-    except FileExistsError as err:  # --out holds files that are not a zoo: the user's to resolve
+            if args.from_scratch and shipped.ships(args.seed, args.smoke, args.precision, any_format=True):
+                try:
+                    print(shipped.format_comparison(shipped.compare_to_shipped(path)))
+                except shipped.StaleShippedZooError as err:
+                    print(f"not compared: {err}")
+    except (FileExistsError, shipped.ZooIntegrityError, shipped.StaleShippedZooError) as err:
         raise CliError(str(err)) from None
     print(path)
+    return 0
+
+
+def cmd_zoo_ship(args: argparse.Namespace) -> int:
+    from .mini_zoo import shipped
+    from .mini_zoo.build import rebuilt_zoo_dir
+
+    try:
+        target = shipped.ship_zoo(Path(args.zoo_dir) if args.zoo_dir else rebuilt_zoo_dir(0))
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"shipped -> {target} ({size / 1e6:.1f} MB); stage it with `git add {target}`")
     return 0
 
 
@@ -398,7 +420,25 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fp32", "bf16"],
         help="bf16: train under bf16 autocast (own cache directory, suffix -bf16)",
     )
+    build.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="mini: pre-train and fine-tune instead of using the zoo shipped with the package (about 25 min); the "
+        "shipped seed's rebuild goes to its own directory (suffix -rebuilt) and is compared with the shipped zoo",
+    )
     build.set_defaults(func=cmd_zoo_build)
+    ship = zoo_sub.add_parser(
+        "ship",
+        help="copy a built mini zoo's weights and manifest into the package (replaces the shipped zoo)",
+        parents=[debug],
+    )
+    ship.add_argument(
+        "zoo_dir",
+        nargs="?",
+        default=None,
+        help="a complete zoo built with hashes (default: the seed-0 rebuild of `zoo build --from-scratch`)",
+    )
+    ship.set_defaults(func=cmd_zoo_ship)
 
     sub.add_parser("bench", help="benchmark the merge loops (see `concrete-subspace bench --help`)", add_help=False)
     sub.add_parser(

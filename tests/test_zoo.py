@@ -4,6 +4,7 @@ alone, is reused from the cache, and an interrupted build is detected and rebuil
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -130,10 +131,11 @@ def test_smoke_problem(smoke_zoo):
         zoo.load_zoo_problem(smoke_zoo, tasks=["imagenet"])
 
 
-def test_cache_reuse_and_partial_detection(smoke_zoo, capsys, tmp_path):
+def test_cache_reuse_and_partial_detection(smoke_zoo, caplog, tmp_path):
     manifest_before = (smoke_zoo / "manifest.json").read_text()
+    caplog.set_level(logging.INFO, logger="concrete_subspace")
     assert zoo.build_zoo(smoke_zoo, seed=0, smoke=True, progress=False, methods=False) == smoke_zoo
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in caplog.text
     assert (smoke_zoo / "manifest.json").read_text() == manifest_before
 
     # an interrupted build: files without a manifest are never used, and are rebuilt
@@ -159,15 +161,16 @@ def test_cache_reuse_and_partial_detection(smoke_zoo, capsys, tmp_path):
     assert (foreign / "notes.txt").exists()
 
 
-def test_method_results_are_opt_in(smoke_zoo, tmp_path, capsys):
+def test_method_results_are_opt_in(smoke_zoo, tmp_path, caplog):
     """The default build records no method results; build_zoo(methods=True) adds them to a complete zoo, in place."""
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(smoke_zoo, copy)
     assert "methods" not in zoo.read_manifest(copy)
+    caplog.set_level(logging.INFO, logger="concrete_subspace")
     assert zoo.build_zoo(copy, seed=0, smoke=True, progress=False, methods=True) == copy
-    assert "computing its merge-method results" in capsys.readouterr().out
+    assert "computing its merge-method results" in caplog.text
     m = zoo.read_manifest(copy)
     assert set(m["methods"]) == {
         "task_arithmetic",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import shutil
 import time
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 from ..data import mini
 from ..provenance import StageClock
 from ..seeding import derive_seed
+from . import shipped
 from .config import BUILDING_MARKER, MANIFEST, MiniConfig, default_zoo_dir, mini_config
 from .determinism import _seeded_init, deterministic
 from .evaluate import _evaluate_zoo, _geometry
@@ -23,6 +25,8 @@ from .methods import _method_results, _methods_fingerprint, update_method_result
 from .model import build_clip_config, build_processor, build_tokenizer
 from .task_data import generate_task_data, save_task_datasets
 from .train import finetune, pretrain
+
+log = logging.getLogger(__name__)
 
 
 def build_zoo(
@@ -35,8 +39,15 @@ def build_zoo(
     progress: bool = True,
     methods: bool = False,
     precision: str = "fp32",
+    from_scratch: bool = False,
 ) -> Path:
-    """Build (or reuse) the mini zoo; returns its directory. Partial or other-version zoos are rebuilt, never used.
+    """The mini zoo's directory: the shipped zoo materialised in the cache (seconds), or a zoo built from scratch.
+
+    The package ships the seed-0 fp32 zoo (:mod:`.shipped`); asking for it gives that zoo, its files checked by
+    sha256, its data regenerated and checked. Other seeds, smoke and bf16 zoos, and ``from_scratch=True``, build
+    (pre-train, fine-tune: about 25 min for the full zoo); a from-scratch build of the shipped zoo goes to its own
+    directory (suffix ``-rebuilt``) so that it can be compared with the shipped one (:func:`.shipped.compare_to_shipped`).
+    Partial or other-version zoos are rebuilt, never used.
 
     ``methods=True`` also records the core merge methods' test-split results at MINI_DEFAULTS in the manifest (224 s
     on zoo v2 here; notebook 01 computes the same runs, so the default build skips them). ``precision="bf16"`` trains
@@ -47,18 +58,30 @@ def build_zoo(
             f"build_zoo builds only the 'mini' scale (got {scale!r}); the paper scale uses Hub checkpoints"
         )
     cfg = mini_config(smoke, precision)
-    zoo_dir = Path(out_dir) if out_dir is not None else default_zoo_dir(seed, smoke, precision)
+    use_shipped = not from_scratch and shipped.ships(seed, smoke, precision)
+    if out_dir is not None:
+        zoo_dir = Path(out_dir)
+    else:
+        zoo_dir = default_zoo_dir(seed, smoke, precision)
+        if from_scratch and shipped.ships(seed, smoke, precision, any_format=True):
+            zoo_dir = rebuilt_zoo_dir(seed)
     state = _zoo_state(zoo_dir, seed, smoke, precision)
+    if state == "complete" and use_shipped and not force and not _holds_shipped(zoo_dir):
+        state = "partial"  # a zoo built here, or an older shipped one: replace it by the shipped zoo
     if state == "complete" and not force:
         if methods and read_manifest(zoo_dir).get("methods_fingerprint") != _methods_fingerprint(cfg):
-            print(
-                f"zoo: reusing the complete cached zoo at {zoo_dir}; computing its merge-method results "
-                f"(missing or made with other MINI_DEFAULTS)"
+            log.info(
+                "zoo: reusing the complete cached zoo at %s; computing its merge-method results "
+                "(missing or made with other MINI_DEFAULTS)",
+                zoo_dir,
             )
             update_method_results(zoo_dir, progress=progress)
         else:
-            print(
-                f"zoo: reusing the complete cached zoo at {zoo_dir} (seed {seed}{', smoke' if smoke else ''}); --force rebuilds it"
+            log.info(
+                "zoo: reusing the complete cached zoo at %s (seed %d%s); --force rebuilds it",
+                zoo_dir,
+                seed,
+                ", smoke" if smoke else "",
             )
         return zoo_dir
     if state == "foreign":
@@ -71,16 +94,38 @@ def build_zoo(
             if state == "complete"
             else "incomplete, interrupted, other-seed, -precision or -version zoo"
         )
-        print(f"zoo: {zoo_dir} holds an {why}; deleting and rebuilding it")
+        log.info("zoo: %s holds an %s; deleting and rebuilding it", zoo_dir, why)
         shutil.rmtree(zoo_dir)
     zoo_dir.mkdir(parents=True, exist_ok=True)
     (zoo_dir / BUILDING_MARKER).write_text(f"build started {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
     with deterministic(), quiet_library_bars():
-        manifest = _build(zoo_dir, cfg, seed, smoke, progress, methods)
+        if use_shipped:
+            start = time.perf_counter()
+            manifest = shipped.materialise(zoo_dir, progress)
+            if methods:
+                manifest["methods"] = _method_results(zoo_dir, manifest, cfg, seed, progress)
+                manifest["methods_fingerprint"] = _methods_fingerprint(cfg)
+        else:
+            manifest = _build(zoo_dir, cfg, seed, smoke, progress, methods)
+            manifest["files"] = shipped.zoo_file_hashes(zoo_dir)
     _atomic_write_json(zoo_dir / MANIFEST, manifest)
     (zoo_dir / BUILDING_MARKER).unlink()
-    print(f"zoo: built {zoo_dir} in {manifest['build_seconds']['total']:.0f} s")
+    if use_shipped:
+        log.info("zoo: the shipped zoo, checked and materialised in %s in %.0f s", zoo_dir, time.perf_counter() - start)
+    else:
+        log.info("zoo: built %s in %.0f s", zoo_dir, manifest["build_seconds"]["total"])
     return zoo_dir
+
+
+def rebuilt_zoo_dir(seed: int = 0) -> Path:
+    """Where a from-scratch rebuild of the shipped zoo goes (beside the shipped zoo's materialisation)."""
+    zoo_dir = default_zoo_dir(seed)
+    return zoo_dir.with_name(zoo_dir.name + "-rebuilt")
+
+
+def _holds_shipped(zoo_dir: Path) -> bool:
+    """Whether a complete cached zoo is the current shipped zoo (same files, by sha256)."""
+    return read_manifest(zoo_dir).get("files") == shipped.read_shipped_manifest()["files"]
 
 
 def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: bool, methods: bool) -> dict:
@@ -91,6 +136,7 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
 
     clock = StageClock()
     data = generate_task_data(cfg, seed, progress)
+    data_sha256 = shipped.task_data_hashes(data)
     pre_x, pre_captions, _ = mini.make_pretraining_set(
         seed, cfg.pretrain_per_task, cfg.sizes, cfg.unnamed_classes, cfg.generic_classes
     )
@@ -138,6 +184,9 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
         cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, clock.seconds
     )
     manifest["geometry"] = geometry
+    manifest.update(
+        data_sha256=data_sha256, recipe_fingerprint=shipped.recipe_fingerprint(cfg), kernel=shipped.kernel_path()
+    )
     if methods:
         manifest["methods"] = _method_results(zoo_dir, manifest, cfg, seed, progress)
         manifest["methods_fingerprint"] = _methods_fingerprint(cfg)

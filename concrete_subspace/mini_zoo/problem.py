@@ -12,6 +12,7 @@ from .config import MANIFEST
 from .files import load_vision_state, quiet_library_bars
 from .manifest import read_manifest
 from .model import to_pixel_values
+from .shipped import check_files
 from .task_data import load_task_split
 
 
@@ -24,9 +25,13 @@ def load_zoo_problem(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ):
-    """The zoo as a MergeProblem: TTA batches and evaluation from ``split`` (as in the paper), train for Fisher/RegMean."""
+    """The zoo as a MergeProblem: TTA batches and evaluation from ``split`` (as in the paper), train for Fisher/RegMean.
+
+    The weight files are checked against the manifest's sha256 first (a corrupted or edited file is named)."""
+    manifest = read_manifest(zoo_dir)
+    check_files(Path(zoo_dir), manifest.get("files", {}))
     return _problem_from(
-        Path(zoo_dir), read_manifest(zoo_dir), tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device
+        Path(zoo_dir), manifest, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device
     )
 
 
