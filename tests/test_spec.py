@@ -38,7 +38,9 @@ def assert_matches(fast, reference) -> None:
     """The library's MergeResult equals the spec's SpecResult: merged state, mask logits, coefficients."""
     assert fast.state.keys() == reference.state.keys()
     for key in reference.state:
-        torch.testing.assert_close(fast.state[key], reference.state[key], **STATE_TOLERANCE, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(
+            fast.state[key], reference.state[key], **STATE_TOLERANCE, msg=lambda m, key=key: f"{key}: {m}"
+        )
     if reference.mask_logits is not None:
         torch.testing.assert_close(fast.extras["mask_logits"], flat(reference.mask_logits), **LOGIT_TOLERANCE)
     if reference.coefficients is not None:
