@@ -3,7 +3,8 @@
 Plain state dicts (merged-tensor name → tensor), a Python loop over steps, one task's forward at a time; no flat
 buffers, no sharding, no checkpoints, no logging, no progress bars. Slow and simple on purpose: it is the yardstick
 that the fast code (:mod:`concrete`, :mod:`adamerging`) is tested against (tests/test_spec.py). Only the options that
-change what is computed are here (not ``vector_dtype``, ``forward_mode``, ``precision`` or ``shard_vectors``).
+change what is computed are here (not ``vector_dtype``, ``forward_mode``, ``precision`` or ``shard_vectors``), for
+float32 models (how the fast code handles 16-bit ones, docs/method.md §1, is an implementation matter).
 
 Random streams follow the library's convention, so one seed gives the same masks in both: a mask sample draws ONE
 vector of P uniforms over the merged elements in state-dict order from an explicit generator (the run's generator,
@@ -129,7 +130,7 @@ def initial_coefficients(theta0: State, num_tasks: int, granularity: str, init: 
     return torch.full(shape, float(init), device=next(iter(theta0.values())).device)
 
 
-def effective(weights: Tensor, clamp: bool) -> Tensor:
+def effective_coefficients(weights: Tensor, clamp: bool) -> Tensor:
     """The coefficients used in the merge: clamp(w, 0, 1) if ``clamp``, else w."""
     return weights.clamp(0.0, 1.0) if clamp else weights
 
@@ -140,7 +141,7 @@ def adapt_coefficients(problem, theta0, vectors, initial, *, clamp, lr, betas, s
     adam = torch.optim.Adam([w], lr=lr, betas=betas)
     for step in range(steps):
         adam.zero_grad()
-        entropy_loss(problem, merge(theta0, vectors, effective(w, clamp), mask), step).backward()
+        entropy_loss(problem, merge(theta0, vectors, effective_coefficients(w, clamp), mask), step).backward()
         adam.step()
     return w.detach()
 
@@ -153,7 +154,7 @@ def adamerging(
     vectors = vectors if ties_density is None else ties_preprocess(vectors, ties_density)
     initial = initial_coefficients(theta0, len(vectors), granularity, init)
     w = adapt_coefficients(problem, theta0, vectors, initial, clamp=clamp, lr=lr, betas=betas, steps=steps)
-    return SpecResult(merge(theta0, vectors, effective(w, clamp)), None, effective(w, clamp))
+    return SpecResult(merge(theta0, vectors, effective_coefficients(w, clamp)), None, effective_coefficients(w, clamp))
 
 
 def concrete_task_arithmetic(
@@ -226,7 +227,7 @@ def concrete_adamerging(
             w.copy_(adapted if inner_uses_previous_weights else initial)
         inner.zero_grad()
         fixed_mask = {k: m.detach() for k, m in mask.items()}
-        entropy_loss(problem, merge(theta0, vectors, effective(w, clamp), fixed_mask), 2 * step).backward()
+        entropy_loss(problem, merge(theta0, vectors, effective_coefficients(w, clamp), fixed_mask), 2 * step).backward()
         if inner_uses_previous_weights:
             with torch.no_grad():  # ... whose gradient is then applied to the reset w
                 w.copy_(initial)
@@ -235,14 +236,18 @@ def concrete_adamerging(
         if variant == "paper":
             mask = concrete_sample(logits, temperature, generator)
         outer.zero_grad()
-        entropy_loss(problem, merge(theta0, vectors, effective(adapted, clamp), mask), 2 * step + 1).backward()
+        entropy_loss(
+            problem, merge(theta0, vectors, effective_coefficients(adapted, clamp), mask), 2 * step + 1
+        ).backward()
         outer.step()
     kept = evaluation_mask(logits, eval_mask, temperature, seed + 2)
     w = adapt_coefficients(
         problem, theta0, vectors, initial, clamp=clamp, lr=tta_lr, betas=betas, steps=tta_steps, mask=kept
     )
     learned = {k: x.detach() for k, x in logits.items()}
-    return SpecResult(merge(theta0, vectors, effective(w, clamp), kept), learned, effective(w, clamp))
+    return SpecResult(
+        merge(theta0, vectors, effective_coefficients(w, clamp), kept), learned, effective_coefficients(w, clamp)
+    )
 
 
 #: The registry's test-time methods, by name, as specified here (``run_method(name, ...)`` is their fast form).
