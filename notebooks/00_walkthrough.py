@@ -13,8 +13,8 @@
 # Interference Elimination for Multi-task Model Fusion* (arXiv 2312.06173): task vectors, why merging them
 # interferes, the Concrete (relaxed Bernoulli) mask and its temperature, then **one step of Concrete Task Arithmetic
 # (CTA) and one bi-level step of Concrete AdaMerging derived by hand** from the formulas (plain torch: sampling,
-# rescaling, merging, forward, entropy, gradient, Adam), each checked against one step of the library, and finally
-# a short CTA run.
+# rescaling, merging, forward, entropy, gradient, Adam), each checked against one step of the library, then the
+# project's executable specification (`concrete_subspace/spec.py`) beside the library, and finally a short CTA run.
 #
 # **Scale.** At `scale="mini"` (default; offline, CPU) everything runs on the mini zoo (a small CLIP pre-trained here,
 # fine-tuned on eight synthetic/real tasks; docs/zoo.md): every number is **ours** on that zoo, not comparable to the
@@ -308,7 +308,31 @@ cam_matches = (
 print("library Concrete AdaMerging step == hand-derived step:", cam_matches)
 
 # %% [markdown]
-# ## 8. The full run
+# ## 8. The executable specification
+# `concrete_subspace/spec.py` states every method of this notebook as plain code on state dicts, one small function
+# per formula of docs/method.md (no flat buffers, no fused backward, no checkpoints): it is what the library's fast
+# code is tested against, for every method and option (tests/test_spec.py). Two steps of its Concrete TA beside two
+# steps of the library's, same seed: the logits must agree to within the tolerance of section 6, and the merged
+# weights to within $10^{-5}$.
+
+# %%
+from concrete_subspace import spec
+
+cta_settings = {"steps": 2, "scaling": scaling, "temperature": temperature, "lr": lr, "seed": config.seed}
+plain = spec.concrete_task_arithmetic(problem, **cta_settings)
+fast = run_method("concrete_task_arithmetic", problem, **cta_settings, progress=False)
+plain_logits = torch.cat([x.reshape(-1) for x in plain.mask_logits.values()]).cpu()
+logit_gap = float((fast.extras["mask_logits"] - plain_logits).abs().max())
+weight_gap = max(float((fast.state[k] - plain.state[k]).abs().max()) for k in plain.state)
+print(f"largest difference: logits {logit_gap:.1e} (tolerance {tolerance:.0e}), merged weights {weight_gap:.1e}")
+spec_matches = logit_gap <= tolerance and weight_gap <= 1e-5
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("library CTA == executable specification (2 steps):", spec_matches)
+
+# %% [markdown]
+# ## 9. The full run
 # Now the full CTA run with the scale's defaults (mini: the zoo's validation-chosen step count). Runs are cached on
 # disk keyed by everything that changes their result, so the other notebooks reuse this one. The curve shows the
 # summed entropy (the loss) and the average test accuracy along the run; accuracy is read off the history that the

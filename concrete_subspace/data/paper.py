@@ -31,7 +31,7 @@ class VisionDatasetSpec:
     split: str = "test"
 
 
-#: task key -> Hub dataset (DESIGN.md section 4; fusion_bench's choices).
+#: task key -> Hub dataset (the Hub ids fusion_bench uses).
 VISION_DATASETS: dict[str, VisionDatasetSpec] = {
     "sun397": VisionDatasetSpec("tanganke/sun397"),
     "cars": VisionDatasetSpec("tanganke/stanford_cars"),
