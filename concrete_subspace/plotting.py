@@ -289,6 +289,7 @@ def meta_stage_figure(meta: pd.DataFrame, path=None) -> plt.Figure:
     left.set(xlabel="meta step", ylabel="average accuracy (%)", title="accuracy along the meta stage")
     right.set(xlabel="meta step", ylabel="share of w' at 0 or 1", ylim=(-0.02, 1.02), title="where w' is")
     twin.set_ylabel("mean |logit| (dotted)")
+    twin.grid(False)
     left.legend(frameon=False, fontsize=7)
     right.legend(frameon=False, fontsize=7)
     fig.tight_layout()
