@@ -1,6 +1,6 @@
 """The Concrete (relaxed Bernoulli) mask: logits, sampling, per-tensor rescaling, evaluation masks, density.
 
-Reference semantics (DESIGN.md §2): ONE mask shared by all tasks, one logit per element of every merged tensor,
+Reference semantics (docs/method.md §2): ONE mask shared by all tasks, one logit per element of every merged tensor,
 logits start at 0 (p = 0.5); a sample is m = σ((log u − log(1−u) + x)/λ) with u ~ U(0,1) clamped away from 0 and 1
 (exactly ``torch.distributions.RelaxedBernoulli(λ, logits=x).rsample()``); the mask is applied per tensor as
 τ ⊙ m / mean(m). Every function works on a single tensor, a flat vector with a :class:`ParamLayout`, or both.

@@ -181,10 +181,10 @@ def test_cta_every_eval_mask_gives_finite_merged_state(toy, kind):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The loops against a direct, dict-based re-implementation of DESIGN.md §2 (no flat buffers, no per-task backward)
+# The loops against a direct, dict-based re-implementation of docs/method.md (no flat buffers, no per-task backward)
 # ---------------------------------------------------------------------------------------------------------------
 class Reference:
-    """DESIGN.md §2 written out plainly on state dicts; draws its uniforms in the library's order."""
+    """docs/method.md §2-7 written out plainly on state dicts; draws its uniforms in the library's order."""
 
     def __init__(self, toy, temperature=0.5):
         self.toy, self.temperature = toy, temperature
