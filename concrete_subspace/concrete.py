@@ -14,7 +14,12 @@ Paper-code choices, and what we did with the quirks of the reference codes (name
 sample per iteration and no clamp. ``persist_inner_optimizer=True`` keeps the inner Adam state across iterations
 (both reference codes do). ``inner_uses_previous_weights=False``: the reference codes' inner forward used the
 previous iteration's adapted w (the merged weights were not recomputed after the reset); we recompute by default
-and offer the quirk as an option. Results are the last step, as in the paper.
+and offer the quirk as an option, exact for both codes (:func:`inner_coefficients`). ``PRESETS`` names the two
+reference codes' full settings. Results are the last step, as in the paper.
+
+Diagnostics (never changing a result or a random stream; docs/method.md §7): every Concrete run records the mask's
+logit magnitudes, the merge with the learned mask at the initial coefficients (the mask-only effect) and the final
+model under the expected mask σ(x) beside the sampled headline model.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .adamerging import (
     registry_variant,
 )
 from .distributed import make_shard
+from .evaluation import average
 from .loop import (
     Checkpointer,
     RunState,
@@ -51,6 +57,60 @@ from .seeding import derive_seed
 from .task_vectors import ParamLayout, sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
+
+#: Concrete AdaMerging as the authors ran it. ``paper``: tanganke/subspace_fusion (the paper's runs): 2,000 meta
+#: steps, inner Adam lr 1 (one step), w clamped to [0, 1], a second mask sample for the outer step, stage 2 at
+#: 1e-3 x 1,000. ``fusion_bench``: tanganke/fusion_bench: 1,000 meta steps, no clamp, one sample per iteration.
+#: Both keep the inner Adam state and run the inner forward at the previous iteration's w' (the quirk option).
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "variant": "paper",
+        "clamp": True,
+        "init": 0.3,
+        "inner_lr": 1.0,
+        "outer_lr": 1e-3,
+        "meta_steps": 2000,
+        "tta_lr": 1e-3,
+        "tta_steps": 1000,
+        "persist_inner_optimizer": True,
+        "inner_uses_previous_weights": True,
+    },
+    "fusion_bench": {
+        "variant": "fusion_bench",
+        "clamp": False,
+        "init": 0.3,
+        "inner_lr": 1.0,
+        "outer_lr": 1e-3,
+        "meta_steps": 1000,
+        "tta_lr": 1e-3,
+        "tta_steps": 1000,
+        "persist_inner_optimizer": True,
+        "inner_uses_previous_weights": True,
+    },
+}
+
+
+def preset(name: str) -> dict:
+    """The parameters of a named Concrete AdaMerging preset (a copy; pass them to ``run_method`` as overrides)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown Concrete AdaMerging preset {name!r}; choose one of {list(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def inner_coefficients(weights: Tensor, previous: Tensor, clamp: bool, uses_previous: bool) -> Tensor:
+    """The coefficients of the inner step's forward, with the gradient the inner Adam step applies to ``weights``.
+
+    ``uses_previous=False`` (the paper's description): c(w) at the reset w. ``uses_previous=True`` (both reference
+    codes): the VALUE c(w'_prev) of the previous iteration's adapted w' (the merged model was not recomputed after the
+    reset) with the GRADIENT of c at the reset ``weights``: subspace_fusion resets ``.data`` before the backward, so
+    the clamp's gradient is read at the reset w (0.3) and passes every coefficient, even where w' left [0, 1].
+    Without clamp (fusion_bench) c is the identity and both readings agree.
+    """
+    current = effective_coefficients(weights, clamp)
+    if not uses_previous:
+        return current
+    # value exactly c(previous) (adding an exact 0), gradient dc/dw at the reset weights
+    return effective_coefficients(previous, clamp).detach() + (current - current.detach())
 
 
 def _check_common(temperature: float, eval_mask: str, forward_mode: str, precision: str) -> None:
@@ -87,7 +147,37 @@ def eval_mask_record(mask: Tensor, kind: str, seed: int, temperature: float) -> 
 
 def _density_row(logits: Tensor) -> dict:
     stats = density(logits)
-    return {"density": stats["density"], "mean_keep_probability": stats["mean_keep_probability"]}
+    keys = ("density", "mean_keep_probability", "mean_abs_logit", "large_logit_share")
+    return {key: stats[key] for key in keys}
+
+
+def coefficient_row(coefficients: Tensor) -> dict:
+    """Where the merge coefficients are: their mean and the share at or beyond 0 or 1 (one inner step at lr 1 drives
+    layer-wise coefficients there, which is why accuracy at w' can fall while the mask improves)."""
+    with torch.no_grad():
+        c = coefficients.detach().float()
+        return {
+            "coefficient_mean": float(c.mean()),
+            "coefficient_share_at_bounds": float(((c <= 0) | (c >= 1)).float().mean()),
+        }
+
+
+def scores_row(prefix: str, scores: dict[str, float]) -> dict:
+    """History columns ``<prefix>/<task>`` and ``<prefix>_accuracy`` (the average) for a diagnostic evaluation."""
+    return {**{f"{prefix}/{t}": s for t, s in scores.items()}, f"{prefix}_accuracy": average(scores)}
+
+
+def stage_start_scores(history: list[dict], stage: str) -> dict[str, float] | None:
+    """Per-task accuracies of a stage's step-0 row (logged when the run evaluates along the way), else None."""
+    for row in history:
+        if row.get("stage") == stage and row.get("step") == 0 and "avg_accuracy" in row:
+            return {k.removeprefix("acc/"): v for k, v in row.items() if k.startswith("acc/")}
+    return None
+
+
+def expected_mask(logits: Tensor) -> Tensor:
+    """σ(x): the expected mask, a deterministic diagnostic beside the sampled headline mask (draws nothing)."""
+    return evaluation_mask(logits, "expected")
 
 
 def concrete_task_arithmetic(
@@ -184,9 +274,15 @@ def concrete_task_arithmetic(
     with torch.no_grad():
         mask = final_mask()
         merged = layout.unflatten(shard.gather(apply_mask_flat(theta0, summed, shard.local(mask), shard.local_layout)))
+    expected = shard.local(expected_mask(shard.gather(logits)))
     extras = {
         **_mask_extras(shard.gather(logits), layout),
         "eval_mask": eval_mask_record(mask, eval_mask, eval_seed, temperature),
+        # CTA's coefficients never move: its final model IS the learned mask at λ (compare with task arithmetic at λ)
+        "mask_only": {"coefficients": float(scaling), "final_model": True},
+        "expected_mask_scores": evaluator(
+            problem, layout, lambda: shard.gather(apply_mask_flat(theta0, summed, expected, shard.local_layout))
+        )(),
     }
     return MergeResult(merged, params, state.history, extras)
 
@@ -269,18 +365,16 @@ def concrete_adamerging(
     def meta_step(step: int) -> dict:
         sample = shard.sample_concrete(logits, temperature, generator)
         with torch.no_grad():
-            weights.copy_(previous if inner_uses_previous_weights else initial)
+            weights.copy_(initial)
         if not persist_inner_optimizer:
             inner.state.clear()
         inner.zero_grad(set_to_none=True)
-        inner_flat = merge(effective_coefficients(weights, clamp), sample.detach())
+        coefficients = inner_coefficients(weights, previous, clamp, inner_uses_previous_weights)
+        inner_flat = merge(coefficients, sample.detach())
         inner_losses = entropy_backward(
             problem, inner_flat, layout, 2 * step, forward_mode=forward_mode, precision=precision, shard=shard
         )
         shard.reduce_grad_(weights)
-        if inner_uses_previous_weights:
-            with torch.no_grad():
-                weights.copy_(initial)
         inner.step()
         with torch.no_grad():
             previous.copy_(weights)
@@ -304,8 +398,21 @@ def concrete_adamerging(
             evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
         )
 
-    def meta_evaluation_flat() -> Tensor:
+    def meta_evaluation_flat() -> Tensor:  # the model the mask gradient is taken at: w' (after the inner step)
         return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(derive_seed(seed, 1, stride=1))))
+
+    def mask_only_flat(mask: Tensor) -> Tensor:  # the learned mask at the initial coefficients
+        return shard.gather(merge(effective_coefficients(initial, clamp), mask))
+
+    def meta_mask_only(row: dict) -> dict:
+        """Meta-stage diagnostic: the same evaluation mask at the initial coefficients instead of w'."""
+        if row["step"] == 0:  # before any inner step w' = init: the row's scores are already this model's
+            return scores_row("mask_only", {k.removeprefix("acc/"): v for k, v in row.items() if k.startswith("acc/")})
+        mask = final_mask(derive_seed(seed, 1, stride=1))
+        return scores_row("mask_only", evaluator(problem, layout, lambda: mask_only_flat(mask))())
+
+    def meta_log_row() -> dict:
+        return {**_density_row(shard.gather(logits)), **coefficient_row(effective_coefficients(weights, clamp))}
 
     optimise(
         "meta",
@@ -318,7 +425,8 @@ def concrete_adamerging(
         log_every=log_every,
         eval_fn=evaluator(problem, layout, meta_evaluation_flat),
         eval_every=eval_every,
-        log_fn=lambda: _density_row(shard.gather(logits)),
+        log_fn=meta_log_row,
+        eval_extra_fn=meta_mask_only,
     )
 
     logits.requires_grad_(False)
@@ -351,10 +459,19 @@ def concrete_adamerging(
     )
     with torch.no_grad():
         merged = shard.gather(merge(effective_coefficients(adapted, clamp), kept_mask))
+    # the mask-only effect = stage 2 at step 0 (initial w, the kept mask); read from the history when it was evaluated
+    mask_only = stage_start_scores(state.history, "tta")
+    if mask_only is None:
+        mask_only = evaluator(problem, layout, lambda: mask_only_flat(kept_mask))()
+    expected = shard.local(expected_mask(shard.gather(logits)))
     extras = {
         **_mask_extras(shard.gather(logits), layout),
         "coefficients": effective_coefficients(adapted, clamp).cpu(),
         "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, kept_seed, temperature),
+        "mask_only": {"coefficients": float(init), "final_model": False, "scores": mask_only},
+        "expected_mask_scores": evaluator(
+            problem, layout, lambda: shard.gather(merge(effective_coefficients(adapted, clamp), expected))
+        )(),
     }
     return MergeResult(layout.unflatten(merged), params, state.history, extras)
 

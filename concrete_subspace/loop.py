@@ -333,10 +333,13 @@ def optimise(
     eval_fn: Callable[[], Mapping[str, float]] | None = None,
     eval_every: int = 0,
     log_fn: Callable[[], dict] | None = None,
+    eval_extra_fn: Callable[[dict], dict] | None = None,
 ) -> None:
     """Run ``step_fn(step)`` for steps start..steps-1, logging, evaluating and checkpointing along the way.
 
     ``log_fn`` adds values (e.g. mask density) to logged rows only, keeping them out of the per-step path.
+    ``eval_extra_fn(row)`` adds diagnostic evaluations to the rows that ``eval_fn`` scores (same cadence, incl. the
+    step-0 row); it receives the row with ``eval_fn``'s scores already in it.
     """
     if steps < 0:
         raise ValueError(f"{stage}: number of steps must be >= 0, got {steps}")
@@ -344,6 +347,8 @@ def optimise(
     def log_eval(row: dict) -> None:
         scores = eval_fn()
         row.update({f"acc/{t}": s for t, s in scores.items()}, avg_accuracy=average(scores))
+        if eval_extra_fn is not None:
+            row.update(eval_extra_fn(row))
 
     if start == 0 and eval_fn is not None and eval_every:
         row = {"stage": stage, "step": 0}

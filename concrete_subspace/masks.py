@@ -101,15 +101,42 @@ def evaluation_mask(
     raise ValueError(f"unknown evaluation mask {kind!r}; choose one of {list(EVAL_MASKS)}")
 
 
+#: |x| above which a logit counts as moved away from its initial 0 (σ(0.5) ≈ 0.62, σ(−0.5) ≈ 0.38).
+LARGE_LOGIT = 0.5
+
+
 def density(logits: Tensor, layout: ParamLayout | None = None) -> dict:
-    """Fraction of kept elements (σ(x) > 0.5) and mean keep probability, overall and (with a layout) per tensor."""
+    """Mask statistics, overall and (with a layout) per tensor.
+
+    ``density``: fraction of kept elements (σ(x) > 0.5); ``mean_keep_probability``: mean σ(x). Both hide a mask that
+    moved up and down in equal parts, so also ``mean_abs_logit`` (mean |x|) and ``large_logit_share`` (fraction
+    with |x| > :data:`LARGE_LOGIT`): they are 0 for an untrained mask and grow with what the mask learned.
+    """
     with torch.no_grad():
         kept = (logits > 0).float()
         probs = torch.sigmoid(logits.float())
-        stats = {"density": float(kept.mean()), "mean_keep_probability": float(probs.mean())}
+        magnitude = logits.float().abs()
+        large = (magnitude > LARGE_LOGIT).float()
+        stats = {
+            "density": float(kept.mean()),
+            "mean_keep_probability": float(probs.mean()),
+            "mean_abs_logit": float(magnitude.mean()),
+            "large_logit_share": float(large.mean()),
+        }
         if layout is not None:
             stats["per_tensor"] = {
-                key: {"density": float(d), "mean_keep_probability": float(p)}
-                for key, d, p in zip(layout.keys, segment_means(kept, layout), segment_means(probs, layout))
+                key: {
+                    "density": float(d),
+                    "mean_keep_probability": float(p),
+                    "mean_abs_logit": float(a),
+                    "large_logit_share": float(s),
+                }
+                for key, d, p, a, s in zip(
+                    layout.keys,
+                    segment_means(kept, layout),
+                    segment_means(probs, layout),
+                    segment_means(magnitude, layout),
+                    segment_means(large, layout),
+                )
             }
         return stats

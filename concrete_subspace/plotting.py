@@ -226,29 +226,72 @@ def curves_per_task(curves: pd.DataFrame, method: str, stage: str, path=None) ->
     return save(fig, path)
 
 
-def mask_density_figure(density: pd.DataFrame, path=None) -> plt.Figure:
-    """Fraction of kept elements (σ(x) > 0.5) and mean keep probability per merged tensor, per method."""
+def _per_tensor_panels(density: pd.DataFrame, panels: Sequence[tuple[str, str, float | None]], path=None) -> plt.Figure:
+    """One panel per (column, y label, reference line) of a per-tensor table, tensors grouped by layer, per method."""
     set_style()
     colors = method_colors()
-    fig, axes = plt.subplots(2, 1, figsize=(9.0, 5.4), sharex=True)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.0, 2.7 * len(panels)), sharex=True)
     for method, rows in density.groupby("method", sort=False):
-        axes[0].plot(rows["index"], rows["density"], marker=".", color=colors.get(method), label=pretty(method))
-        axes[1].plot(rows["index"], rows["mean_keep_probability"], marker=".", color=colors.get(method))
+        for i, (ax, (column, _, _)) in enumerate(zip(axes, panels)):
+            label = pretty(method) if i == 0 else None
+            ax.plot(rows["index"], rows[column], marker=".", color=colors.get(method), label=label)
     first = density.drop_duplicates("index")
     starts = first.drop_duplicates("layer")
-    for ax in axes:
+    for ax, (_, ylabel, reference) in zip(axes, panels):
         for idx in starts["index"]:
             ax.axvline(idx - 0.5, color="lightgrey", linewidth=0.6)
-        ax.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
-    axes[0].set(ylabel="density (σ(x) > 0.5)")
-    axes[1].set(ylabel="mean σ(x)", xlabel="merged tensor (grouped by layer)")
+        if reference is not None:
+            ax.axhline(reference, color="grey", linestyle=":", linewidth=0.8)
+        ax.set(ylabel=ylabel)
+    axes[-1].set(xlabel="merged tensor (grouped by layer)")
     shown, last = [], -10
     for idx, layer in zip(starts["index"], starts["layer"]):  # skip labels that would overlap their neighbour
         if idx - last >= 4:
             shown.append((idx, layer))
             last = idx
-    axes[1].set_xticks([i for i, _ in shown], [name for _, name in shown], rotation=30, fontsize=7)
+    axes[-1].set_xticks([i for i, _ in shown], [name for _, name in shown], rotation=30, fontsize=7)
     axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def mask_density_figure(density: pd.DataFrame, path=None) -> plt.Figure:
+    """Fraction of kept elements (σ(x) > 0.5) and mean keep probability per merged tensor, per method."""
+    panels = [("density", "density (σ(x) > 0.5)", 0.5), ("mean_keep_probability", "mean σ(x)", 0.5)]
+    return _per_tensor_panels(density, panels, path)
+
+
+def logit_magnitude_figure(density: pd.DataFrame, path=None) -> plt.Figure:
+    """Mean |logit| and the share of |logit| > 0.5 per merged tensor, per method: 0 for an untrained mask.
+
+    Unlike the mean keep probability, moves up and down do not cancel here.
+    """
+    panels = [("mean_abs_logit", "mean |x|", None), ("large_logit_share", "share |x| > 0.5", None)]
+    return _per_tensor_panels(density, panels, path)
+
+
+def meta_stage_figure(meta: pd.DataFrame, path=None) -> plt.Figure:
+    """Concrete AdaMerging's meta stage (:func:`experiments.meta_stage_table`): left, average accuracy at w' (the
+    model the mask gradient is taken at; solid) and with the same mask at the initial coefficients (dashed); right,
+    the share of w' at or beyond the bounds 0 / 1 (solid) and the mean |logit| (dotted, right axis)."""
+    set_style()
+    colors = method_colors()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.4))
+    twin = right.twinx()
+    for method, rows in meta.groupby("method", sort=False):
+        rows = rows.sort_values("step")
+        color = colors.get(method)
+        left.plot(rows["step"], rows["accuracy_at_adapted"], marker="o", color=color, label=f"{pretty(method)}, at w'")
+        left.plot(rows["step"], rows["accuracy_at_init"], marker="s", linestyle="--", color=color, label="at init w")
+        later = rows[rows["step"] > 0]  # the step-0 row is scored before any inner step: no w' yet
+        right.plot(later["step"], later["coefficient_share_at_bounds"], marker="o", color=color, label=pretty(method))
+        twin.plot(later["step"], later["mean_abs_logit"], linestyle=":", color=color)
+    left.set(xlabel="meta step", ylabel="average accuracy (%)", title="accuracy along the meta stage")
+    right.set(xlabel="meta step", ylabel="share of w' at 0 or 1", ylim=(-0.02, 1.02), title="where w' is")
+    twin.set_ylabel("mean |logit| (dotted)")
+    twin.grid(False)
+    left.legend(frameon=False, fontsize=7)
+    right.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return save(fig, path)
 

@@ -223,14 +223,14 @@ def concrete_adamerging(
         mask = concrete_sample(logits, temperature, generator)
         if not persist_inner_optimizer:
             inner = torch.optim.Adam([w], lr=inner_lr, betas=betas)  # fresh moments and step count
-        with torch.no_grad():  # reset w; the reference codes' quirk: the inner forward at the previous adapted w
+        with torch.no_grad():  # reset w; the reference codes' quirk: the inner forward at the previous adapted w'
             w.copy_(adapted if inner_uses_previous_weights else initial)
         inner.zero_grad()
         fixed_mask = {k: m.detach() for k, m in mask.items()}
-        entropy_loss(problem, merge(theta0, vectors, effective_coefficients(w, clamp), fixed_mask), 2 * step).backward()
-        if inner_uses_previous_weights:
-            with torch.no_grad():  # ... whose gradient is then applied to the reset w
-                w.copy_(initial)
+        loss = entropy_loss(problem, merge(theta0, vectors, effective_coefficients(w, clamp), fixed_mask), 2 * step)
+        if inner_uses_previous_weights:  # ... and, as subspace_fusion does, w's .data is reset BEFORE the backward:
+            w.data.copy_(initial)  # the clamp's gradient is read at the reset w, and the step applies to it
+        loss.backward()
         inner.step()
         adapted = w.detach().clone()
         if variant == "paper":

@@ -74,6 +74,21 @@ for method, stage in [
         fig = pl.curves_per_task(curves, method, stage, path=out / f"{method}_{stage}")
 
 # %% [markdown]
+# ## What the meta-stage curve measures
+# The meta-stage curve scores the model the mask gradient is taken at: the evaluation mask with w′, the coefficients
+# after ONE inner Adam step (lr `inner_lr`, 1 in the paper) from the reset w. Its step-0 point is scored before any
+# inner step, at the initial w, so it is a different model from every later point. Left, dashed: the same mask at the
+# initial coefficients (the mask's own effect; stage 2 starts from this model). Right: the share of w′ at or beyond
+# 0 or 1 (solid) and the mean |logit| (dotted). A solid line that falls while the dashed one holds or rises means the
+# drop comes from the one large inner step pushing w′ to the bounds, not from the mask.
+
+# %%
+meta = ex.meta_stage_table(records)
+if not meta.empty:
+    fig = pl.meta_stage_figure(meta, path=out / "meta_stage")
+meta
+
+# %% [markdown]
 # ## Which claims hold here?
 # The paper's curves show (a) accuracy rising during mask meta-learning, (b) Concrete AdaMerging ending above
 # AdaMerging at the same granularity. From the logged curves:
@@ -96,11 +111,16 @@ for (method, stage), frame in avg.groupby(["method", "stage"], sort=False):
 progress_table = pd.DataFrame(rows)
 final = {m: r.average for m, r in records.items()}
 claims = ex.check_claims(final, ex.claims("task_wise_concrete_am_beats_am", "layer_wise_concrete_am_beats_am"))
-meta = progress_table[progress_table["stage"] == "meta"]
+meta_progress = progress_table[progress_table["stage"] == "meta"]
 lines = [
-    f"- mask meta-learning of {ex.pretty(m)} raises accuracy: **{'holds' if g > 0 else 'does NOT hold'}** ({g:+.1f})"
-    for m, g in zip(meta["method"], meta["gain"])
+    f"- mask meta-learning of {ex.pretty(m)} raises accuracy at w': **{'holds' if g > 0 else 'does NOT hold'}** "
+    f"({g:+.1f})"
+    for m, g in zip(meta_progress["method"], meta_progress["gain"])
 ]
+for method, frame in meta.groupby("method", sort=False):  # the mask alone, at the initial coefficients
+    frame = frame.sort_values("step")
+    gain = frame["accuracy_at_init"].iloc[-1] - frame["accuracy_at_init"].iloc[0]
+    lines.append(f"- the mask of {ex.pretty(method)} alone (at the initial w) along the meta stage: {gain:+.1f}")
 lines += [
     f"- {c}: **{'holds' if h else 'does NOT hold'}** ({d:+.1f})"
     for c, d, h in zip(claims["claim"], claims["difference"], claims["holds"])
@@ -112,7 +132,7 @@ progress_table
 path = ex.write_outputs(
     config,
     "05_curves",
-    {"curves": curves, "progress": progress_table, "claims": claims},
+    {"curves": curves, "progress": progress_table, "claims": claims, "meta_stage": meta},
     started=started,
     runs=records.values(),
 )

@@ -181,10 +181,10 @@ def test_cta_every_eval_mask_gives_finite_merged_state(toy, kind):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The loops against a direct, dict-based re-implementation of DESIGN.md §2 (no flat buffers, no per-task backward)
+# The loops against a direct, dict-based re-implementation of docs/method.md (no flat buffers, no per-task backward)
 # ---------------------------------------------------------------------------------------------------------------
 class Reference:
-    """DESIGN.md §2 written out plainly on state dicts; draws its uniforms in the library's order."""
+    """docs/method.md §2-7 written out plainly on state dicts; draws its uniforms in the library's order."""
 
     def __init__(self, toy, temperature=0.5):
         self.toy, self.temperature = toy, temperature
@@ -259,7 +259,13 @@ def test_layer_wise_adamerging_matches_direct_implementation(toy):
 
 @pytest.mark.parametrize(
     "variant,persist,previous",
-    [("paper", True, False), ("fusion_bench", True, False), ("paper", False, False), ("paper", True, True)],
+    [
+        ("paper", True, False),
+        ("fusion_bench", True, False),
+        ("paper", False, False),
+        ("paper", True, True),
+        ("fusion_bench", True, True),
+    ],
 )
 def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, variant, persist, previous):
     meta_steps, tta_steps, seed, inner_lr, outer_lr, tta_lr = 4, 4, 2, 0.2, 1e-2, 5e-2
@@ -278,10 +284,10 @@ def test_layer_wise_concrete_adamerging_matches_direct_implementation(toy, varia
         if not persist:
             inner = torch.optim.Adam([w], lr=inner_lr)  # fresh inner Adam each iteration
         inner.zero_grad()
-        ref.loss(ref.merged(clamp(w), {k: v.detach() for k, v in m.items()}), 2 * s).backward()
+        inner_loss = ref.loss(ref.merged(clamp(w), {k: v.detach() for k, v in m.items()}), 2 * s)
         if previous:
-            with torch.no_grad():
-                w.copy_(init)  # the step is applied to the reset w
+            w.data.copy_(init)  # subspace_fusion: .data reset BEFORE the backward (clamp's gradient read at init)
+        inner_loss.backward()
         inner.step()  # ONE inner step
         adapted = w.detach().clone()
         if variant == "paper":

@@ -1,4 +1,5 @@
-"""Notebook 06 and the evaluation-mask ablation: learned-mask density per layer, masked individual models."""
+"""Notebook 06 and the evaluation-mask ablation: learned-mask statistics per layer, the mask-only effect, masked
+individual models."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..evaluation import evaluate
+from ..evaluation import average, evaluate
 from ..masks import evaluation_mask
 from ..merging import masked_merge
 from ..problem import MergeProblem
@@ -132,3 +133,75 @@ def eval_mask_table(problem: MergeProblem, record: RunRecord, kinds: Sequence[st
         state = masked_merge(problem.pretrained, vectors, [scaling] * len(vectors), mask_of(record, problem, kind))
         rows.append(tidy_scores("concrete_task_arithmetic", evaluate(problem, state), eval_mask=kind))
     return pd.concat(rows, ignore_index=True)
+
+
+def record_seed(key: str, record: RunRecord) -> int:
+    """The run seed of a record (``params["seed"]``; records of notebook 01 are keyed ``name`` or ``name@seed<s>``)."""
+    return int(record.params.get("seed", key.partition("@seed")[2] or 0))
+
+
+def mask_only_scores(record: RunRecord) -> dict[str, float]:
+    """Per-task accuracy of the learned mask at the method's initial coefficients.
+
+    Concrete TA: its final model (λ never moves). Concrete AdaMerging: stage 2 at step 0 (w = init, the kept mask),
+    recorded by the run (``extras["mask_only"]``).
+    """
+    info = record.extras.get("mask_only")
+    if not isinstance(info, dict):
+        raise ValueError(f"run {record.method} ({record.key}) recorded no mask-only effect (extras['mask_only'])")
+    return dict(record.scores) if info.get("final_model") else dict(info["scores"])
+
+
+def mask_effect_table(records: Mapping[str, RunRecord], baseline: str = "task_arithmetic") -> pd.DataFrame:
+    """One row per Concrete run (every seed): the mask-only effect against task arithmetic at the same λ.
+
+    Columns: method, seed, coefficients (λ), mask_only (average accuracy of the learned mask at λ), task_arithmetic
+    (TA at λ), mask_effect (the difference), headline (the run's final, sampled-mask model), expected_mask (the same
+    final model under σ(x), a diagnostic). ``records`` must hold one ``baseline`` run whose ``scaling`` is that λ.
+    """
+    if baseline not in records:
+        raise KeyError(f"mask_effect_table needs a {baseline!r} record among {sorted(records)}")
+    ta = records[baseline]
+    rows = []
+    for key, record in records.items():
+        info = record.extras.get("mask_only")
+        if not isinstance(info, dict):
+            continue  # not a Concrete run
+        if float(ta.params.get("scaling")) != float(info["coefficients"]):
+            raise ValueError(
+                f"run {key}: mask-only coefficients {info['coefficients']} differ from {baseline} scaling "
+                f"{ta.params.get('scaling')}; run {baseline} at the same λ"
+            )
+        mask_only = average(mask_only_scores(record))
+        expected = record.extras.get("expected_mask_scores")
+        rows.append(
+            {
+                "method": record.method,
+                "seed": record_seed(key, record),
+                "coefficients": float(info["coefficients"]),
+                "mask_only": mask_only,
+                baseline: ta.average,
+                "mask_effect": mask_only - ta.average,
+                "headline": record.average,
+                "expected_mask": average(expected) if expected else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mask_effect_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation (over seeds; NaN for one seed) and number of seeds of each column per method."""
+    values = [c for c in ("mask_only", "task_arithmetic", "mask_effect", "headline", "expected_mask") if c in table]
+    grouped = table.groupby("method", sort=False)[values]
+    out = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std"))
+    out["seeds"] = table.groupby("method", sort=False)["seed"].nunique()
+    return out.reset_index()
+
+
+def logit_layer_table(density: pd.DataFrame) -> pd.DataFrame:
+    """Per method and layer: mean |logit| and the share of |logit| > 0.5, averaged over the layer's tensors.
+
+    Mean keep probability hides a mask that moved up and down in equal parts; these show whether it learned.
+    """
+    columns = [c for c in ("mean_abs_logit", "large_logit_share", "mean_keep_probability") if c in density]
+    return density.groupby(["method", "layer"], sort=False)[columns].mean().reset_index()

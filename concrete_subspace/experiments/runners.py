@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import pandas as pd
@@ -158,6 +158,50 @@ def curves_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
                 if k.startswith("acc/")
             ]
     return pd.DataFrame(rows, columns=["method", "stage", "step", "task", "accuracy"])
+
+
+#: Meta-stage history columns of Concrete AdaMerging, renamed for :func:`meta_stage_table`.
+META_COLUMNS = {
+    "avg_accuracy": "accuracy_at_adapted",
+    "mask_only_accuracy": "accuracy_at_init",
+    "coefficient_share_at_bounds": "coefficient_share_at_bounds",
+    "mean_abs_logit": "mean_abs_logit",
+    "large_logit_share": "large_logit_share",
+}
+
+
+def meta_stage_table(records: Mapping[str, RunRecord]) -> pd.DataFrame:
+    """Concrete AdaMerging's meta stage at the evaluation steps: method, step, and per step
+
+    ``accuracy_at_adapted``: the model the mask gradient is taken at (w' after the one inner step, evaluation mask);
+    ``accuracy_at_init``: the same mask at the initial coefficients (the mask's own effect); where the coefficients
+    are (``coefficient_share_at_bounds``: share of w' at or beyond 0 or 1) and what the mask learned (|logit|).
+    """
+    rows = []
+    for method, record in records.items():
+        for row in record.history:
+            if row.get("stage") != "meta" or "avg_accuracy" not in row:
+                continue
+            rows.append(
+                {"method": method, "step": row["step"], **{new: row.get(old) for old, new in META_COLUMNS.items()}}
+            )
+    return pd.DataFrame(rows, columns=["method", "step", *META_COLUMNS.values()])
+
+
+def run_mask_effect(config: BaseConfig, methods: Sequence[str]) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """The mask-only effect of ``methods`` over the seeds of notebook 01 (its runs, same keys, reused from the cache).
+
+    Returns :func:`mask_analysis.mask_effect_table` (one row per run and seed) and the records (incl. task
+    arithmetic, the baseline at λ).
+    """
+    from .mask_analysis import mask_effect_table
+
+    # every field the two configs share (scale, seed, smoke, arch, checkpoints, ...); seeds are notebook 01's defaults
+    shared = {f.name: getattr(config, f.name) for f in fields(MultitaskConfig) if f.name not in ("methods", "seeds")}
+    shared = {k: v for k, v in shared.items() if k in {f.name for f in fields(config)}}
+    multitask = MultitaskConfig(**shared, methods=("task_arithmetic", *methods))
+    _, records = run_multitask_seeds(multitask)
+    return mask_effect_table(records), records
 
 
 def run_curves(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
