@@ -79,7 +79,7 @@ zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and noteboo
 	$(OFFLINE) $(CLI) zoo build --seed $(SEED) --smoke
 
 bench: install ## step time + peak memory, fp32 per-task / fp32 batched / bf16 batched beside fusion_bench (PRECISION=, THREADS=, BENCH_ARGS=)
-	$(OFFLINE) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(CLI) bench --device $(DEVICE) --threads $(THREADS) \
+	$(OFFLINE) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.harness --device $(DEVICE) --threads $(THREADS) \
 		$(if $(PRECISION),--precision $(PRECISION),) $(BENCH_ARGS)
 
 NPROC ?= 2

@@ -6,8 +6,8 @@ ours in the remaining configs. Every run is a fresh process (separate memory pea
 - ``<out>.json`` / ``<out>.csv``: every row of the window (``implementation`` is ``concrete_subspace`` or
   ``fusion_bench``), in run order, with the start time, the load average before/after and the memory available
   at its start, the ratios ours / fusion_bench of the same window (``comparison``), and the machine
-  (CPU model, bf16-relevant flags, nproc: ``concrete_subspace.bench.versions``);
-- ``<fb-stem>_<method>.json``: fusion_bench's rows per method, in the format ``concrete-subspace bench`` joins
+  (CPU model, bf16-relevant flags, nproc: ``benchmarks.harness.versions``);
+- ``<fb-stem>_<method>.json``: fusion_bench's rows per method, in the format ``benchmarks.harness`` joins
   (``load_reference``), so later runs of ours on the same CPU compare with them.
 
     python benchmarks/bench_window.py --case vit_b32 --steps 2 --warmup 1 --threads 1 \\
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import pandas as pd
 
-    from concrete_subspace.bench import compare, versions
+    from benchmarks.harness import compare, versions
 
     env = {
         **os.environ,
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             for impl, config in plan:
                 stem = Path(tmp) / f"{impl}_{method}_{config.replace(':', '_')}"
                 if impl == "ours":
-                    cmd = [sys.executable, "-m", "concrete_subspace.bench", "--cases", args.case, "--methods", method]
+                    cmd = [sys.executable, "-m", "benchmarks.harness", "--cases", args.case, "--methods", method]
                     cmd += ["--configs", config, *common, "--out", str(stem)]
                 else:
                     cmd = [args.fb_python, "benchmarks/fusion_bench_bench.py", "--case", args.case]

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import torch
     from torch.func import functional_call
 
-    from concrete_subspace.bench import VIT_CASES, ViTCase, synthetic_heads, synthetic_images, versions, vit_encoder
+    from benchmarks.harness import VIT_CASES, ViTCase, synthetic_heads, synthetic_images, versions, vit_encoder
     from concrete_subspace.loop import autocast, entropy_loss
     from concrete_subspace.models.clip_hf import pretrained_state
 

@@ -3,7 +3,7 @@
     torchrun --nproc-per-node 2 benchmarks/distributed_bench.py --case vit_b32 --method concrete_task_arithmetic \
         --steps 2 --warmup 1 [--shard-vectors] --out benchmarks/results/distributed/vit_b32_cta_2p.json
 
-Every rank runs ``concrete_subspace.bench.measure`` (the same clocks and peak-memory marks as ``make bench``) on its
+Every rank runs ``benchmarks.harness.measure`` (the same clocks and peak-memory marks as ``make bench``) on its
 share of the tasks; rank 0 writes all ranks' rows and a summary (the step time of the slowest rank, the largest
 peak). ``--summarise DIR`` prints the scaling table of every JSON file in DIR (1 process = the baseline).
 """
@@ -16,14 +16,16 @@ import os
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.harness
 GIB = 2**30
 
 
 def run(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
+    from benchmarks.harness import measure, versions
     from concrete_subspace import distributed
-    from concrete_subspace.bench import measure, versions
     from concrete_subspace.checkpoint import atomic_write_json
 
     device = distributed.init_from_env(args.device)

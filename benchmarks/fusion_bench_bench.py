@@ -1,4 +1,4 @@
-"""Time fusion_bench 0.2.33's own training loops on the synthetic ViT-B/32-sized case of concrete_subspace.bench.
+"""Time fusion_bench 0.2.33's own training loops on the synthetic ViT-B/32-sized case of benchmarks.harness.
 
 Run with the SEPARATE fusion_bench virtualenv (see benchmarks/README.md), never with the project's .venv:
 
@@ -40,7 +40,7 @@ def load_bench_module():
     """Our bench module (its case helpers need only torch and transformers; the package imports in this venv too)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    import concrete_subspace.bench as bench
+    import benchmarks.harness as bench
 
     return bench
 
@@ -192,7 +192,7 @@ def case_vision_model(case, device="cpu"):
 
 
 def measure(method, steps, warmup, threads, device, batch_size, case_name="vit_b32"):
-    """Run one fusion_bench loop in this process; rows per stage like concrete_subspace.bench.measure."""
+    """Run one fusion_bench loop in this process; rows per stage like benchmarks.harness.measure."""
     import torch
 
     torch.set_num_threads(threads)

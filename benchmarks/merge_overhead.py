@@ -79,7 +79,7 @@ def build(case, num_tasks):
 def run(variant, method, steps, warmup, threads, case_name):
     import torch
 
-    import concrete_subspace.bench as bench
+    import benchmarks.harness as bench
     from concrete_subspace.masks import rescale_flat, sample_concrete
     from concrete_subspace.merging import apply_mask_flat, combine
     from concrete_subspace.task_vectors import ParamLayout, stack_task_vectors

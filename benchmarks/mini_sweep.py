@@ -1,6 +1,6 @@
 """The validation-split sweep that chose zoo v1's ``zoo.MINI_DEFAULTS`` (never test labels; v2's: zoo_v2/probe.py).
 
-    python benchmarks/mini_sweep.py ZOO_DIR --out docs/zoo_sweep.csv [--methods NAME ...]
+    python benchmarks/mini_sweep.py ZOO_DIR --out lab-notes/zoo_sweep.csv [--methods NAME ...]
 
 A research script (moved here from ``concrete_subspace.data``, issue 14). Every row is one (method, parameters,
 steps) point: unlabeled batches AND accuracy both come from the validation split, as the paper does on test.
@@ -101,7 +101,7 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("zoo_dir")
-    parser.add_argument("--out", default="docs/zoo_sweep.csv")
+    parser.add_argument("--out", default="lab-notes/zoo_sweep.csv")
     parser.add_argument("--methods", nargs="*", default=None)
     args = parser.parse_args(argv)
     import torch

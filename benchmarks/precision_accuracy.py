@@ -62,8 +62,8 @@ def main(argv=None) -> int:
 
     import torch
 
+    from benchmarks.harness import parse_config, versions
     from concrete_subspace import zoo
-    from concrete_subspace.bench import parse_config, versions
     from concrete_subspace.evaluation import average, evaluate
     from concrete_subspace.experiments import method_params
     from concrete_subspace.registry import run_method

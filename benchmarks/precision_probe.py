@@ -1,7 +1,7 @@
 """Plain forward + backward of the ViT-B/32-sized tower on 16 images: fp32 vs bf16 autocast, and the matmul kernel alone.
 
 Answers "does bf16 autocast pay on this CPU?" before any merge code is involved: the same random tower as
-``concrete_subspace.bench`` (the ``vit_b32`` case), the entropy of one task's head, ordinary parameter leaves, 1 thread.
+``benchmarks.harness`` (the ``vit_b32`` case), the entropy of one task's head, ordinary parameter leaves, 1 thread.
 Also times one [800, 768] x [768, 3072] linear forward + backward (one MLP layer of the tower for 16 images) in both
 precisions, and records torch's CPU capability (AVX2 / AVX512 / AMX decide whether oneDNN has bf16 kernels).
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from concrete_subspace.bench import VIT_CASES, synthetic_heads, synthetic_images, versions, vit_encoder
+    from benchmarks.harness import VIT_CASES, synthetic_heads, synthetic_images, versions, vit_encoder
     from concrete_subspace.loop import autocast, entropy_loss
 
     torch.set_num_threads(args.threads)

@@ -99,7 +99,7 @@ def profile_ours(method: str, warmup: int, case, precision: str = "fp32", forwar
     """Our method through the registry; the step ``warmup`` is profiled (sections + torch.profiler)."""
     import torch
 
-    import concrete_subspace.bench as bench
+    import benchmarks.harness as bench
     from concrete_subspace import adamerging, concrete, distributed, loop
     from concrete_subspace.registry import run_method
 
@@ -230,7 +230,7 @@ def plain_forward_backward(case, styles, batch_size: int = 16, data_step: int = 
     bf16 autocast, heads and entropy in fp32 (as the library's loop)."""
     import torch
 
-    import concrete_subspace.bench as bench
+    import benchmarks.harness as bench
 
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     import transformers
 
     torch.set_num_threads(args.threads)
-    import concrete_subspace.bench as bench
+    import benchmarks.harness as bench
 
     case = bench.VIT_CASES[args.case]
     load_before = os.getloadavg()[0]

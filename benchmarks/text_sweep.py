@@ -1,6 +1,6 @@
-"""Validation probes of the mini-text zoo that chose text_zoo.TEXT_DEFAULTS (rows: docs/zoo_text_sweep.csv).
+"""Validation probes of the mini-text zoo that chose text_zoo.TEXT_DEFAULTS (rows: lab-notes/zoo_text_sweep.csv).
 
-Run ``python benchmarks/text_sweep.py [--out docs/zoo_text_sweep.csv]`` after building the zoo. Everything
+Run ``python benchmarks/text_sweep.py [--out lab-notes/zoo_text_sweep.csv]`` after building the zoo. Everything
 here adapts on and scores the VALIDATION split; the test split is only used by notebook 02. Each row: the probe,
 method, parameters, average validation accuracy, per-task accuracies, wall and CPU seconds.
 """
@@ -37,7 +37,7 @@ PROBES: tuple[tuple[str, dict], ...] = (
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/zoo_text_sweep.csv")
+    parser.add_argument("--out", default="lab-notes/zoo_text_sweep.csv")
     parser.add_argument("--zoo", default=None, help="zoo directory (default: the cached seed-0 mini-text zoo)")
     args = parser.parse_args(argv)
     from concrete_subspace import experiments as ex

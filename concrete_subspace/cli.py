@@ -307,9 +307,13 @@ def cmd_zoo_ship(args: argparse.Namespace) -> int:
 
 
 def run_bench(argv: Sequence[str]) -> int:
-    from .bench import main as bench_main
-
-    return int(bench_main(list(argv)) or 0)
+    """The benchmark harness is a research tool beside the library (benchmarks/harness/), not in the installed package."""
+    print(
+        "concrete-subspace: bench moved out of the package: in a source checkout run `make bench` or "
+        "`python -m benchmarks.harness --help` (benchmarks/README.md)",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def run_download(argv: Sequence[str]) -> int:
@@ -440,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ship.set_defaults(func=cmd_zoo_ship)
 
-    sub.add_parser("bench", help="benchmark the merge loops (see `concrete-subspace bench --help`)", add_help=False)
+    sub.add_parser("bench", help="moved: `make bench` in a source checkout (benchmarks/harness/)", add_help=False)
     sub.add_parser(
         "download", help="prefetch paper-scale models and datasets into the HF cache (see its --help)", add_help=False
     )

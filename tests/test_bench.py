@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from concrete_subspace.bench import main
+from benchmarks.harness import main
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_bench_vit_tiny_writes_table_and_json(tmp_path, capsys):
 
 
 def test_bench_configs_are_checked_and_filtered_by_precision():
-    from concrete_subspace.bench import DEFAULT_CONFIGS, parse_config, select_configs
+    from benchmarks.harness import DEFAULT_CONFIGS, parse_config, select_configs
 
     assert parse_config("bf16:batched") == ("bf16", "batched")
     assert select_configs(DEFAULT_CONFIGS, ["bf16"]) == ["bf16:batched"]
@@ -68,7 +68,7 @@ def test_bench_configs_are_checked_and_filtered_by_precision():
 def test_compare_keeps_to_fusion_bench_rows_of_the_same_cpu():
     import pandas as pd
 
-    from concrete_subspace.bench import compare
+    from benchmarks.harness import compare
 
     key = {"case": "vit_b32", "stage": "s", "device": "cpu", "threads": 1, "batch_size": 16}
     ours = pd.DataFrame(

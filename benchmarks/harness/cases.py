@@ -59,7 +59,7 @@ def vit_encoder(case: ViTCase = VIT_B32, device: str = "cpu"):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from ..models.clip_hf import ImageEncoder
+    from concrete_subspace.models.clip_hf import ImageEncoder
 
     config = CLIPVisionConfig(
         hidden_size=case.hidden,
@@ -111,8 +111,8 @@ def synthetic_images(task_index: int, step: int, batch_size: int, case: ViTCase 
 
 def vit_problem(case: ViTCase = VIT_B32, batch_size: int = 16, device: str = "cpu"):
     """The ViT case as a :class:`MergeProblem` (task vectors stream in one fine-tuned state at a time)."""
-    from ..models.clip_hf import pretrained_state
-    from ..problem import MergeProblem
+    from concrete_subspace.models.clip_hf import pretrained_state
+    from concrete_subspace.problem import MergeProblem
 
     encoder = vit_encoder(case, device)
     pretrained = pretrained_state(encoder)
@@ -138,7 +138,7 @@ def vit_problem(case: ViTCase = VIT_B32, batch_size: int = 16, device: str = "cp
 def mini_problem(batch_size: int = 16, device: str = "cpu"):
     """The mini zoo's problem (the full zoo if built, else the smoke zoo), or None with the reason."""
     try:
-        from .. import zoo
+        from concrete_subspace import zoo
     except ImportError as exc:  # the zoo module is optional for the benchmark
         return None, f"concrete_subspace.zoo is not importable ({exc})"
     for smoke in (False, True):

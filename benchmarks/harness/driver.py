@@ -11,14 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..checkpoint import atomic_write_bytes
+from concrete_subspace.checkpoint import atomic_write_bytes
+
 from .cases import ALL_CASES, CASES, DEFAULT_STEPS
 from .measure import BENCH_METHODS, DEFAULT_CONFIGS, measure, parse_config, select_configs, versions
 
 if TYPE_CHECKING:
     import pandas
 
-RESULTS_DIR = Path("benchmarks") / "results"
+# The repository root (on the workers' PYTHONPATH, so `-m benchmarks.harness` resolves from any directory).
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 def _worker(
@@ -37,7 +40,7 @@ def _worker(
     cmd = [
         sys.executable,
         "-m",
-        "concrete_subspace.bench",
+        "benchmarks.harness",
         "--worker",
         "--cases",
         case,
@@ -65,6 +68,7 @@ def _worker(
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
     }
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -161,7 +165,7 @@ def run_bench(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ..registry import get_method
+    from concrete_subspace.registry import get_method
 
     for case in cases:
         if case not in ALL_CASES:
@@ -250,8 +254,8 @@ def format_table(table: pandas.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``concrete-subspace bench``: run the benchmark, print the table, write JSON/CSV."""
-    parser = argparse.ArgumentParser(prog="concrete-subspace bench", description=__doc__.splitlines()[0])
+    """``python -m benchmarks.harness`` (``make bench``): run the benchmark, print the table, write JSON/CSV."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=ALL_CASES)
     parser.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")

@@ -13,7 +13,8 @@ time, zero-shot-style random heads, random 224x224 images, 16 per task per step)
 comparison (benchmarks/fusion_bench_bench.py, run in its own virtualenv) are joined when present.
 
 Modules: :mod:`.cases` (what is measured), :mod:`.measure` (the clocks and memory marks around one run),
-:mod:`.driver` (subprocess per run, table, CLI: ``concrete-subspace bench`` / ``python -m concrete_subspace.bench``).
+:mod:`.driver` (subprocess per run, table, CLI: ``make bench`` / ``python -m benchmarks.harness`` from the repository
+root). This harness is a research tool, not part of the installed library: it lives beside the other benchmark scripts.
 """
 
 from .cases import (  # noqa: F401

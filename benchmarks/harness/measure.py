@@ -80,7 +80,7 @@ class Probe:
 @contextlib.contextmanager
 def instrumented(probe: Probe) -> Iterator[None]:
     """Wrap ``optimise`` (time each step) and the task-vector builders (time the build) in the method modules."""
-    from .. import adamerging, concrete
+    from concrete_subspace import adamerging, concrete
 
     real_optimise = adamerging.optimise
 
@@ -117,7 +117,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
     saved = []
     for module, name, fn in patched:
         if not hasattr(module, name):
-            raise AttributeError(f"bench: {module.__name__}.{name} is gone; update concrete_subspace/bench/measure.py")
+            raise AttributeError(f"bench: {module.__name__}.{name} is gone; update benchmarks/harness/measure.py")
         saved.append((module, name, getattr(module, name)))
         setattr(module, name, fn)
     try:
@@ -129,7 +129,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
 def parse_config(config: str) -> tuple[str, str]:
     """'bf16:batched' -> ('bf16', 'batched'), checked against the loop's precisions and forward modes."""
-    from ..loop import check_forward_mode, check_precision
+    from concrete_subspace.loop import check_forward_mode, check_precision
 
     precision, sep, forward_mode = config.partition(":")
     if not sep:
@@ -204,7 +204,7 @@ def versions() -> dict:
     """Versions of the software and the hardware that decide the timings."""
     import torch
 
-    from ..provenance import environment_info
+    from concrete_subspace.provenance import environment_info
 
     return {
         **environment_info("cuda" if torch.cuda.is_available() else "cpu"),
@@ -231,7 +231,7 @@ def measure(
     ``overrides``: further method parameters (e.g. ``shard_vectors`` for benchmarks/distributed_bench.py)."""
     import torch
 
-    from ..provenance import cpu_model
+    from concrete_subspace.provenance import cpu_model
 
     precision, forward_mode = parse_config(config)
     torch.set_num_threads(threads)
@@ -258,7 +258,7 @@ def measure(
         torch.cuda.reset_peak_memory_stats(dev)
     reset = reset_peak_rss() if dev.type == "cpu" else True
     probe = Probe(dev)
-    from ..registry import run_method
+    from concrete_subspace.registry import run_method
 
     start = time.perf_counter()
     with instrumented(probe):

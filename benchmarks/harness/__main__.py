@@ -1,0 +1,5 @@
+"""``python -m benchmarks.harness`` (from the repository root): the benchmark CLI (also the per-run worker subprocess)."""
+
+from .driver import main
+
+raise SystemExit(main())
