@@ -165,7 +165,8 @@ def check_config(raw: Mapping, base: str | os.PathLike = ".") -> MergeConfig:
     if "pretrained" not in models:
         raise OwnModelsError("models has no 'pretrained' key (the pre-trained CLIPModel directory)")
     finetuned = models.get("finetuned") or {}
-    check_keys(finetuned, list(finetuned), "models.finetuned")
+    if not isinstance(finetuned, Mapping):
+        raise OwnModelsError("models.finetuned must be a mapping: task name -> fine-tuned checkpoint")
     if not isinstance(tasks, Mapping) or not tasks:
         raise OwnModelsError("tasks must be a non-empty mapping: task name -> {images: ..., classnames: ...}")
     for name in tasks:
@@ -218,7 +219,9 @@ def check_config(raw: Mapping, base: str | os.PathLike = ".") -> MergeConfig:
 def check_paths(config: MergeConfig) -> None:
     """Every file and folder the config names exists (the first missing one is named)."""
     if not (config.pretrained / "config.json").is_file():
-        raise OwnModelsError(f"models.pretrained {config.pretrained} is not a Hugging Face CLIPModel directory")
+        raise OwnModelsError(
+            f"models.pretrained {config.pretrained} is not a Hugging Face CLIPModel directory (no config.json)"
+        )
     for task in config.tasks:
         if not task.checkpoint.exists():
             raise OwnModelsError(f"task {task.name!r}: no such checkpoint {task.checkpoint}")

@@ -334,3 +334,16 @@ def test_bad_inputs_are_one_line_and_nothing_is_written(tiny, tmp_path, capsys, 
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
     with pytest.raises(OwnModelsError, match=needle.replace("?", r"\?").replace("[", r"\[")):
         merge_own_models(path, tmp_path / "out", progress=False)
+
+
+def test_the_documented_example_config_uses_only_valid_keys_and_parameters():
+    from concrete_subspace.own_models import MODEL_KEYS, TASK_KEYS, TOP_KEYS, check_keys, read_yaml
+    from concrete_subspace.registry import resolve_params
+
+    raw = read_yaml(Path(__file__).resolve().parents[1] / "docs" / "examples" / "merge.yaml")
+    check_keys(raw, TOP_KEYS, "the config")
+    check_keys(raw["models"], MODEL_KEYS, "models")
+    for task in raw["tasks"].values():
+        check_keys(task, TASK_KEYS, "task")
+    assert set(raw["tasks"]) == set(raw["models"]["finetuned"])
+    assert resolve_params(raw["method"], raw["params"])["steps"] == raw["params"]["steps"]
