@@ -265,8 +265,11 @@ def merge_from_config(args: argparse.Namespace) -> int:
     raw = read_yaml(path)
     if args.method is not None:
         raw["method"] = args.method
-    if args.pretrained is not None or args.finetuned is not None:
-        raise CliError("with --config, give the models in the config (models.pretrained, models.finetuned)")
+    if args.pretrained is not None or args.finetuned is not None or args.only_finetuned_keys:
+        raise CliError(
+            "with --config, give the models in the config (models.pretrained, models.finetuned); "
+            "--pretrained, --finetuned and --only-finetuned-keys are for data-free merges without one"
+        )
     if args.param:
         if "method" not in raw:
             raise CliError(f"{path}: the config has no 'method' key")

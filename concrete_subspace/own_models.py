@@ -177,6 +177,8 @@ def check_config(raw: Mapping, base: str | os.PathLike = ".") -> MergeConfig:
             raise OwnModelsError(f"models.finetuned names {name!r}, which is not a task under tasks")
     try:
         spec = get_method(str(raw["method"]))
+        if not isinstance(raw.get("params") or {}, Mapping):
+            raise OwnModelsError("params must be a mapping: parameter name -> value")
         params = dict(raw.get("params") or {})
         resolve_params(spec.name, params)
     except UnknownMethodError as err:
@@ -285,7 +287,7 @@ def list_image_folder(folder: Path) -> tuple[list[Path], list[str] | None]:
 
 
 def to_rgb_array(image, path: Path) -> np.ndarray:
-    """A PIL image as uint8 H x W x 3: grayscale, palette and RGBA (on black) converted, 16-bit scaled to 8-bit."""
+    """A PIL image as uint8 H x W x 3: grayscale and palette converted, alpha dropped, 16-bit scaled to 8-bit."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
@@ -577,7 +579,7 @@ def merge_own_models(
         "out": str(out),
         "pretty_name": spec.pretty_name,
         "reference": spec.reference,
-        "params": {k: v for k, v in result.params.items()},
+        "params": {k: v for k, v in result.params.items() if k not in ("checkpoint_dir", "progress")},
         "config": {"pretrained": str(config.pretrained), "seed": config.seed, "batch_size": config.batch_size},
         "tasks": {
             t.name: {"checkpoint": str(t.checkpoint), "images": str(t.images), **info[t.name]} for t in config.tasks

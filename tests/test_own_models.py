@@ -306,6 +306,8 @@ def break_input(kind: str, config: dict, tmp_path: Path) -> tuple[dict, str | No
         config["tasks"]["pets"]["clasnames"] = "x"
     elif kind == "unknown parameter":
         config["params"] = {"step": 2}
+    elif kind == "params not a mapping":
+        config["params"] = ["steps=2"]
     return config, None
 
 
@@ -323,6 +325,7 @@ def break_input(kind: str, config: dict, tmp_path: Path) -> tuple[dict, str | No
         ("duplicate task", "key 'colors' is given twice"),
         ("unknown key", "did you mean 'classnames'?"),
         ("unknown parameter", "Did you mean 'steps'?"),
+        ("params not a mapping", "params must be a mapping"),
     ],
 )
 def test_bad_inputs_are_one_line_and_nothing_is_written(tiny, tmp_path, capsys, kind, needle):
@@ -347,3 +350,13 @@ def test_the_documented_example_config_uses_only_valid_keys_and_parameters():
         check_keys(task, TASK_KEYS, "task")
     assert set(raw["tasks"]) == set(raw["models"]["finetuned"])
     assert resolve_params(raw["method"], raw["params"])["steps"] == raw["params"]["steps"]
+
+
+def test_command_line_flags_override_the_config(tiny, tmp_path, capsys):
+    path = write_config(tmp_path, tiny[1])
+    out = tmp_path / "out"
+    assert main(["merge", "--config", str(path), "--out", str(out), "--param", "steps=1", "--quiet"]) == 0
+    assert json.loads((out / "report.json").read_text())["params"]["steps"] == 1
+    assert "accuracy pets" in capsys.readouterr().out  # the labeled task's accuracy is printed
+    code = main(["merge", "--config", str(path), "--out", str(out), "--pretrained", str(tiny[0] / "pre")])
+    assert code == 2 and "give the models in the config" in capsys.readouterr().err
