@@ -3,7 +3,7 @@
 Errors in the user's input end the command with one line on stderr and exit status 2; an unexpected internal
 error shows its traceback (exit status 1), and ``--debug`` shows the traceback of user errors too.
 ``merge`` never writes into, over or around its inputs, and moves its output into place only once complete.
-One module (about 430 lines) on purpose: every sub-command shares the parameter parsing, the input checks and the
+One module (about 480 lines) on purpose: every sub-command shares the parameter parsing, the input checks and the
 error handling here; the work itself is in the library modules each command calls.
 """
 
@@ -187,7 +187,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     missing = [flag for flag in ("method", "pretrained", "finetuned", "out") if getattr(args, flag) is None]
     if missing:
         raise CliError(f"merge needs --config, or --{' --'.join(missing)} for a data-free merge")
+    from .own_models import NEEDS_TRAIN_LABELS
+
     spec = get_method(args.method)
+    if spec.name in NEEDS_TRAIN_LABELS:
+        raise CliError(f"method {args.method!r} needs labeled training data; use it from Python (a MergeProblem)")
     if spec.data_free is None:
         raise CliError(
             f"method {args.method!r} needs test data: describe the models and image folders in a config and run "
@@ -339,8 +343,11 @@ def methods_help() -> str:
     for name, spec in free.items():
         params = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "no parameters"
         lines.append(f"  {name:<{width}}  {spec.pretty_name}: {params}")
-    others = [n for n in methods if n not in free]
-    lines.append(f"methods that need test data (describe the data in --config): {', '.join(others)}")
+    from .own_models import NEEDS_TRAIN_LABELS
+
+    test_time = [n for n in methods if n not in free and n not in NEEDS_TRAIN_LABELS]
+    lines.append(f"test-time methods (describe the models and image folders in --config): {', '.join(test_time)}")
+    lines.append(f"methods that need labeled training data (Python only): {', '.join(NEEDS_TRAIN_LABELS)}")
     return "\n".join(lines)
 
 

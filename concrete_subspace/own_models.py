@@ -183,8 +183,6 @@ def check_config(raw: Mapping, base: str | os.PathLike = ".") -> MergeConfig:
         resolve_params(spec.name, params)
     except UnknownMethodError as err:
         raise OwnModelsError(str(err)) from None
-    if not spec.needs_data and spec.data_free is None:
-        raise OwnModelsError(f"method {spec.name!r} cannot be run from a config")
     specs = []
     for name, entry in tasks.items():
         entry = entry or {}
