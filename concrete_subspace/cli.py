@@ -3,7 +3,7 @@
 Errors in the user's input end the command with one line on stderr and exit status 2; an unexpected internal
 error shows its traceback (exit status 1), and ``--debug`` shows the traceback of user errors too.
 ``merge`` never writes into, over or around its inputs, and moves its output into place only once complete.
-One module (about 430 lines) on purpose: every sub-command shares the parameter parsing, the input checks and the
+One module (about 480 lines) on purpose: every sub-command shares the parameter parsing, the input checks and the
 error handling here; the work itself is in the library modules each command calls.
 """
 
@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -26,6 +25,7 @@ EXIT_USAGE = 2
 HF_SIDE_FILES = (
     "config.json",
     "preprocessor_config.json",
+    "processor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "vocab.json",
@@ -86,6 +86,8 @@ def parse_params(method: str, items: Sequence[str]) -> dict[str, Any]:
     from .registry import get_method, resolve_params
 
     defaults = get_method(method).defaults
+    if items and not defaults:
+        raise CliError(f"method {method!r} takes no parameters; drop --param {items[0]}")
     overrides = {}
     for item in items:
         if "=" not in item:
@@ -109,6 +111,9 @@ def check_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
             raise CliError(f"--out {out} contains the input {path}; choose an output directory outside the inputs")
         if source in target.parents:
             raise CliError(f"--out {out} lies inside the input {path}; choose an output directory outside the inputs")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise CliError(f"--out {out}: {parent} is a file, not a directory")
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is an existing file, not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -116,27 +121,13 @@ def check_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
 
 
 def write_output(out: Path, write) -> None:
-    """Run ``write(tmp)`` into a temporary directory beside ``out``, then move it into place (replacing ``out``).
+    """Run ``write(tmp)`` in a temporary directory beside ``out``, then move it into place (replacing ``out``).
 
-    A crash or error leaves ``out`` as it was (and no half-written model anywhere): the temporary directory is
-    removed, and the old ``out`` is deleted only after the new one is in place.
+    A crash or error leaves ``out`` as it was; a symlinked ``out`` has its target replaced (no hidden leftovers).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)  # put the previous output back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    from .own_models import replace_directory
+
+    replace_directory(out, write)
 
 
 def state_digest(state) -> str:
@@ -191,11 +182,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .state_io import save_state_dict
     from .task_vectors import check_finite, float_keys, task_vector
 
+    if args.config is not None:
+        return merge_from_config(args)
+    missing = [flag for flag in ("method", "pretrained", "finetuned", "out") if getattr(args, flag) is None]
+    if missing:
+        raise CliError(f"merge needs --config, or --{' --'.join(missing)} for a data-free merge")
+    from .own_models import NEEDS_TRAIN_LABELS
+
     spec = get_method(args.method)
+    if spec.name in NEEDS_TRAIN_LABELS:
+        raise CliError(f"method {args.method!r} needs labeled training data; use it from Python (a MergeProblem)")
     if spec.data_free is None:
         raise CliError(
-            f"method {args.method!r} needs test data and a model adapter; use it from Python or a notebook. "
-            f"Data-free methods: {', '.join(n for n, s in _methods().items() if s.data_free)}"
+            f"method {args.method!r} needs test data: describe the models and image folders in a config and run "
+            f"`concrete-subspace merge --config merge.yaml` (docs/merge_your_own.md)"
         )
     params = resolve_params(args.method, parse_params(args.method, args.param))
     inputs = [Path(p) for p in [args.pretrained, *args.finetuned]]
@@ -232,6 +232,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
             yield task_vector(reference, state, name=f"fine-tuned model {path}")
 
     merged = spec.data_free(reference, vectors(), **params)
+    check_finite(merged, name=f"merged model ({args.method} with {params})")
     full = {**pretrained, **{k: merged[k] for k in merged_keys}}
 
     def write(directory: Path) -> None:
@@ -257,6 +258,33 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     write_output(out, write)
     print(f"merged {len(args.finetuned)} models with {spec.pretty_name} -> {out / 'model.safetensors'}")
+    return 0
+
+
+def merge_from_config(args: argparse.Namespace) -> int:
+    """``merge --config``: any method on the config's models and image folders (flags override the config)."""
+    from .own_models import merge_own_models, read_yaml
+
+    path = Path(args.config)
+    raw = read_yaml(path)
+    if args.method is not None:
+        raw["method"] = args.method
+    if args.pretrained is not None or args.finetuned is not None or args.only_finetuned_keys:
+        raise CliError(
+            "with --config, give the models in the config (models.pretrained, models.finetuned); "
+            "--pretrained, --finetuned and --only-finetuned-keys are for data-free merges without one"
+        )
+    if args.param:
+        if "method" not in raw:
+            raise CliError(f"{path}: the config has no 'method' key")
+        raw["params"] = {**(raw.get("params") or {}), **parse_params(raw["method"], args.param)}
+    report = merge_own_models(
+        raw, args.out, base=path.resolve().parent, overwrite=args.overwrite, progress=not args.quiet
+    )
+    out = report["out"]
+    scores = {t: a for t, a in report["accuracy"].items() if a is not None}
+    summary = f"; accuracy {', '.join(f'{t} {a:.2f}' for t, a in scores.items())}" if scores else ""
+    print(f"merged {len(report['tasks'])} models with {report['pretty_name']} -> {out}{summary}")
     return 0
 
 
@@ -341,8 +369,11 @@ def methods_help() -> str:
     for name, spec in free.items():
         params = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "no parameters"
         lines.append(f"  {name:<{width}}  {spec.pretty_name}: {params}")
-    others = [n for n in methods if n not in free]
-    lines.append(f"methods that need test data (use them from Python or a notebook): {', '.join(others)}")
+    from .own_models import NEEDS_TRAIN_LABELS
+
+    test_time = [n for n in methods if n not in free and n not in NEEDS_TRAIN_LABELS]
+    lines.append(f"test-time methods (describe the models and image folders in --config): {', '.join(test_time)}")
+    lines.append(f"methods that need labeled training data (Python only): {', '.join(NEEDS_TRAIN_LABELS)}")
     return "\n".join(lines)
 
 
@@ -362,27 +393,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = sub.add_parser(
         "merge",
-        help="merge checkpoints with a data-free method (weight_averaging, task_arithmetic, ties_merging)",
+        help="merge checkpoints: data-free methods from flags, every method from a --config",
         parents=[debug],
         epilog=methods_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Merge fine-tuned checkpoints of one pre-trained model with a data-free method. "
+        description="Merge fine-tuned checkpoints of one pre-trained model: a data-free method from the flags, "
+        "or any method (the test-time ones on your image folders) from --config merge.yaml. "
         "The inputs are never modified; the output is written to a temporary directory "
         "and moved into place when complete.",
     )
-    merge.add_argument("--method", required=True)
+    merge.add_argument(
+        "--config",
+        default=None,
+        help="YAML file: the models, the tasks' image folders, the method and its parameters; runs every "
+        "method, the test-time ones included (docs/merge_your_own.md)",
+    )
+    merge.add_argument("--method", default=None, help="method name (with --config: overrides the config's)")
     merge.add_argument(
         "--pretrained",
-        required=True,
+        default=None,
         help="pre-trained checkpoint: HF directory, .safetensors or .pt/.bin (weights only)",
     )
-    merge.add_argument("--finetuned", required=True, nargs="+", help="fine-tuned checkpoints, same format")
+    merge.add_argument("--finetuned", default=None, nargs="+", help="fine-tuned checkpoints, same format")
     merge.add_argument(
         "--out",
-        required=True,
-        help="output directory (model.safetensors + merge.json); must not be, "
-        "contain or lie inside an input; must be empty or new unless --overwrite",
+        default=None,
+        help="output directory (model.safetensors + merge.json; with --config: a CLIPModel directory, "
+        "mask.safetensors and report.json); must not be, contain or lie inside an input; must be empty or "
+        "new unless --overwrite",
     )
+    merge.add_argument("--quiet", action="store_true", help="no progress bars (--config)")
     merge.add_argument(
         "--overwrite",
         action="store_true",
@@ -471,11 +511,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (one line, exit 2); anything else is a bug and keeps its traceback."""
     from .checkpoint import CheckpointError
+    from .own_models import OwnModelsError
     from .registry import UnknownMethodError
     from .state_io import CheckpointFileError, UnsafeCheckpointError
     from .task_vectors import StateDictError
 
-    return (CliError, UnknownMethodError, StateDictError, CheckpointError, CheckpointFileError, UnsafeCheckpointError)
+    return (
+        CliError,
+        OwnModelsError,
+        UnknownMethodError,
+        StateDictError,
+        CheckpointError,
+        CheckpointFileError,
+        UnsafeCheckpointError,
+    )
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

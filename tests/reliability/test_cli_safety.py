@@ -285,3 +285,49 @@ def test_internal_error_keeps_its_traceback_and_debug_shows_user_errors(models, 
                 str(tmp_path / "o"),
             ]
         )
+
+
+# ------------------------------------------------------------------------------- issue 29, point 5: the last rough edges
+def test_a_finite_scaling_that_overflows_float32_is_refused_before_writing(models, tmp_path, capsys):
+    pre, fts = models
+    code = merge(pre, fts, tmp_path / "out", "--param", "scaling=1e39")
+    one_line_error(capsys, code, "merged model", "non-finite")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_out_whose_parent_is_a_regular_file_is_one_line(models, tmp_path, capsys):
+    pre, fts = models
+    (tmp_path / "file").write_text("x")
+    one_line_error(capsys, merge(pre, fts, tmp_path / "file" / "out"), "is a file, not a directory")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_overwrite_through_a_symlink_replaces_its_target_and_leaves_nothing_behind(models, tmp_path):
+    pre, fts = models
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    (tmp_path / "link").symlink_to(target)
+    assert merge(pre, fts, tmp_path / "link", "--overwrite") == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == target.resolve()
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "merge.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "link", "target"]  # no hidden .link.old-PID
+
+
+def test_param_for_a_method_without_parameters_names_the_problem(models, tmp_path, capsys):
+    pre, fts = models
+    code = main(
+        ["merge", "--method", "weight_averaging", "--pretrained", str(pre), "--finetuned", *map(str, fts)]
+        + ["--out", str(tmp_path / "out"), "--param", "scaling=0.5"]
+    )
+    err = one_line_error(capsys, code, "'weight_averaging' takes no parameters")
+    assert "Valid parameters: \n" not in err and not err.rstrip().endswith(":")
+
+
+def test_test_time_method_without_config_points_to_the_config(models, tmp_path, capsys):
+    pre, fts = models
+    code = main(
+        ["merge", "--method", "concrete_task_arithmetic", "--pretrained", str(pre), "--finetuned", *map(str, fts)]
+        + ["--out", str(tmp_path / "out")]
+    )
+    one_line_error(capsys, code, "--config")
