@@ -2,7 +2,7 @@
 
 Source: the authors' own result files (tanganke/subspace_fusion, ``results/``; arXiv 2312.06173), rows marked
 ``adamerging_paper`` copied there from the AdaMerging paper (Yang et al., ICLR 2024). The CSVs and their README
-are copies of the team's ``shared/reference/`` folder, kept in ``concrete_subspace/data/reference/``. These are
+are kept in ``concrete_subspace/data/reference/``. These are
 facts to compare against: every frame returned here carries a ``source`` column and is labelled "published";
 nothing in this module computes or presents them as results of this package.
 """

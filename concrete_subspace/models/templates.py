@@ -7,7 +7,7 @@ names from the dataset's ``ClassLabel`` feature, cleaned by :func:`clean_classna
 them from folder names), so their order always matches the labels.
 
 Task keys (``sun397, cars, resisc45, eurosat, svhn, gtsrb, mnist, dtd``) are the column names of the
-published tables in ``shared/reference``.
+published tables in ``concrete_subspace/data/reference/``.
 """
 
 from __future__ import annotations
