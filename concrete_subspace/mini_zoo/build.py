@@ -16,7 +16,7 @@ from ..data import mini
 from ..provenance import StageClock
 from ..seeding import derive_seed
 from . import shipped
-from .config import BUILDING_MARKER, MANIFEST, MiniConfig, default_zoo_dir, mini_config
+from .config import BUILDING_MARKER, MANIFEST, MiniConfig, default_zoo_dir, mini_config, use_offline_hub
 from .determinism import _seeded_init, deterministic
 from .evaluate import _evaluate_zoo, _geometry
 from .files import _atomic_write_json, quiet_library_bars, save_vision_model
@@ -57,6 +57,7 @@ def build_zoo(
         raise ValueError(
             f"build_zoo builds only the 'mini' scale (got {scale!r}); the paper scale uses Hub checkpoints"
         )
+    use_offline_hub()
     cfg = mini_config(smoke, precision)
     use_shipped = not from_scratch and shipped.ships(seed, smoke, precision)
     if out_dir is not None:

@@ -20,7 +20,7 @@ SPLITS = ("train", "validation", "test")
 BUILD_THREADS = 1
 
 # Mini-scale defaults of the merge methods on zoo v3, chosen on the VALIDATION split of the seed-0 zoo by the probes in
-# benchmarks/zoo_v2/probe.py (every run and its accuracy curve: docs/zoo_probes_v2/methods_v3.jsonl, table in
+# benchmarks/zoo_v2/probe.py (every run and its accuracy curve: lab-notes/zoo_probes_v2/methods_v3.jsonl, table in
 # docs/zoo.md "Zoo v3"). Task arithmetic: best lambda of the path (0.3, as in the paper). TIES: best of lambda
 # {0.3, 0.5, 0.7} x density 0.2, then density {0.1, 0.3} at 0.5. Concrete TA keeps the paper's lambda 0.3; lr 1e-2
 # beat 3e-3. Layer-wise AdaMerging: lr 1e-2 x 200 (66.0, 2 seeds) beat 3e-3 x 400 (65.9) and 1e-3 (64.8); Concrete
@@ -34,9 +34,15 @@ MINI_DEFAULTS: dict[str, dict[str, Any]] = {
     "layer_wise_concrete_adamerging": {"outer_lr": 1e-3, "meta_steps": 200, "tta_lr": 1e-2, "tta_steps": 200},
 }
 
-_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-for _k, _v in _OFFLINE_ENV.items():
-    os.environ.setdefault(_k, _v)
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def use_offline_hub() -> None:
+    """Set the Hugging Face libraries offline (where the user has not chosen): the mini zoos never need the Hub, and
+    a Hub call without network hangs about a minute before failing. Called by the zoo builds and loaders, not on
+    import."""
+    for key in OFFLINE_ENV:
+        os.environ.setdefault(key, "1")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import MANIFEST
+from .config import MANIFEST, use_offline_hub
 from .files import load_vision_state, quiet_library_bars
 from .manifest import read_manifest
 from .model import to_pixel_values
@@ -28,6 +28,7 @@ def load_zoo_problem(
     """The zoo as a MergeProblem: TTA batches and evaluation from ``split`` (as in the paper), train for Fisher/RegMean.
 
     The weight files are checked against the manifest's sha256 first (a corrupted or edited file is named)."""
+    use_offline_hub()
     manifest = read_manifest(zoo_dir)
     check_files(Path(zoo_dir), manifest.get("files", {}))
     return _problem_from(
