@@ -70,7 +70,7 @@ def unflatten_like(flat: Tensor, like: State) -> State:
 
 
 def concrete_sample(logits: State, temperature: float, generator: torch.Generator) -> State:
-    """Relaxed Bernoulli: m = clip(σ((log u − log(1 − u) + x)/λ), tiny, 1 − eps), u ~ U(0, 1) clamped to
+    """Relaxed Bernoulli: m = clip(σ((log u − log(1 − u) + x)/temperature), tiny, 1 − eps), u ~ U(0, 1) clamped to
     [eps, 1 − eps]; differentiable in the logits x."""
     x = torch.cat([t.reshape(-1) for t in logits.values()])
     eps, tiny = torch.finfo(x.dtype).eps, torch.finfo(x.dtype).tiny
@@ -170,7 +170,7 @@ def concrete_task_arithmetic(
     eval_mask="sample",
     seed=0,
 ) -> SpecResult:
-    """CTA: Adam on the mask logits x; step s samples m ~ Concrete(x, λ) and minimises the summed entropy of
+    """CTA: Adam on the mask logits x; step s samples m ~ Concrete(x, temperature) and minimises the summed entropy of
     θ0 + λ_TA Σ_i τ_i ⊙ m / mean(m) on batch s. Final model: the evaluation mask (seed + 1), last step."""
     theta0, vectors = pretrained_and_task_vectors(problem)
     weights = torch.full((len(vectors),), float(scaling), device=problem.device)
