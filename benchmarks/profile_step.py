@@ -100,14 +100,14 @@ def profile_ours(method: str, warmup: int, case, precision: str = "fp32", forwar
     import torch
 
     import benchmarks.harness as bench
-    from concrete_subspace import adamerging, concrete, distributed, loop
+    from concrete_subspace import concrete, loop
     from concrete_subspace.registry import run_method
 
     problem = bench.vit_problem(case)
     sections = defaultdict(lambda: [0.0, 0.0])
     active = [False]
     out = {}
-    real_optimise = concrete.optimise
+    real_optimise = loop.optimise
     real_backward = torch.Tensor.backward
 
     def backward(self, *args, **kwargs):  # task losses are scalars; the merge backward is the P-sized vector's
@@ -137,11 +137,10 @@ def profile_ours(method: str, warmup: int, case, precision: str = "fp32", forwar
         return real_optimise(stage, steps, timed, *args, **kwargs)
 
     with contextlib.ExitStack() as stack:
-        # the mask is sampled through the (one-rank) shard object since the torchrun change
-        stack.enter_context(timed_attr(distributed.Shard, "sample_concrete", sections, "sample mask", active))
+        stack.enter_context(timed_attr(concrete, "sample_concrete", sections, "sample mask", active))
         stack.enter_context(timed_attr(concrete, "apply_mask_flat", sections, "merge (forward)", active))
         stack.enter_context(timed_attr(loop, "forward", sections, "task forward (transformer)", active))
-        concrete.optimise = adamerging.optimise = optimise
+        loop.optimise = optimise  # every method's loop runs through loop.RunContext.optimise
         torch.Tensor.backward = backward
         try:
             run_method(
@@ -160,7 +159,7 @@ def profile_ours(method: str, warmup: int, case, precision: str = "fp32", forwar
                 ),
             )
         finally:
-            concrete.optimise = adamerging.optimise = real_optimise
+            loop.optimise = real_optimise
             torch.Tensor.backward = real_backward
     parts = {k: {"wall_s": w, "cpu_s": c} for k, (w, c) in sections.items()}
     known = sum(v["cpu_s"] for v in parts.values())

@@ -7,25 +7,11 @@ images per task per step. AdaMerging++ runs the same loop over TIES-processed ta
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from .distributed import Shard, local_task_vectors, make_shard
-from .loop import (
-    Checkpointer,
-    RunState,
-    check_forward_mode,
-    check_precision,
-    check_test_time_data,
-    entropy_backward,
-    evaluator,
-    optimise,
-    parse_dtype,
-)
+from .distributed import Shard, local_task_vectors
+from .loop import DEFAULT_RUN, RunContext, RunOptions, RunState, check_test_time_data, parse_dtype
 from .merging import merge_flat, ties_preprocess
 from .problem import MergeProblem, MergeResult
 from .task_vectors import ParamLayout, stack_task_vectors
@@ -85,8 +71,7 @@ def prepare_vectors(
 
 
 def adapt_coefficients(
-    problem: MergeProblem,
-    layout: ParamLayout,
+    context: RunContext,
     theta0: Tensor,
     vectors: Tensor,
     *,
@@ -98,59 +83,34 @@ def adapt_coefficients(
     betas: tuple[float, float],
     steps: int,
     mask: Tensor | None,
-    state_generator: torch.Generator,
-    checkpointer: Checkpointer,
-    resume_payload: dict | None,
-    history: list,
-    progress: bool,
-    log_every: int,
-    eval_every: int,
-    data_offset: int = 0,
+    generator: torch.Generator,
     extra_tensors: dict[str, Tensor] | None = None,
-    forward_mode: str = "batched",
-    precision: str = "fp32",
-    shard: Shard | None = None,
 ) -> Tensor:
-    """Entropy-minimising test-time adaptation of the merge coefficients (optionally under a fixed mask).
+    """Entropy-minimising test-time adaptation of the merge coefficients w (optionally under a fixed mask): Adam on w.
 
-    ``extra_tensors`` are checkpointed with the coefficients (e.g. the frozen mask logits of Concrete AdaMerging).
-    With a sharded ``shard``, ``theta0``, ``vectors`` and ``mask`` are this rank's block; w is replicated.
+    ``generator`` and ``extra_tensors`` (e.g. Concrete AdaMerging's frozen mask logits) are checkpointed with w.
+    With a sharded run, ``theta0``, ``vectors`` and ``mask`` are this rank's block; w is replicated.
     """
-    shard = shard or make_shard(layout, shard_vectors=False)
-    weights = init_coefficients(len(vectors), len(layout.keys), granularity, init, theta0.device).requires_grad_(True)
+    shard = context.shard
+    weights = init_coefficients(len(vectors), len(context.layout.keys), granularity, init, theta0.device)
+    weights.requires_grad_(True)
     optimizer = torch.optim.Adam([weights], lr=lr, betas=tuple(betas), weight_decay=0.0)
-    state = RunState({"weights": weights, **(extra_tensors or {})}, {"optimizer": optimizer}, state_generator, history)
-    start = 0
-    if resume_payload is not None and resume_payload["stage"] == stage:
-        state.restore(resume_payload)
-        start = resume_payload["step"]
+    tensors = {"weights": weights, **(extra_tensors or {})}
+    state = RunState(tensors, {"optimizer": optimizer}, generator, context.history)
 
     def merged() -> Tensor:  # this rank's block of the merge (all of it unless sharded)
-        return merge_flat(
-            theta0, vectors, shard.coefficients(effective_coefficients(weights, clamp)), shard.local_layout, mask
-        )
+        coefficients = shard.coefficients(effective_coefficients(weights, clamp))
+        return merge_flat(theta0, vectors, coefficients, shard.local_layout, mask)
 
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
-        losses = entropy_backward(
-            problem, merged(), layout, data_offset + step, forward_mode=forward_mode, precision=precision, shard=shard
-        )
+        losses = context.entropy_backward(merged(), step)
         shard.reduce_grad_(weights)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
-    optimise(
-        stage,
-        steps,
-        step_fn,
-        state,
-        checkpointer,
-        start=start,
-        progress=progress,
-        log_every=log_every,
-        eval_fn=evaluator(problem, layout, lambda: shard.gather(merged())),
-        eval_every=eval_every,
-    )
+    start = context.restore(state, stage)
+    context.optimise(stage, steps, step_fn, state, start=start, eval_flat=lambda: shard.gather(merged()))
     return weights.detach()
 
 
@@ -164,37 +124,19 @@ def adamerging(
     betas: tuple[float, float] = (0.9, 0.999),
     steps: int = 1000,
     ties_density: float | None = None,
-    seed: int = 0,
-    vector_dtype: str = "float32",
-    forward_mode: str = "batched",
-    precision: str = "fp32",
-    shard_vectors: bool = False,
-    log_every: int = 10,
-    eval_every: int = 0,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int = 100,
-    resume: bool = True,
-    progress: bool = True,
+    run: RunOptions = DEFAULT_RUN,
 ) -> MergeResult:
-    """Task-wise or layer-wise AdaMerging (AdaMerging++ when ``ties_density`` is set).
+    """Task-wise or layer-wise AdaMerging (AdaMerging++ when ``ties_density`` is set): w by entropy minimisation.
 
-    ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (coefficients, optimizer
-    state and entropies stay fp32 under ``precision="bf16"``). ``shard_vectors``: under torchrun, each rank keeps the
-    task vectors of its block of tensors only (:mod:`concrete_subspace.distributed`; not with ``ties_density``).
+    ``run``: device-side choices, sharding, checkpoints, logging and the seed (:class:`~concrete_subspace.loop.RunOptions`;
+    coefficients, optimizer state and entropies stay fp32 under ``precision="bf16"``; no sharding with ``ties_density``).
     """
-    params = {k: v for k, v in locals().items() if k != "problem"}
+    hyperparameters = {k: v for k, v in locals().items() if k not in ("problem", "run")}
     check_init(init, clamp)
-    check_forward_mode(forward_mode)
-    check_precision(precision)
-    shard = make_shard(ParamLayout.of(problem.pretrained), shard_vectors)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem, shard)
-    payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
-    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, ties_density, shard=shard)
-    generator = torch.Generator(device=theta0.device).manual_seed(seed)
-    history: list = []
+    context = RunContext(problem, hyperparameters, run)
+    _, theta0, vectors = prepare_vectors(problem, run.vector_dtype, run.progress, ties_density, shard=context.shard)
     weights = adapt_coefficients(
-        problem,
-        layout,
+        context,
         theta0,
         vectors,
         stage="tta",
@@ -205,50 +147,11 @@ def adamerging(
         betas=betas,
         steps=steps,
         mask=None,
-        state_generator=generator,
-        checkpointer=checkpointer,
-        resume_payload=payload,
-        history=history,
-        progress=progress,
-        log_every=log_every,
-        eval_every=eval_every,
-        forward_mode=forward_mode,
-        precision=precision,
-        shard=shard,
+        generator=context.generator(theta0.device),
     )
+    coefficients = effective_coefficients(weights, clamp)
     with torch.no_grad():
-        flat = shard.gather(
-            merge_flat(theta0, vectors, shard.coefficients(effective_coefficients(weights, clamp)), shard.local_layout)
-        )
-    return MergeResult(
-        layout.unflatten(flat),
-        params,
-        history,
-        {"coefficients": effective_coefficients(weights, clamp).cpu(), "layout_keys": list(layout.keys)},
-    )
-
-
-def registry_variant(
-    fn: Callable[..., MergeResult], fixed: dict[str, Any], **defaults: Any
-) -> Callable[..., MergeResult]:
-    """A registry entry of ``fn`` with ``fixed`` keywords removed and some ``defaults`` changed (still overridable)."""
-    signature = inspect.signature(fn)
-    parameters = [
-        p.replace(default=defaults[p.name]) if p.name in defaults else p
-        for p in signature.parameters.values()
-        if p.name not in fixed
-    ]
-
-    def run(problem: MergeProblem, **params: Any) -> MergeResult:
-        return fn(problem, **fixed, **params)
-
-    run.__signature__ = signature.replace(parameters=parameters)
-    run.__name__ = f"{fn.__name__}[{', '.join(f'{k}={v}' for k, v in {**fixed, **defaults}.items())}]"
-    run.__doc__ = fn.__doc__
-    return run
-
-
-task_wise_adamerging = registry_variant(adamerging, {"granularity": "task"})
-layer_wise_adamerging = registry_variant(adamerging, {"granularity": "layer"})
-task_wise_adamerging_pp = registry_variant(adamerging, {"granularity": "task"}, ties_density=0.2)
-layer_wise_adamerging_pp = registry_variant(adamerging, {"granularity": "layer"}, ties_density=0.2)
+        shard = context.shard
+        flat = shard.gather(merge_flat(theta0, vectors, shard.coefficients(coefficients), shard.local_layout))
+    extras = {"coefficients": coefficients.cpu(), "layout_keys": list(context.layout.keys)}
+    return MergeResult(context.layout.unflatten(flat), context.params, context.history, extras)

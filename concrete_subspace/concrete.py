@@ -2,7 +2,7 @@
 
 One Concrete mask shared by all tasks is learned by entropy minimisation on unlabeled test batches.
 
-- **CTA**: θ = θ0 + λ Σ_i τ_i ⊙ m / mean(m), λ fixed; Adam on the logits, a new mask sample each step. Since λ is
+- **CTA**: θ = θ0 + λ Σ_i τ_i ⊙ m / mean(m), λ (the task-arithmetic ``scaling``) fixed; Adam on the logits, a new mask sample each step. Since λ is
   fixed, λ Σ_i τ_i is computed once, so a step costs the same for any number of tasks (same result as merging per
   task, fewer operations).
 - **Concrete AdaMerging**: stage 1 (meta-learning), per iteration: reset w; ONE inner Adam step on w (lr 1) with the
@@ -17,44 +17,34 @@ previous iteration's adapted w (the merged weights were not recomputed after the
 and offer the quirk as an option, exact for both codes (:func:`inner_coefficients`). ``PRESETS`` names the two
 reference codes' full settings. Results are the last step, as in the paper.
 
-Diagnostics (never changing a result or a random stream; docs/method.md §7): every Concrete run records the mask's
-logit magnitudes, the merge with the learned mask at the initial coefficients (the mask-only effect) and the final
-model under the expected mask σ(x) beside the sampled headline model.
+Diagnostics (never changing a result or a random stream; docs/method.md §7, :mod:`concrete_subspace.diagnostics`):
+every Concrete run records the mask's logit magnitudes, the merge with the learned mask at the initial coefficients
+(the mask-only effect) and the final model under the expected mask σ(x) beside the sampled headline model. How a run
+is executed (device-side choices, sharding, checkpoints, logging, the seed) is ``run=``
+(:class:`~concrete_subspace.loop.RunOptions`).
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor
 
-from .adamerging import (
-    adapt_coefficients,
-    check_init,
-    effective_coefficients,
-    init_coefficients,
-    prepare_vectors,
-    registry_variant,
+from .adamerging import adapt_coefficients, check_init, effective_coefficients, init_coefficients, prepare_vectors
+from .diagnostics import (
+    coefficient_row,
+    density_row,
+    eval_mask_record,
+    expected_mask,
+    mask_extras,
+    mask_only_row,
+    stage_start_scores,
 )
-from .distributed import make_shard
-from .evaluation import average
-from .loop import (
-    Checkpointer,
-    RunState,
-    check_forward_mode,
-    check_precision,
-    check_test_time_data,
-    entropy_backward,
-    evaluator,
-    optimise,
-    parse_dtype,
-)
-from .masks import EVAL_MASKS, check_temperature, density, evaluation_mask, init_logits
+from .loop import DEFAULT_RUN, RunContext, RunOptions, RunState, check_test_time_data, parse_dtype
+from .masks import EVAL_MASKS, check_temperature, evaluation_mask, init_logits, sample_concrete
 from .merging import apply_mask_flat, merge_flat
 from .problem import MergeProblem, MergeResult
-from .seeding import derive_seed
-from .task_vectors import ParamLayout, sum_task_vectors
+from .seeding import named_seed
+from .task_vectors import sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
 
@@ -113,71 +103,16 @@ def inner_coefficients(weights: Tensor, previous: Tensor, clamp: bool, uses_prev
     return effective_coefficients(previous, clamp).detach() + (current - current.detach())
 
 
-def _check_common(temperature: float, eval_mask: str, forward_mode: str, precision: str) -> None:
+def check_mask_options(temperature: float, eval_mask: str) -> None:
+    """The Concrete temperature must be positive and finite, and ``eval_mask`` one of :data:`EVAL_MASKS`."""
     check_temperature(temperature)
-    check_forward_mode(forward_mode)
-    check_precision(precision)
     if eval_mask not in EVAL_MASKS:
         raise ValueError(f"unknown eval_mask {eval_mask!r}; choose one of {list(EVAL_MASKS)}")
 
 
-def _mask_extras(logits: Tensor, layout: ParamLayout) -> dict:
-    return {
-        "mask_logits": logits.detach().cpu(),
-        "layout_keys": list(layout.keys),
-        "mask_density": density(logits, layout),
-    }
-
-
-def mask_digest(mask: Tensor) -> str:
-    """SHA-256 of a mask's float32 values: identifies the exact mask a final model used."""
-    return hashlib.sha256(mask.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def eval_mask_record(mask: Tensor, kind: str, seed: int, temperature: float) -> dict:
-    """How to redraw the exact mask of the final model (kind, generator seed, temperature, device) and its digest."""
-    return {
-        "kind": kind,
-        "seed": int(seed),
-        "temperature": float(temperature),
-        "device": str(mask.device),
-        "sha256": mask_digest(mask),
-    }
-
-
-def _density_row(logits: Tensor) -> dict:
-    stats = density(logits)
-    keys = ("density", "mean_keep_probability", "mean_abs_logit", "large_logit_share")
-    return {key: stats[key] for key in keys}
-
-
-def coefficient_row(coefficients: Tensor) -> dict:
-    """Where the merge coefficients are: their mean and the share at or beyond 0 or 1 (one inner step at lr 1 drives
-    layer-wise coefficients there, which is why accuracy at w' can fall while the mask improves)."""
-    with torch.no_grad():
-        c = coefficients.detach().float()
-        return {
-            "coefficient_mean": float(c.mean()),
-            "coefficient_share_at_bounds": float(((c <= 0) | (c >= 1)).float().mean()),
-        }
-
-
-def scores_row(prefix: str, scores: dict[str, float]) -> dict:
-    """History columns ``<prefix>/<task>`` and ``<prefix>_accuracy`` (the average) for a diagnostic evaluation."""
-    return {**{f"{prefix}/{t}": s for t, s in scores.items()}, f"{prefix}_accuracy": average(scores)}
-
-
-def stage_start_scores(history: list[dict], stage: str) -> dict[str, float] | None:
-    """Per-task accuracies of a stage's step-0 row (logged when the run evaluates along the way), else None."""
-    for row in history:
-        if row.get("stage") == stage and row.get("step") == 0 and "avg_accuracy" in row:
-            return {k.removeprefix("acc/"): v for k, v in row.items() if k.startswith("acc/")}
-    return None
-
-
-def expected_mask(logits: Tensor) -> Tensor:
-    """σ(x): the expected mask, a deterministic diagnostic beside the sampled headline mask (draws nothing)."""
-    return evaluation_mask(logits, "expected")
+def seeded(seed: int, device: torch.device) -> torch.Generator:
+    """A fresh generator of ``seed`` (an evaluation mask's own stream, apart from the run's sample stream)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def concrete_task_arithmetic(
@@ -191,100 +126,72 @@ def concrete_task_arithmetic(
     steps: int = 2000,
     init_logit: float = 0.0,
     eval_mask: str = "sample",
-    seed: int = 0,
-    vector_dtype: str = "float32",
-    forward_mode: str = "batched",
-    precision: str = "fp32",
-    shard_vectors: bool = False,
-    log_every: int = 10,
-    eval_every: int = 0,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int = 100,
-    resume: bool = True,
-    progress: bool = True,
+    run: RunOptions = DEFAULT_RUN,
 ) -> MergeResult:
     """Concrete Task Arithmetic: learn the shared mask with the task-arithmetic coefficient λ (``scaling``) fixed.
 
-    ``forward_mode`` / ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (mask logits, Adam state and
-    entropies stay fp32 under ``precision="bf16"``). ``shard_vectors``: under torchrun, each rank keeps λΣτ, the
+    Under ``precision="bf16"`` the mask logits, Adam state and entropies stay fp32; sharded, each rank keeps λΣτ, the
     logits and their Adam state for its block of tensors only (:mod:`concrete_subspace.distributed`).
     """
-    params = {k: v for k, v in locals().items() if k != "problem"}
-    _check_common(temperature, eval_mask, forward_mode, precision)
-    shard = make_shard(ParamLayout.of(problem.pretrained), shard_vectors)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem, shard)
-    payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
+    hyperparameters = {k: v for k, v in locals().items() if k not in ("problem", "run")}
+    check_mask_options(temperature, eval_mask)
+    context = RunContext(problem, hyperparameters, run)
     check_test_time_data(problem)
     # λ is fixed, so only λ Σ τ_i is needed: summed as the models stream in (never T task vectors at once)
+    dtype = parse_dtype(run.vector_dtype)
     layout, summed = sum_task_vectors(
         problem.pretrained,
         problem.load_finetuned,
         problem.task_names,
         scaling=float(scaling),
-        dtype=parse_dtype(vector_dtype),
-        progress=progress,
+        dtype=dtype,
+        progress=run.progress,
     )
-    summed = shard.local(summed)  # this rank's block (the whole vector unless sharded)
-    theta0 = shard.local(layout.flatten(problem.pretrained))
+    shard = context.shard  # this rank's block of every flat vector below (the whole vector unless sharded)
+    summed, theta0 = shard.local(summed), shard.local(layout.flatten(problem.pretrained))
     logits = init_logits(theta0.numel(), init_logit, device=theta0.device).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    generator = torch.Generator(device=theta0.device).manual_seed(seed)
-    eval_seed = derive_seed(seed, 1, stride=1)  # the evaluation mask's own stream (seed + 1)
-    state = RunState({"logits": logits}, {"optimizer": optimizer}, generator)
-    start = 0
-    if payload is not None:
-        state.restore(payload)
-        start = payload["step"]
+    generator = context.generator(theta0.device)
+    state = RunState({"logits": logits}, {"optimizer": optimizer}, generator, context.history)
+    eval_seed = named_seed(run.seed, "evaluation_mask")  # the evaluation mask's own stream
+
+    def merged(mask: Tensor) -> Tensor:  # θ0 + λ Σ τ_i ⊙ m / mean(m), this rank's block
+        return apply_mask_flat(theta0, summed, mask, shard.local_layout)
 
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
-        mask = shard.sample_concrete(logits, temperature, generator)
-        losses = entropy_backward(
-            problem,
-            apply_mask_flat(theta0, summed, mask, shard.local_layout),
-            layout,
-            step,
-            forward_mode=forward_mode,
-            precision=precision,
-            shard=shard,
-        )
+        mask = sample_concrete(logits, temperature, generator, start=shard.start, total=layout.num_params)
+        losses = context.entropy_backward(merged(mask), step)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
-    def final_mask() -> Tensor:
-        eval_generator = torch.Generator(device=theta0.device).manual_seed(eval_seed)
-        return evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
+    def final_mask() -> Tensor:  # the mask of the whole model
+        return evaluation_mask(
+            shard.gather(logits), eval_mask, temperature=temperature, generator=seeded(eval_seed, theta0.device)
+        )
 
-    def evaluation_flat() -> Tensor:  # gathered from every rank's block (all of it unless sharded)
-        return shard.gather(apply_mask_flat(theta0, summed, shard.local(final_mask()), shard.local_layout))
-
-    optimise(
+    start = context.restore(state, "concrete_task_arithmetic")
+    context.optimise(
         "concrete_task_arithmetic",
         steps,
         step_fn,
         state,
-        checkpointer,
         start=start,
-        progress=progress,
-        log_every=log_every,
-        eval_fn=evaluator(problem, layout, evaluation_flat),
-        eval_every=eval_every,
-        log_fn=lambda: _density_row(shard.gather(logits)),
+        eval_flat=lambda: shard.gather(merged(shard.local(final_mask()))),
+        log_fn=lambda: density_row(shard.gather(logits)),
     )
     with torch.no_grad():
         mask = final_mask()
-        merged = layout.unflatten(shard.gather(apply_mask_flat(theta0, summed, shard.local(mask), shard.local_layout)))
+        final = layout.unflatten(shard.gather(merged(shard.local(mask))))
     expected = shard.local(expected_mask(shard.gather(logits)))
     extras = {
-        **_mask_extras(shard.gather(logits), layout),
+        **mask_extras(shard.gather(logits), layout),
         "eval_mask": eval_mask_record(mask, eval_mask, eval_seed, temperature),
         # CTA's coefficients never move: its final model IS the learned mask at λ (compare with task arithmetic at λ)
         "mask_only": {"coefficients": float(scaling), "final_model": True},
-        "expected_mask_scores": evaluator(
-            problem, layout, lambda: shard.gather(apply_mask_flat(theta0, summed, expected, shard.local_layout))
-        )(),
+        "expected_mask_scores": context.scores(lambda: shard.gather(merged(expected))),
     }
-    return MergeResult(merged, params, state.history, extras)
+    return MergeResult(final, context.params, context.history, extras)
 
 
 def concrete_adamerging(
@@ -305,136 +212,90 @@ def concrete_adamerging(
     persist_inner_optimizer: bool = True,
     inner_uses_previous_weights: bool = False,
     eval_mask: str = "sample",
-    seed: int = 0,
-    vector_dtype: str = "float32",
-    forward_mode: str = "batched",
-    precision: str = "fp32",
-    shard_vectors: bool = False,
-    log_every: int = 10,
-    eval_every: int = 0,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int = 100,
-    resume: bool = True,
-    progress: bool = True,
+    run: RunOptions = DEFAULT_RUN,
 ) -> MergeResult:
     """Concrete AdaMerging: meta-learn the shared mask around one-step AdaMerging, then adapt w under the frozen mask.
 
-    ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp). ``forward_mode`` /
-    ``precision``: see :func:`concrete_subspace.loop.entropy_backward` (logits, w, both Adam states stay fp32).
-    ``shard_vectors``: under torchrun, each rank keeps the task vectors, logits and their Adam state for its block of
-    tensors only; w is replicated (:mod:`concrete_subspace.distributed`).
+    ``clamp=None`` follows the variant (paper: clamp w to [0, 1]; fusion_bench: no clamp). Under ``precision="bf16"``
+    logits, w and both Adam states stay fp32; sharded, each rank keeps the task vectors, logits and their Adam state
+    for its block of tensors only, w is replicated (:mod:`concrete_subspace.distributed`).
     """
-    params = {k: v for k, v in locals().items() if k != "problem"}
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
     clamp = (variant == "paper") if clamp is None else bool(clamp)
-    params["clamp"] = clamp
-    _check_common(temperature, eval_mask, forward_mode, precision)
+    hyperparameters = {k: v for k, v in locals().items() if k not in ("problem", "run")}
+    check_mask_options(temperature, eval_mask)
     check_init(init, clamp)
-    shard = make_shard(ParamLayout.of(problem.pretrained), shard_vectors)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, params, problem, shard)
-    payload = checkpointer.load() if resume else None  # a foreign checkpoint is refused before any model is loaded
-    layout, theta0, vectors = prepare_vectors(problem, vector_dtype, progress, shard=shard)
-    device = theta0.device
+    context = RunContext(problem, hyperparameters, run)
+    layout, theta0, vectors = prepare_vectors(problem, run.vector_dtype, run.progress, shard=context.shard)
+    shard, device = context.shard, theta0.device
     initial = init_coefficients(len(vectors), len(layout.keys), granularity, init, device)
-    weights = initial.clone().requires_grad_(True)
-    previous = initial.clone()
+    weights, previous = initial.clone().requires_grad_(True), initial.clone()
     logits = init_logits(theta0.numel(), init_logit, device=device).requires_grad_(True)
-    local = shard.local_layout
-
-    def merge(coefficients: Tensor, mask: Tensor | None) -> Tensor:  # this rank's block of the merge
-        return merge_flat(theta0, vectors, shard.coefficients(coefficients), local, mask)
-
     inner = torch.optim.Adam([weights], lr=inner_lr, betas=tuple(betas), weight_decay=0.0)
     outer = torch.optim.Adam([logits], lr=outer_lr, betas=tuple(betas), weight_decay=0.0)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    state = RunState(
-        {"logits": logits, "weights": weights, "previous_weights": previous},
-        {"inner": inner, "outer": outer},
-        generator,
-    )
-    meta_start = 0
-    if payload is not None and payload["stage"] == "meta":
-        state.restore(payload)
-        meta_start = payload["step"]
-    elif payload is not None:  # stopped during test-time adaptation: the mask is final
-        with torch.no_grad():
-            logits.copy_(payload["tensors"]["logits"])
-        meta_start = meta_steps
+    generator = context.generator(device)
+    tensors = {"logits": logits, "weights": weights, "previous_weights": previous}
+    state = RunState(tensors, {"inner": inner, "outer": outer}, generator, context.history)
+    eval_seed, kept_seed = named_seed(run.seed, "evaluation_mask"), named_seed(run.seed, "kept_mask")
+
+    def merge(coefficients: Tensor, mask: Tensor | None) -> Tensor:  # this rank's block of the merge
+        return merge_flat(theta0, vectors, shard.coefficients(coefficients), shard.local_layout, mask)
+
+    def sample() -> Tensor:
+        return sample_concrete(logits, temperature, generator, start=shard.start, total=layout.num_params)
 
     def meta_step(step: int) -> dict:
-        sample = shard.sample_concrete(logits, temperature, generator)
+        mask = sample()
         with torch.no_grad():
             weights.copy_(initial)
         if not persist_inner_optimizer:
             inner.state.clear()
-        inner.zero_grad(set_to_none=True)
+        inner.zero_grad(set_to_none=True)  # ONE inner Adam step on w under the current sample
         coefficients = inner_coefficients(weights, previous, clamp, inner_uses_previous_weights)
-        inner_flat = merge(coefficients, sample.detach())
-        inner_losses = entropy_backward(
-            problem, inner_flat, layout, 2 * step, forward_mode=forward_mode, precision=precision, shard=shard
-        )
+        inner_losses = context.entropy_backward(merge(coefficients, mask.detach()), 2 * step)
         shard.reduce_grad_(weights)
         inner.step()
         with torch.no_grad():
             previous.copy_(weights)
         if variant == "paper":
-            sample = shard.sample_concrete(logits, temperature, generator)
-        outer.zero_grad(set_to_none=True)
-        outer_flat = merge(effective_coefficients(weights, clamp).detach(), sample)
-        outer_losses = entropy_backward(
-            problem, outer_flat, layout, 2 * step + 1, forward_mode=forward_mode, precision=precision, shard=shard
+            mask = sample()
+        outer.zero_grad(set_to_none=True)  # ONE outer Adam step on the logits, w' held constant (first order)
+        outer_losses = context.entropy_backward(
+            merge(effective_coefficients(weights, clamp).detach(), mask), 2 * step + 1
         )
         outer.step()
-        return {
-            "loss": sum(outer_losses.values()),
-            "inner_loss": sum(inner_losses.values()),
-            **{f"entropy/{t}": v for t, v in outer_losses.items()},
-        }
+        losses = {"loss": sum(outer_losses.values()), "inner_loss": sum(inner_losses.values())}
+        return {**losses, **{f"entropy/{t}": v for t, v in outer_losses.items()}}
 
-    def final_mask(generator_seed: int) -> Tensor:  # this rank's block of the evaluation mask of the whole model
-        eval_generator = torch.Generator(device=device).manual_seed(generator_seed)
-        return shard.local(
-            evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=eval_generator)
-        )
-
-    def meta_evaluation_flat() -> Tensor:  # the model the mask gradient is taken at: w' (after the inner step)
-        return shard.gather(merge(effective_coefficients(weights, clamp), final_mask(derive_seed(seed, 1, stride=1))))
+    def final_mask(seed: int) -> Tensor:  # this rank's block of the evaluation mask of the whole model
+        mask = evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=seeded(seed, device))
+        return shard.local(mask)
 
     def mask_only_flat(mask: Tensor) -> Tensor:  # the learned mask at the initial coefficients
         return shard.gather(merge(effective_coefficients(initial, clamp), mask))
 
-    def meta_mask_only(row: dict) -> dict:
-        """Meta-stage diagnostic: the same evaluation mask at the initial coefficients instead of w'."""
-        if row["step"] == 0:  # before any inner step w' = init: the row's scores are already this model's
-            return scores_row("mask_only", {k.removeprefix("acc/"): v for k, v in row.items() if k.startswith("acc/")})
-        mask = final_mask(derive_seed(seed, 1, stride=1))
-        return scores_row("mask_only", evaluator(problem, layout, lambda: mask_only_flat(mask))())
-
-    def meta_log_row() -> dict:
-        return {**_density_row(shard.gather(logits)), **coefficient_row(effective_coefficients(weights, clamp))}
-
-    optimise(
+    meta_start = context.restore(state, "meta")
+    if context.stopped_in("tta"):  # stopped during test-time adaptation: the mask is final
+        with torch.no_grad():
+            logits.copy_(context.payload["tensors"]["logits"])
+        meta_start = meta_steps
+    context.optimise(
         "meta",
         meta_steps,
         meta_step,
         state,
-        checkpointer,
         start=meta_start,
-        progress=progress,
-        log_every=log_every,
-        eval_fn=evaluator(problem, layout, meta_evaluation_flat),
-        eval_every=eval_every,
-        log_fn=meta_log_row,
-        eval_extra_fn=meta_mask_only,
+        eval_flat=lambda: shard.gather(merge(effective_coefficients(weights, clamp), final_mask(eval_seed))),
+        log_fn=lambda: {**density_row(shard.gather(logits)), **coefficient_row(effective_coefficients(weights, clamp))},
+        eval_extra_fn=lambda row: mask_only_row(
+            row, lambda: context.scores(lambda: mask_only_flat(final_mask(eval_seed)))
+        ),
     )
-
-    logits.requires_grad_(False)
-    kept_seed = derive_seed(seed, 2, stride=1)  # the frozen mask of test-time adaptation (seed + 2)
+    logits.requires_grad_(False)  # stage 2: one sample of the frozen mask, kept; Adam on w from its initial value
     kept_mask = final_mask(kept_seed)
     adapted = adapt_coefficients(
-        problem,
-        layout,
+        context,
         theta0,
         vectors,
         stage="tta",
@@ -445,36 +306,20 @@ def concrete_adamerging(
         betas=betas,
         steps=tta_steps,
         mask=kept_mask,
-        state_generator=generator,
-        checkpointer=checkpointer,
-        resume_payload=payload,
-        history=state.history,
-        progress=progress,
-        log_every=log_every,
-        eval_every=eval_every,
+        generator=generator,
         extra_tensors={"logits": logits},
-        forward_mode=forward_mode,
-        precision=precision,
-        shard=shard,
     )
+    coefficients = effective_coefficients(adapted, clamp)
     with torch.no_grad():
-        merged = shard.gather(merge(effective_coefficients(adapted, clamp), kept_mask))
+        final = layout.unflatten(shard.gather(merge(coefficients, kept_mask)))
     # the mask-only effect = stage 2 at step 0 (initial w, the kept mask); read from the history when it was evaluated
-    mask_only = stage_start_scores(state.history, "tta")
-    if mask_only is None:
-        mask_only = evaluator(problem, layout, lambda: mask_only_flat(kept_mask))()
+    mask_only = stage_start_scores(context.history, "tta") or context.scores(lambda: mask_only_flat(kept_mask))
     expected = shard.local(expected_mask(shard.gather(logits)))
     extras = {
-        **_mask_extras(shard.gather(logits), layout),
-        "coefficients": effective_coefficients(adapted, clamp).cpu(),
+        **mask_extras(shard.gather(logits), layout),
+        "coefficients": coefficients.cpu(),
         "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, kept_seed, temperature),
         "mask_only": {"coefficients": float(init), "final_model": False, "scores": mask_only},
-        "expected_mask_scores": evaluator(
-            problem, layout, lambda: shard.gather(merge(effective_coefficients(adapted, clamp), expected))
-        )(),
+        "expected_mask_scores": context.scores(lambda: shard.gather(merge(coefficients, expected))),
     }
-    return MergeResult(layout.unflatten(merged), params, state.history, extras)
-
-
-task_wise_concrete_adamerging = registry_variant(concrete_adamerging, {"granularity": "task"})
-layer_wise_concrete_adamerging = registry_variant(concrete_adamerging, {"granularity": "layer"})
+    return MergeResult(final, context.params, context.history, extras)

@@ -28,7 +28,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .masks import logistic_noise, relaxed_bernoulli, sample_concrete
 from .task_vectors import ParamLayout, flat_task_vectors
 
 
@@ -142,13 +141,6 @@ class Shard:
         """Sum a replicated tensor's gradient over the blocks (each rank back-propagated its block only)."""
         if not self.whole and tensor.grad is not None:
             all_reduce_(tensor.grad)
-
-    def sample_concrete(self, logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
-        """This block of the one-device mask sample: the full noise is drawn (same generator stream), then cut."""
-        if self.whole:
-            return sample_concrete(logits, temperature, generator)
-        noise = logistic_noise((self.layout.num_params,), generator, device=logits.device, dtype=logits.dtype)
-        return relaxed_bernoulli(logits, noise[self.start : self.stop], temperature)
 
     def checkpoint_name(self) -> str:
         """Sharded runs checkpoint every rank's block to its own file (resume needs the same number of ranks)."""

@@ -1,9 +1,11 @@
-"""The test-time optimisation loop shared by AdaMerging and the Concrete methods.
+"""The test-time optimisation loop shared by AdaMerging and the Concrete methods, and the run it belongs to.
 
 It owns the things every long run needs and no method should re-implement: the entropy objective (one batched
 forward of all tasks, or a memory-lean per-task backward; fp32 or bf16 autocast), the progress bar, the history
 log, periodic atomic checkpoints, and exact resume (data batches are a function of the step, and the generator /
-optimizer states are checkpointed).
+optimizer states are checkpointed). :class:`RunOptions` says how a run is executed (device-side choices, sharding,
+checkpoints, logging, the seed); :class:`RunContext` carries them through one run, so the methods state only their
+algorithm.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,12 @@ from .functional import forward
 from .problem import MergeProblem
 from .task_vectors import ParamLayout
 
-# Parameters that change how a run is reported or saved, not what it computes (excluded from the fingerprint).
-NON_SEMANTIC = ("progress", "checkpoint_dir", "checkpoint_every", "resume", "log_every", "eval_every")
+#: Parameters that change how a run is reported or saved, not what it computes: left out of the run cache's key.
+#: (``eval_every`` is not among them: it decides which accuracy rows the cached history holds.)
+NON_SEMANTIC = ("progress", "checkpoint_dir", "checkpoint_every", "resume", "log_every")
+#: Left out of a checkpoint's fingerprint: the non-semantic parameters and the evaluation cadence, which only adds
+#: history rows, so a stopped run may resume with another ``eval_every``.
+NOT_IN_CHECKPOINT_FINGERPRINT = (*NON_SEMANTIC, "eval_every")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -291,7 +297,7 @@ class Checkpointer:
         if self.path is not None and (self.per_rank or distributed.is_main()):  # temp files of killed writers
             for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
-        semantic = {k: v for k, v in params.items() if k not in NON_SEMANTIC}
+        semantic = {k: v for k, v in params.items() if k not in NOT_IN_CHECKPOINT_FINGERPRINT}
         self.fingerprint = json.dumps(
             {
                 "params": semantic,
@@ -381,3 +387,123 @@ def evaluator(
         return distributed.gather_task_values(problem.task_names, local, problem.device)
 
     return run
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a test-time run is executed, saved and reported, apart from the method's hyperparameters.
+
+    ``seed``: the run's generator (mask samples; evaluation masks derive their own streams from it).
+    ``vector_dtype``: the task vectors' storage dtype. ``forward_mode`` / ``precision``: see :func:`entropy_backward`.
+    ``shard_vectors``: under torchrun, each rank keeps its block of the vectors (:mod:`concrete_subspace.distributed`).
+    ``log_every`` / ``eval_every``: history rows and accuracy rows (0: no evaluation along the way).
+    ``checkpoint_dir`` / ``checkpoint_every`` / ``resume``: periodic checkpoints and exact resume. ``progress``: a bar.
+    """
+
+    seed: int = 0
+    vector_dtype: str = "float32"
+    forward_mode: str = "batched"
+    precision: str = "fp32"
+    shard_vectors: bool = False
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_forward_mode(self.forward_mode)
+        check_precision(self.precision)
+
+    def as_params(self) -> dict[str, Any]:
+        """The options as flat parameters, in field order (as results files and fingerprints record them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: The default run options (the methods' ``run=`` default).
+DEFAULT_RUN = RunOptions()
+
+
+def run_option_names() -> tuple[str, ...]:
+    """The names of the :class:`RunOptions` fields (the flat parameters that are run options, not hyperparameters)."""
+    return tuple(f.name for f in fields(RunOptions))
+
+
+class RunContext:
+    """One test-time run: its options, this rank's shard, the checkpointer and the payload to resume from, the history.
+
+    ``params`` (the hyperparameters, then the run options) is what the run records and what its checkpoint's
+    fingerprint is computed from; a checkpoint of another configuration is refused here, before any model is loaded.
+    """
+
+    def __init__(self, problem: MergeProblem, hyperparameters: Mapping[str, Any], options: RunOptions):
+        self.problem = problem
+        self.options = options
+        self.params = {**hyperparameters, **options.as_params()}
+        self.layout = ParamLayout.of(problem.pretrained)
+        self.shard = distributed.make_shard(self.layout, options.shard_vectors)
+        self.checkpointer = Checkpointer(
+            options.checkpoint_dir, options.checkpoint_every, self.params, problem, self.shard
+        )
+        self.payload = self.checkpointer.load() if options.resume else None
+        self.history: list[dict] = []
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The run's generator, seeded with ``seed`` (checkpointed with the state, so resume continues its stream)."""
+        return torch.Generator(device=device).manual_seed(self.options.seed)
+
+    def stopped_in(self, stage: str) -> bool:
+        """Whether the checkpoint resumed from was written during ``stage``."""
+        return self.payload is not None and self.payload["stage"] == stage
+
+    def restore(self, state: RunState, stage: str) -> int:
+        """The step ``stage`` starts at: the checkpoint's (its state restored into ``state``) if it stopped there, else 0."""
+        if not self.stopped_in(stage):
+            return 0
+        state.restore(self.payload)
+        return self.payload["step"]
+
+    def entropy_backward(self, flat: Tensor, data_step: int) -> dict[str, float]:
+        """:func:`entropy_backward` with this run's forward mode, precision and shard (``flat``: this rank's block)."""
+        return entropy_backward(
+            self.problem,
+            flat,
+            self.layout,
+            data_step,
+            forward_mode=self.options.forward_mode,
+            precision=self.options.precision,
+            shard=self.shard,
+        )
+
+    def scores(self, make_flat: Callable[[], Tensor]) -> dict[str, float]:
+        """Per-task accuracy of the merged parameters ``make_flat()`` returns (the whole flat vector)."""
+        return evaluator(self.problem, self.layout, make_flat)()
+
+    def optimise(
+        self,
+        stage: str,
+        steps: int,
+        step_fn: Callable[[int], dict],
+        state: RunState,
+        *,
+        start: int,
+        eval_flat: Callable[[], Tensor],
+        log_fn: Callable[[], dict] | None = None,
+        eval_extra_fn: Callable[[dict], dict] | None = None,
+    ) -> None:
+        """:func:`optimise` with this run's checkpointer and cadences; ``eval_flat()`` is the model scored along the way."""
+        optimise(
+            stage,
+            steps,
+            step_fn,
+            state,
+            self.checkpointer,
+            start=start,
+            progress=self.options.progress,
+            log_every=self.options.log_every,
+            eval_fn=evaluator(self.problem, self.layout, eval_flat),
+            eval_every=self.options.eval_every,
+            log_fn=log_fn,
+            eval_extra_fn=eval_extra_fn,
+        )

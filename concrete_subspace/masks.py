@@ -1,8 +1,8 @@
 """The Concrete (relaxed Bernoulli) mask: logits, sampling, per-tensor rescaling, evaluation masks, density.
 
 Semantics (docs/method.md §2): ONE mask shared by all tasks, one logit per element of every merged tensor,
-logits start at 0 (p = 0.5); a sample is m = σ((log u − log(1−u) + x)/λ) with u ~ U(0,1) clamped away from 0 and 1
-(exactly ``torch.distributions.RelaxedBernoulli(λ, logits=x).rsample()``); the mask is applied per tensor as
+logits start at 0 (p = 0.5); a sample is m = σ((log u − log(1−u) + x)/temperature) with u ~ U(0,1) clamped away from 0 and 1
+(exactly ``torch.distributions.RelaxedBernoulli(temperature, logits=x).rsample()``); the mask is applied per tensor as
 τ ⊙ m / mean(m). Every function works on a single tensor, a flat vector with a :class:`ParamLayout`, or both.
 """
 
@@ -25,7 +25,7 @@ def init_logits(num_params: int, value: float = 0.0, *, device=None, dtype: torc
 
 
 def check_temperature(temperature: float) -> float:
-    """The Concrete temperature λ must be a positive finite number."""
+    """The Concrete temperature must be a positive finite number."""
     if not (isinstance(temperature, (int, float)) and 0 < float(temperature) < float("inf")):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     return float(temperature)
@@ -41,17 +41,26 @@ def logistic_noise(
 
 
 def relaxed_bernoulli(logits: Tensor, noise: Tensor, temperature: float) -> Tensor:
-    """σ((noise + x) / λ), differentiable in the logits x; ``noise`` (from :func:`logistic_noise`) is consumed."""
+    """σ((noise + x) / temperature), differentiable in the logits x; ``noise`` (from :func:`logistic_noise`) is consumed."""
     temperature = check_temperature(temperature)
     eps = torch.finfo(logits.dtype).eps
     # clipped like torch's SigmoidTransform, so a sample is strictly inside (0, 1) even where σ rounds to 0 or 1
     return torch.sigmoid(noise.add_(logits).div_(temperature)).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
 
 
-def sample_concrete(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
-    """One relaxed-Bernoulli sample per logit, differentiable in the logits (reparameterised)."""
+def sample_concrete(
+    logits: Tensor, temperature: float, generator: torch.Generator, *, start: int = 0, total: int | None = None
+) -> Tensor:
+    """One relaxed-Bernoulli sample per logit, differentiable in the logits (reparameterised).
+
+    ``total``: the logits are elements ``start`` onwards of a mask of ``total`` elements (one rank's block under
+    sharding): the noise of the whole mask is drawn, then cut, so the block equals that of the one-process sample.
+    """
     check_temperature(temperature)
-    noise = logistic_noise(logits.shape, generator, device=logits.device, dtype=logits.dtype)
+    shape = logits.shape if total is None else (total,)
+    noise = logistic_noise(shape, generator, device=logits.device, dtype=logits.dtype)
+    if total is not None:
+        noise = noise[start : start + logits.numel()]
     return relaxed_bernoulli(logits, noise, temperature)
 
 

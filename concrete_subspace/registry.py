@@ -5,6 +5,10 @@ entry's ``run(problem, **params) -> MergeResult`` is a method of :mod:`baselines
 :mod:`concrete`, or a data-free merge of :mod:`merging` wrapped here to read its task vectors from the problem.
 Its defaults are the keyword defaults of ``run``. The methods import the primitives (:mod:`merging`,
 :mod:`masks`, ...), never this module; only callers that pick a method by name (experiments, CLI) import it.
+
+The registry's API is flat: a test-time method's entry takes its hyperparameters and the fields of
+:class:`~concrete_subspace.loop.RunOptions` as keywords side by side (``steps=``, ``precision=``, ``seed=`` ...);
+:func:`split_params` hands the method its hyperparameters and one ``run=RunOptions(...)``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import difflib
 import inspect
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import adamerging, baselines, concrete
+from .loop import RunOptions, run_option_names
 from .merging import task_arithmetic, ties_merging, weight_averaging
 from .problem import MergeProblem, MergeResult
 from .task_vectors import check_finite, task_vector
@@ -126,6 +131,48 @@ def run_method(name: str, problem: MergeProblem, **params: Any) -> MergeResult:
     return get_method(name).run(problem, **resolved)
 
 
+def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], RunOptions]:
+    """A flat parameter dict split into the method's hyperparameters and its :class:`RunOptions` (the other keys)."""
+    options = set(run_option_names())
+    hyperparameters = {k: v for k, v in params.items() if k not in options}
+    return hyperparameters, RunOptions(**{k: v for k, v in params.items() if k in options})
+
+
+def run_option_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per :class:`RunOptions` field, with its default and annotation (the flat signature)."""
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in fields(RunOptions)
+    ]
+
+
+def registry_variant(
+    fn: Callable[..., MergeResult], fixed: Mapping[str, Any], **defaults: Any
+) -> Callable[..., MergeResult]:
+    """A registry entry of the test-time method ``fn(problem, *, ..., run=RunOptions)`` with a flat signature.
+
+    ``fixed`` keywords are removed (e.g. the granularity of the task-wise entry), some ``defaults`` changed (still
+    overridable); the run options are keywords beside the hyperparameters, split off by :func:`split_params`.
+    """
+    signature = inspect.signature(fn)
+    hyperparameters = [p for p in signature.parameters.values() if p.name != "run"]
+    parameters = [
+        p.replace(default=defaults[p.name]) if p.name in defaults else p
+        for p in hyperparameters + run_option_parameters()
+        if p.name not in fixed
+    ]
+
+    def run(problem: MergeProblem, **params: Any) -> MergeResult:
+        method_params, options = split_params(params)
+        return fn(problem, **fixed, **method_params, run=options)
+
+    run.__signature__ = signature.replace(parameters=parameters)
+    settings = ", ".join(f"{k}={v}" for k, v in {**fixed, **defaults}.items())
+    run.__name__ = f"{fn.__name__}[{settings}]" if settings else fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
 def stream_task_vectors(problem: MergeProblem) -> Iterable[dict[str, Tensor]]:
     """Task vectors of the problem, computed one fine-tuned model at a time."""
     check_finite(problem.pretrained, name="pre-trained model")
@@ -177,27 +224,53 @@ ENTRIES: tuple[MethodSpec, ...] = (
     ),
     MethodSpec("fisher_merging", "Fisher Merging", "https://arxiv.org/abs/2111.09832", baselines.fisher_merging, True),
     MethodSpec("regmean", "RegMean", "https://arxiv.org/abs/2212.09849", baselines.regmean, True),
-    MethodSpec("task_wise_adamerging", "Task-wise AdaMerging", ADAMERGING, adamerging.task_wise_adamerging, True),
-    MethodSpec("layer_wise_adamerging", "Layer-wise AdaMerging", ADAMERGING, adamerging.layer_wise_adamerging, True),
     MethodSpec(
-        "task_wise_adamerging_pp", "Task-wise AdaMerging++", ADAMERGING, adamerging.task_wise_adamerging_pp, True
+        "task_wise_adamerging",
+        "Task-wise AdaMerging",
+        ADAMERGING,
+        registry_variant(adamerging.adamerging, {"granularity": "task"}),
+        True,
     ),
     MethodSpec(
-        "layer_wise_adamerging_pp", "Layer-wise AdaMerging++", ADAMERGING, adamerging.layer_wise_adamerging_pp, True
+        "layer_wise_adamerging",
+        "Layer-wise AdaMerging",
+        ADAMERGING,
+        registry_variant(adamerging.adamerging, {"granularity": "layer"}),
+        True,
     ),
-    MethodSpec("concrete_task_arithmetic", "Concrete Task Arithmetic", PAPER, concrete.concrete_task_arithmetic, True),
+    MethodSpec(
+        "task_wise_adamerging_pp",
+        "Task-wise AdaMerging++",
+        ADAMERGING,
+        registry_variant(adamerging.adamerging, {"granularity": "task"}, ties_density=0.2),
+        True,
+    ),
+    MethodSpec(
+        "layer_wise_adamerging_pp",
+        "Layer-wise AdaMerging++",
+        ADAMERGING,
+        registry_variant(adamerging.adamerging, {"granularity": "layer"}, ties_density=0.2),
+        True,
+    ),
+    MethodSpec(
+        "concrete_task_arithmetic",
+        "Concrete Task Arithmetic",
+        PAPER,
+        registry_variant(concrete.concrete_task_arithmetic, {}),
+        True,
+    ),
     MethodSpec(
         "task_wise_concrete_adamerging",
         "Task-wise Concrete AdaMerging",
         PAPER,
-        concrete.task_wise_concrete_adamerging,
+        registry_variant(concrete.concrete_adamerging, {"granularity": "task"}),
         True,
     ),
     MethodSpec(
         "layer_wise_concrete_adamerging",
         "Layer-wise Concrete AdaMerging",
         PAPER,
-        concrete.layer_wise_concrete_adamerging,
+        registry_variant(concrete.concrete_adamerging, {"granularity": "layer"}),
         True,
     ),
 )

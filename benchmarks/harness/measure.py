@@ -80,9 +80,9 @@ class Probe:
 @contextlib.contextmanager
 def instrumented(probe: Probe) -> Iterator[None]:
     """Wrap ``optimise`` (time each step) and the task-vector builders (time the build) in the method modules."""
-    from concrete_subspace import adamerging, concrete
+    from concrete_subspace import adamerging, concrete, loop
 
-    real_optimise = adamerging.optimise
+    real_optimise = loop.optimise
 
     def optimise(stage: str, steps: int, step_fn: Callable[[int], dict], *args, **kwargs):
         def timed(step: int) -> dict:
@@ -108,8 +108,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
         return build
 
     patched = [
-        (adamerging, "optimise", optimise),
-        (concrete, "optimise", optimise),
+        (loop, "optimise", optimise),  # every method's loop runs through loop.RunContext.optimise
         (adamerging, "prepare_vectors", timed_build(adamerging.prepare_vectors)),
         (concrete, "prepare_vectors", timed_build(concrete.prepare_vectors)),
         (concrete, "sum_task_vectors", timed_build(concrete.sum_task_vectors)),

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..checkpoint import atomic_path, atomic_write_bytes, atomic_write_json
 from ..evaluation import average, evaluate
+from ..loop import NON_SEMANTIC
 from ..problem import MergeProblem
 from ..provenance import code_fingerprint, lock_info
 from ..registry import get_method, run_method
@@ -30,8 +31,6 @@ from .configs import BaseConfig, cache_root
 from .problems import problem_identity
 
 log = logging.getLogger(__name__)
-
-NON_SEMANTIC = ("progress", "checkpoint_dir", "checkpoint_every", "resume", "log_every")
 
 
 @dataclass

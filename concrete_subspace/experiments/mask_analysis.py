@@ -67,7 +67,7 @@ def mask_of(record: RunRecord, problem: MergeProblem, kind: str | None = None) -
     (``extras["eval_mask"]``). ``kind`` draws another kind of evaluation mask with the same generator seed instead
     (e.g. 'hard' for the evaluation-mask ablation).
     """
-    from ..concrete import mask_digest
+    from ..diagnostics import mask_digest
     from ..task_vectors import ParamLayout
 
     spec = record.extras.get("eval_mask")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from concrete_subspace import concrete
+from concrete_subspace import concrete, diagnostics
 from concrete_subspace import experiments as ex
 from concrete_subspace.merging import apply_mask_flat, merge_flat
 from concrete_subspace.provenance import code_fingerprint
@@ -32,13 +32,13 @@ def run_all(toy, cache):
 
 
 def edited_mask_extras(logits, layout):
-    """A stand-in for an edit of concrete.py's ``_mask_extras``: same result, different source."""
+    """A stand-in for an edit of diagnostics.py's ``mask_extras``: same result, different source."""
     extras = {"mask_logits": logits.detach().cpu(), "layout_keys": list(layout.keys)}
-    return {**extras, "mask_density": concrete.density(logits, layout)}
+    return {**extras, "mask_density": diagnostics.density(logits, layout)}
 
 
-edited_mask_extras.__module__ = "concrete_subspace.concrete"  # the fingerprint follows package code only
-edited_mask_extras.__qualname__ = "_mask_extras"
+edited_mask_extras.__module__ = "concrete_subspace.diagnostics"  # the fingerprint follows package code only
+edited_mask_extras.__qualname__ = "mask_extras"
 
 
 def test_a_code_change_recomputes_exactly_the_runs_of_the_methods_it_reaches(toy, tmp_path, monkeypatch):
@@ -47,7 +47,7 @@ def test_a_code_change_recomputes_exactly_the_runs_of_the_methods_it_reaches(toy
         json.loads((r.directory / "record.json").read_text())["code"]["sha256"] == r.code for r in first.values()
     )
     assert all(r.cached for r in run_all(toy, tmp_path).values())
-    monkeypatch.setattr(concrete, "_mask_extras", edited_mask_extras)
+    monkeypatch.setattr(concrete, "mask_extras", edited_mask_extras)
     second = run_all(toy, tmp_path)
     assert {m: r.cached for m, r in second.items()} == {
         "task_arithmetic": True,
@@ -61,15 +61,15 @@ def test_a_code_change_recomputes_exactly_the_runs_of_the_methods_it_reaches(toy
 def test_the_fingerprint_names_the_changed_function_and_covers_problem_code(toy, monkeypatch):
     before = ex.run_fingerprint("concrete_task_arithmetic", toy)
     assert "concrete_subspace.concrete.concrete_task_arithmetic" in before["objects"]
-    assert "concrete_subspace.concrete._mask_extras" in before["objects"] and before["versions"]["torch"]
-    monkeypatch.setattr(concrete, "_mask_extras", edited_mask_extras)
+    assert "concrete_subspace.diagnostics.mask_extras" in before["objects"] and before["versions"]["torch"]
+    monkeypatch.setattr(concrete, "mask_extras", edited_mask_extras)
     after = ex.run_fingerprint("concrete_task_arithmetic", toy)
     changed = {
         k
         for k in before["objects"].keys() | after["objects"].keys()
         if before["objects"].get(k) != after["objects"].get(k)
     }
-    assert changed == {"concrete_subspace.concrete._mask_extras"}
+    assert changed == {"concrete_subspace.diagnostics.mask_extras"}
 
     def load_finetuned(task):  # a problem whose data or model code changes must not reuse runs either
         return toy.load_finetuned(task)
