@@ -189,7 +189,7 @@ def concrete_task_arithmetic(
         "eval_mask": eval_mask_record(mask, eval_mask, eval_seed, temperature),
         # CTA's coefficients never move: its final model IS the learned mask at λ (compare with task arithmetic at λ)
         "mask_only": {"coefficients": float(scaling), "final_model": True},
-        "expected_mask_scores": context.scores(lambda: shard.gather(merged(expected))),
+        "expected_mask_scores": context.diagnostic_scores(lambda: shard.gather(merged(expected))),
     }
     return MergeResult(final, context.params, context.history, extras)
 
@@ -313,13 +313,15 @@ def concrete_adamerging(
     with torch.no_grad():
         final = layout.unflatten(shard.gather(merge(coefficients, kept_mask)))
     # the mask-only effect = stage 2 at step 0 (initial w, the kept mask); read from the history when it was evaluated
-    mask_only = stage_start_scores(context.history, "tta") or context.scores(lambda: mask_only_flat(kept_mask))
+    mask_only = stage_start_scores(context.history, "tta") or context.diagnostic_scores(
+        lambda: mask_only_flat(kept_mask)
+    )
     expected = shard.local(expected_mask(shard.gather(logits)))
     extras = {
         **mask_extras(shard.gather(logits), layout),
         "coefficients": coefficients.cpu(),
         "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, kept_seed, temperature),
         "mask_only": {"coefficients": float(init), "final_model": False, "scores": mask_only},
-        "expected_mask_scores": context.scores(lambda: shard.gather(merge(coefficients, expected))),
+        "expected_mask_scores": context.diagnostic_scores(lambda: shard.gather(merge(coefficients, expected))),
     }
     return MergeResult(final, context.params, context.history, extras)

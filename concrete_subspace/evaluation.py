@@ -27,6 +27,11 @@ def head_logits(problem: MergeProblem, task: str, features: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def has_evaluation_data(problem: MergeProblem) -> bool:
+    """Whether the problem has labeled evaluation data (a timing benchmark's problem has none)."""
+    return any(True for task in problem.task_names for _ in problem.eval_batches(task))
+
+
 def evaluate(
     problem: MergeProblem,
     params: Mapping[str, Tensor] | None = None,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .evaluation import average, evaluate, head_logits, to_device
+from .evaluation import average, evaluate, has_evaluation_data, head_logits, to_device
 from .functional import forward
 from .problem import MergeProblem
 from .task_vectors import ParamLayout
@@ -479,6 +479,11 @@ class RunContext:
     def scores(self, make_flat: Callable[[], Tensor]) -> dict[str, float]:
         """Per-task accuracy of the merged parameters ``make_flat()`` returns (the whole flat vector)."""
         return evaluator(self.problem, self.layout, make_flat)()
+
+    def diagnostic_scores(self, make_flat: Callable[[], Tensor]) -> dict[str, float]:
+        """:meth:`scores` for a diagnostic recorded beside the result; empty when the problem has no evaluation data
+        (a timing benchmark), where the headline run needs none either."""
+        return self.scores(make_flat) if has_evaluation_data(self.problem) else {}
 
     def optimise(
         self,

@@ -236,7 +236,7 @@ def format_table(table: pandas.DataFrame) -> str:
         lines.append(
             f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_seconds_median']:8.3f} "
             f"{cpu if cpu is not None else float('nan'):8.3f} "
-            f"{r['peak_bytes'] / 2**30:9.2f} {build if build is not None else float('nan'):8.2f} {r['steps']:3d}"
+            f"{r['peak_bytes'] / 2**30:9.2f} {build if build is not None else float('nan'):8.2f} {int(r['steps']):3d}"
         )
     comparison = table.attrs.get("comparison")
     if comparison is not None and not comparison.empty:
