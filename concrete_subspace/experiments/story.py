@@ -343,7 +343,9 @@ def ablation_story(tables: Mapping[str, pd.DataFrame], scale: str) -> str:
         frame = tables.get(name, pd.DataFrame())
         if frame.empty:
             continue
-        cta = frame[(frame["task"] == "average") & (frame["method"] == "concrete_task_arithmetic")].reset_index(drop=True)
+        cta = frame[(frame["task"] == "average") & (frame["method"] == "concrete_task_arithmetic")].reset_index(
+            drop=True
+        )
         top, bottom = cta.loc[cta["accuracy"].idxmax()], cta.loc[cta["accuracy"].idxmin()]
         parts.append(
             f"{column.replace('_', ' ')}: Concrete TA from {bottom['accuracy']:.1f}% ({bottom[column]}) to "
