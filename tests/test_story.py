@@ -145,14 +145,14 @@ def test_defaults_are_the_config_defaults():
 def test_multitask_story_states_the_tables_numbers(scale):
     text = story.multitask_story(MULTITASK, scale, {"task_arithmetic": 69.0})
     assert "Concrete Task Arithmetic (67.0%)" in text and "+2.0 points" in text
-    assert "costs most on a (26.0 points" in text
+    assert "furthest below the task's own fine-tuned model on a (+26.0 points" in text
     assert "published, not ours" in text and "Task Arithmetic 69.0" in text
     assert ("Mini vs paper" in text) == (scale == "mini")
 
 
 def test_gap_and_cta_run_stories():
     gap = story.gap_story(MULTITASK, "paper")
-    assert "65.0%" in gap and "+20.0 points" in gap and "20.0 points below" in gap
+    assert "65.0%: 20.0 points higher than the pre-trained" in gap and "20.0 points lower than the eight" in gap
     history = pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.5, 2.0]})
     run = story.cta_run_story(history, ta_average=65.0, cta_average=66.5, scale="paper")
     assert "3.000 to 2.000" in run and "+1.5 points" in run
@@ -175,11 +175,15 @@ def test_generalization_and_robustness_stories():
         }
     )
     text = story.generalization_story(summary, "paper")
-    assert "21.5 points below" in text and "-1.0 points" in text
+    assert "21.5 points lower than the seen" in text and "-1.0 points" in text
     table = pd.concat([MULTITASK.assign(corruption="clean"), MULTITASK.assign(corruption="noise")])
     table.loc[table["corruption"] == "noise", "accuracy"] -= 10.0
     robust = story.robustness_story(table, "mini")
-    assert "cost 10.0 points" in robust and "under 1 of 1 corruptions" in robust and "Mini vs paper" in robust
+    assert (
+        "accuracy is 10.0 points lower than on clean data" in robust
+        and "under 1 of 1 corruptions" in robust
+        and "Mini vs paper" in robust
+    )
 
 
 def test_curve_stories():

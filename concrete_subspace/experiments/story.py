@@ -85,6 +85,11 @@ def _average(table: pd.DataFrame, method: str, column: str = "accuracy") -> floa
     return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
 
+def _more_or_less(difference: float, more: str = "higher", less: str = "lower") -> str:
+    """'3.2 points higher' / '1.0 points lower': the size of ``difference`` and the word for its sign."""
+    return f"{abs(difference):.1f} points {more if difference >= 0 else less}"
+
+
 def _published_context(published: Mapping[str, float] | None, methods: tuple[str, ...]) -> str:
     """' For context, the paper reports (published): A x, B y.' for the methods it has; '' without numbers."""
     if not published:
@@ -117,9 +122,10 @@ def gap_story(gap: pd.DataFrame, scale: str, published: Mapping[str, float] | No
     """After the zero-shot / Task Arithmetic / individual table: the gap that merging leaves open."""
     zero_shot, ta, individual = (_average(gap, m) for m in ("zero_shot", "task_arithmetic", "individual"))
     return (
-        f"**What we see.** Task Arithmetic averages {ta:.1f}%: {ta - zero_shot:+.1f} points over the pre-trained "
-        f"model ({zero_shot:.1f}%) but {individual - ta:.1f} points below the eight fine-tuned models used one per "
-        f"task ({individual:.1f}%). That remaining gap is what the method tries to close."
+        f"**What we see.** Task Arithmetic averages {ta:.1f}%: {_more_or_less(ta - zero_shot)} than the pre-trained "
+        f"model ({zero_shot:.1f}%) and {_more_or_less(ta - individual)} than the eight fine-tuned models used one "
+        f"per task ({individual:.1f}%). The distance to the fine-tuned models is what merging lost to interference, "
+        f"and what the method tries to win back."
         + _published_context(published, ("zero_shot", "task_arithmetic", "individual"))
         + departure("zoo", scale)
     )
@@ -132,7 +138,7 @@ def cta_run_story(history: pd.DataFrame, ta_average: float, cta_average: float, 
         f"**What we see.** Over {len(loss)} steps the summed entropy went from {loss.iloc[0]:.3f} to "
         f"{loss.iloc[-1]:.3f} ({loss.iloc[-1] - loss.iloc[0]:+.3f}). The final CTA model averages {cta_average:.1f}% "
         f"against Task Arithmetic's {ta_average:.1f}% at the same λ ({cta_average - ta_average:+.1f} points): "
-        f"this is how much removing part of every task vector helped, by the only signal available at test time."
+        f"that difference is all the learned mask changed, guided only by the entropy of unlabeled test inputs."
         + departure("steps", scale)
     )
 
@@ -148,9 +154,9 @@ def multitask_story(table: pd.DataFrame, scale: str, published: Mapping[str, flo
     tasks = table[(table["task"] != "average") & (table["method"].isin([best, "individual"]))]
     per_task = tasks.pivot_table(index="task", columns="method", values="accuracy")
     text = (
-        f"**What we see.** The best merge is {pretty(best)} ({merged[best]:.1f}%), between the pre-trained model "
-        f"({averages.get('zero_shot', float('nan')):.1f}%) and the individual models "
-        f"({averages.get('individual', float('nan')):.1f}%)."
+        f"**What we see.** The best merge is {pretty(best)} ({merged[best]:.1f}%); the pre-trained model scores "
+        f"{averages.get('zero_shot', float('nan')):.1f}% and the individual models "
+        f"{averages.get('individual', float('nan')):.1f}%."
     )
     if {"concrete_task_arithmetic", "task_arithmetic"} <= set(averages.index):
         d = averages["concrete_task_arithmetic"] - averages["task_arithmetic"]
@@ -158,8 +164,8 @@ def multitask_story(table: pd.DataFrame, scale: str, published: Mapping[str, flo
     if {"individual", best} <= set(per_task.columns) and best != "individual":
         loss = per_task["individual"] - per_task[best]
         text += (
-            f" In the heatmap, merging costs most on {loss.idxmax()} ({loss.max():.1f} points below its own "
-            f"fine-tuned model) and least on {loss.idxmin()} ({loss.min():+.1f})."
+            f" In the heatmap, the best merge is furthest below the task's own fine-tuned model on {loss.idxmax()} "
+            f"({loss.max():+.1f} points individual minus merge) and closest on {loss.idxmin()} ({loss.min():+.1f})."
         )
     context = ("task_arithmetic", "concrete_task_arithmetic", "layer_wise_concrete_adamerging")
     return text + _published_context(published, context) + departure("zoo", scale)
@@ -193,7 +199,7 @@ def generalization_story(summary: pd.DataFrame, scale: str) -> str:
     for split, frame in summary.groupby("split", sort=False):
         frame = frame.set_index("method")
         drop = (frame["avg_seen"] - frame["avg_unseen"]).mean()
-        part = f"in {split} the unseen tasks score {drop:.1f} points below the seen ones on average over methods"
+        part = f"in {split} the unseen tasks score {_more_or_less(-drop)} than the seen ones (mean over methods)"
         if {"concrete_task_arithmetic", "task_arithmetic"} <= set(frame.index):
             d = frame.loc["concrete_task_arithmetic", "avg_unseen"] - frame.loc["task_arithmetic", "avg_unseen"]
             part += f", and Concrete TA is {d:+.1f} points from Task Arithmetic on them"
@@ -216,7 +222,7 @@ def robustness_story(table: pd.DataFrame, scale: str) -> str:
         drop = (avg.loc["clean"] - corrupted.mean()).mean()
         hardest = corrupted.mean(axis=1).idxmin()
         text += (
-            f" Averaged over methods, corrupted test data cost {drop:.1f} points against clean data; the hardest "
+            f" Averaged over methods and corruptions, accuracy is {_more_or_less(-drop)} than on clean data; the hardest "
             f"corruption here is {hardest} ({corrupted.mean(axis=1).min():.1f}% on average)."
         )
     if {"concrete_task_arithmetic", "task_arithmetic"} <= set(corrupted.columns) and len(corrupted):
