@@ -198,6 +198,8 @@ def test_curve_stories():
     )
     text = story.per_task_story(curves, "m", "tta")
     assert "gain is on a (+5.0" in text and "loss on b (-2.0)" in text and "1 of 2 tasks" in text
+    flat = curves.assign(accuracy=50.0)
+    assert "no task moved" in story.per_task_story(flat, "m", "tta")
     progress = pd.DataFrame([{"method": "m", "stage": "tta", "first": 50.0, "last": 55.0, "best": 55.0, "gain": 5.0}])
     assert "50.0 → 55.0% (+5.0)" in story.curves_story(progress, "paper")
     meta = pd.DataFrame(
@@ -246,3 +248,19 @@ def test_ablation_story():
     }
     text = story.ablation_story(tables, "paper")
     assert "from 58.0% (2.0) to 60.0% (0.5)" in text and "55.0% at the first logged step" in text
+
+
+def test_text_story_names_the_best_merge_not_a_reference_row():
+    spread = pd.DataFrame(
+        {
+            "method": ["individual", "task_arithmetic", "ties_merging"],
+            "mean": [90.0, 60.0, 61.0],
+            "std": [0.0, 0.5, 1.5],
+        }
+    )
+    sweep = pd.DataFrame(
+        {"scaling": [0.0, 0.3], "task": ["average"] * 2, "accuracy": [40.0, 60.0], "entropy": [1.0, 0.8]}
+    )
+    text = story.text_story(spread, sweep, "paper")
+    assert "best merge on average is TIES-Merging (61.0% ± 1.5)" in text and "largest seed spread" in text
+    assert "λ = 0.3 (60.0%)" in text and "λ = 0.3 (0.800 nats)" in text

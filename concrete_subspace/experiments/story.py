@@ -176,12 +176,13 @@ def multitask_story(table: pd.DataFrame, scale: str, published: Mapping[str, flo
 
 def text_story(spread: pd.DataFrame, sweep: pd.DataFrame, scale: str) -> str:
     """After notebook 02's figure: the spread over seeds, and how entropy and accuracy move together along λ."""
-    best = spread.loc[spread["mean"].idxmax()]
+    merges = spread[~spread["method"].isin(["zero_shot", "individual"])].reset_index(drop=True)
+    best = merges.loc[merges["mean"].idxmax()]
     avg = sweep[sweep["task"] == "average"].reset_index(drop=True)
     top = avg.loc[avg["accuracy"].idxmax()]
     low = avg.loc[avg["entropy"].idxmin()]
     return (
-        f"**What we see.** Left: the highest mean is {pretty(best['method'])} ({best['mean']:.1f}% ± "
+        f"**What we see.** Left: the best merge on average is {pretty(best['method'])} ({best['mean']:.1f}% ± "
         f"{best['std']:.1f}); the largest seed spread of any method is {spread['std'].max():.1f} points, the scale "
         f"against which the differences between methods should be read. Right: task arithmetic is most accurate at "
         f"λ = {top['scaling']:g} ({top['accuracy']:.1f}%) and its predictions are least uncertain at "
@@ -256,6 +257,11 @@ def per_task_story(curves: pd.DataFrame, method: str, stage: str) -> str:
     frame = curves[(curves["method"] == method) & (curves["stage"] == stage) & (curves["task"] != "average")]
     ends = frame.sort_values("step").groupby("task")["accuracy"].agg(["first", "last"])
     change = ends["last"] - ends["first"]
+    if change.abs().max() < 0.05:
+        return (
+            f"**What we see** ({pretty(method)}, {stage}): no task moved by 0.05 points or more along the stage; at "
+            f"this run's length the merge stayed where it started."
+        )
     return (
         f"**What we see** ({pretty(method)}, {stage}): the largest gain is on {change.idxmax()} "
         f"({change.max():+.1f} points), the largest loss on {change.idxmin()} ({change.min():+.1f}); "
