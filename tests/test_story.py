@@ -175,7 +175,8 @@ def test_generalization_and_robustness_stories():
         }
     )
     text = story.generalization_story(summary, "paper")
-    assert "21.5 points lower than the seen" in text and "-1.0 points" in text
+    assert "21.5 points lower than the seen" in text and "Concrete TA is -1.0 points" in text
+    assert text.startswith("**What we see.** In exp1")
     table = pd.concat([MULTITASK.assign(corruption="clean"), MULTITASK.assign(corruption="noise")])
     table.loc[table["corruption"] == "noise", "accuracy"] -= 10.0
     robust = story.robustness_story(table, "mini")

@@ -205,8 +205,9 @@ def generalization_story(summary: pd.DataFrame, scale: str) -> str:
             d = frame.loc["concrete_task_arithmetic", "avg_unseen"] - frame.loc["task_arithmetic", "avg_unseen"]
             part += f", and Concrete TA is {d:+.1f} points from Task Arithmetic on them"
         parts.append(part)
+    sentence = "; ".join(parts)
     return (
-        f"**What we see.** {'; '.join(parts).capitalize()}. A mask learned on the seen tasks' test inputs can only "
+        f"**What we see.** {sentence[:1].upper()}{sentence[1:]}. A mask learned on the seen tasks' test inputs can only "
         f"help the unseen ones if what it removes is interference common to all tasks." + departure("zoo", scale)
     )
 
