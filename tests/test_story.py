@@ -248,7 +248,10 @@ def test_ablation_story():
         "steps": tidy({"concrete_task_arithmetic": {"average": 55.0}}, step=0, stage="concrete"),
     }
     text = story.ablation_story(tables, "paper")
-    assert "from 58.0% (2.0) to 60.0% (0.5)" in text and "55.0% at the first logged step" in text
+    assert "Over temperature λ Concrete TA ranges from 58.0% (temperature λ 2.0) to 60.0% (temperature λ 0.5)" in text
+    assert "55.0% at the first logged step" in text
+    same = {"temperature": tables["temperature"].assign(accuracy=60.0)}
+    assert "stays at 60.0%" in story.ablation_story(same, "paper")
 
 
 def test_text_story_names_the_best_merge_not_a_reference_row():

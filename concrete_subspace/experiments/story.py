@@ -352,7 +352,7 @@ def masked_individual_story(masked: pd.DataFrame) -> str:
 def ablation_story(tables: Mapping[str, pd.DataFrame], scale: str) -> str:
     """After the ablation figure: the range each factor spans, panel by panel."""
     parts = []
-    for name, column in (("temperature", "temperature"), ("eval_mask", "eval_mask"), ("num_tasks", "num_tasks")):
+    for name, label in (("temperature", "temperature λ"), ("eval_mask", "evaluation mask"), ("num_tasks", "tasks")):
         frame = tables.get(name, pd.DataFrame())
         if frame.empty:
             continue
@@ -360,12 +360,16 @@ def ablation_story(tables: Mapping[str, pd.DataFrame], scale: str) -> str:
             drop=True
         )
         top, bottom = cta.loc[cta["accuracy"].idxmax()], cta.loc[cta["accuracy"].idxmin()]
-        parts.append(
-            f"{column.replace('_', ' ')}: Concrete TA from {bottom['accuracy']:.1f}% ({bottom[column]}) to "
-            f"{top['accuracy']:.1f}% ({top[column]})"
-        )
+        if top["accuracy"] - bottom["accuracy"] < 0.05:
+            parts.append(f"over {label} Concrete TA stays at {top['accuracy']:.1f}%")
+        else:
+            parts.append(
+                f"over {label} Concrete TA ranges from {bottom['accuracy']:.1f}% ({label} {bottom[name]}) to "
+                f"{top['accuracy']:.1f}% ({label} {top[name]})"
+            )
     steps = tables.get("steps", pd.DataFrame())
     if not steps.empty:
         avg = steps[steps["task"] == "average"].sort_values("step")["accuracy"]
-        parts.append(f"steps: {avg.iloc[0]:.1f}% at the first logged step, {avg.iloc[-1]:.1f}% at the last")
-    return "**What we see.** " + "; ".join(parts) + "." + departure("zoo", scale)
+        parts.append(f"along the steps it goes from {avg.iloc[0]:.1f}% at the first logged step to {avg.iloc[-1]:.1f}%")
+    sentence = "; ".join(parts)
+    return f"**What we see.** {sentence[:1].upper()}{sentence[1:]}." + departure("zoo", scale)
