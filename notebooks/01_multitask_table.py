@@ -110,7 +110,8 @@ fig = pl.task_heatmap(table, title="accuracy per task (%)", path=out / "per_task
 
 # %%
 # What we see: written from this run's table (experiments/story.py)
-ex.show(ex.story.multitask_story(table, config.scale, ex.story.published_averages(ref.TABLE_FOR[config.arch])))
+published_averages = ex.story.published_averages(ref.TABLE_FOR[config.arch])  # context only, never ours
+ex.show(ex.story.multitask_story(table, config.scale, published_averages, config.arch))
 
 # %% [markdown]
 # ## Which claims of the paper hold here?

@@ -146,7 +146,8 @@ def test_multitask_story_states_the_tables_numbers(scale):
     text = story.multitask_story(MULTITASK, scale, {"task_arithmetic": 69.0})
     assert "Concrete Task Arithmetic (67.0%)" in text and "+2.0 points" in text
     assert "furthest below the task's own fine-tuned model on a (+26.0 points" in text
-    assert "published, not ours" in text and "Task Arithmetic 69.0" in text
+    assert "on CLIP ViT-B-32 (published, not ours): Task Arithmetic 69.0" in text
+    assert "CLIP ViT-L-14" in story.multitask_story(MULTITASK, scale, {"task_arithmetic": 69.0}, "ViT-L-14")
     assert ("Mini vs paper" in text) == (scale == "mini")
 
 

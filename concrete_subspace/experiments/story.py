@@ -90,13 +90,13 @@ def _more_or_less(difference: float, more: str = "higher", less: str = "lower") 
     return f"{abs(difference):.1f} points {more if difference >= 0 else less}"
 
 
-def _published_context(published: Mapping[str, float] | None, methods: tuple[str, ...]) -> str:
-    """' For context, the paper reports (published): A x, B y.' for the methods it has; '' without numbers."""
+def _published_context(published: Mapping[str, float] | None, methods: tuple[str, ...], model: str) -> str:
+    """' For context, the paper reports on <model> (published, not ours): A x, B y.'; '' without numbers."""
     if not published:
         return ""
     known = [f"{pretty(m)} {published[m]:.1f}" for m in methods if m in published]
     return (
-        f" For context, the paper reports on CLIP ViT-B/32 (published, not ours): {', '.join(known)}." if known else ""
+        f" For context, the paper reports on CLIP {model} (published, not ours): {', '.join(known)}." if known else ""
     )
 
 
@@ -118,7 +118,9 @@ def interference_story(conflicts: pd.DataFrame, norms: pd.Series, scale: str) ->
     )
 
 
-def gap_story(gap: pd.DataFrame, scale: str, published: Mapping[str, float] | None = None) -> str:
+def gap_story(
+    gap: pd.DataFrame, scale: str, published: Mapping[str, float] | None = None, model: str = "ViT-B-32"
+) -> str:
     """After the zero-shot / Task Arithmetic / individual table: the gap that merging leaves open."""
     zero_shot, ta, individual = (_average(gap, m) for m in ("zero_shot", "task_arithmetic", "individual"))
     return (
@@ -126,7 +128,7 @@ def gap_story(gap: pd.DataFrame, scale: str, published: Mapping[str, float] | No
         f"model ({zero_shot:.1f}%) and {_more_or_less(ta - individual)} than the eight fine-tuned models used one "
         f"per task ({individual:.1f}%). The distance to the fine-tuned models is what merging lost to interference, "
         f"and what the method tries to win back."
-        + _published_context(published, ("zero_shot", "task_arithmetic", "individual"))
+        + _published_context(published, ("zero_shot", "task_arithmetic", "individual"), model)
         + departure("zoo", scale)
     )
 
@@ -146,7 +148,9 @@ def cta_run_story(history: pd.DataFrame, ta_average: float, cta_average: float, 
 # --- 01 multi-task table ----------------------------------------------------------------------------------------
 
 
-def multitask_story(table: pd.DataFrame, scale: str, published: Mapping[str, float] | None = None) -> str:
+def multitask_story(
+    table: pd.DataFrame, scale: str, published: Mapping[str, float] | None = None, model: str = "ViT-B-32"
+) -> str:
     """After the average bars and the heatmap: the best merge, CTA vs TA, and the task merging hurts most."""
     averages = table[table["task"] == "average"].set_index("method")["accuracy"]
     merged = averages.drop([m for m in ("zero_shot", "individual") if m in averages.index])
@@ -168,7 +172,7 @@ def multitask_story(table: pd.DataFrame, scale: str, published: Mapping[str, flo
             f"({loss.max():+.1f} points individual minus merge) and closest on {loss.idxmin()} ({loss.min():+.1f})."
         )
     context = ("task_arithmetic", "concrete_task_arithmetic", "layer_wise_concrete_adamerging")
-    return text + _published_context(published, context) + departure("zoo", scale)
+    return text + _published_context(published, context, model) + departure("zoo", scale)
 
 
 # --- 02 text ------------------------------------------------------------------------------------------------------
