@@ -356,7 +356,11 @@ def masked_individual_story(masked: pd.DataFrame) -> str:
 def ablation_story(tables: Mapping[str, pd.DataFrame], scale: str) -> str:
     """After the ablation figure: the range each factor spans, panel by panel."""
     parts = []
-    for name, label in (("temperature", "temperature λ"), ("eval_mask", "evaluation mask"), ("num_tasks", "tasks")):
+    for name, label in (
+        ("temperature", "temperature λ"),
+        ("eval_mask", "evaluation mask"),
+        ("num_tasks", "number of tasks"),
+    ):
         frame = tables.get(name, pd.DataFrame())
         if frame.empty:
             continue
