@@ -383,3 +383,50 @@ def interference_figure(conflicts: pd.DataFrame, norms: pd.Series, path=None) ->
     axes[1].set(xlabel="‖τ_i‖₂", title="task-vector magnitudes")
     fig.tight_layout()
     return save(fig, path)
+
+
+def cta_run_figure(
+    history: pd.DataFrame, ta_average: float, ta_scaling: float, cta_scaling: float, path=None
+) -> plt.Figure:
+    """Walkthrough: a CTA run's summed entropy (the loss) per step, and its logged average accuracy beside TA's.
+
+    ``history`` is the run's history (columns 'step', 'loss' and, on the logged steps, 'avg_accuracy').
+    """
+    set_style()
+    logged = history.dropna(subset=["avg_accuracy"]) if "avg_accuracy" in history else history.iloc[0:0]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(history["step"], history["loss"], marker=".")
+    axes[0].set(xlabel="CTA step", ylabel="summed entropy (loss)")
+    axes[1].plot(logged["step"], logged.get("avg_accuracy", []), marker="o")
+    axes[1].axhline(ta_average, color="grey", linestyle=":", label=f"Task Arithmetic (λ = {ta_scaling:g})")
+    axes[1].set_title(f"CTA (λ = {cta_scaling:g})")
+    axes[1].set(xlabel="CTA step", ylabel="average accuracy (%)")
+    axes[1].legend(frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def seed_spread_and_lambda_figure(spread: pd.DataFrame, sweep: pd.DataFrame, title: str = "", path=None) -> plt.Figure:
+    """Notebook 02 (mini): each method's average accuracy (mean ± std over seeds), and task arithmetic along λ.
+
+    ``spread`` is :func:`experiments.seed_summary`'s table; ``sweep`` the λ sweep (columns 'scaling', 'task',
+    'accuracy', 'entropy'); its 'average' rows give accuracy and the merged model's mean entropy (second axis).
+    """
+    set_style()
+    fig, (ax_bar, ax_lam) = plt.subplots(1, 2, figsize=(11, 3.8))
+    s = spread.set_index("method")
+    ax_bar.barh([pretty(m) for m in s.index], s["mean"], xerr=s["std"], color="#4c72b0", capsize=3)
+    ax_bar.invert_yaxis()
+    ax_bar.set_xlabel("average accuracy (%), mean ± std over seeds")
+    ax_bar.set_xlim(max(0, s["min"].min() - 10), min(100, s["max"].max() + 5))
+    avg = sweep[sweep["task"] == "average"]
+    ax_lam.plot(avg["scaling"], avg["accuracy"], "o-", color="#4c72b0", label="accuracy")
+    ax_lam.set_xlabel("task arithmetic λ")
+    ax_lam.set_ylabel("average accuracy (%)", color="#4c72b0")
+    ax_ent = ax_lam.twinx()
+    ax_ent.plot(avg["scaling"], avg["entropy"], "s--", color="#dd8452", label="entropy")
+    ax_ent.set_ylabel("mean entropy (nats)", color="#dd8452")
+    ax_lam.set_title("task arithmetic along λ (test inputs)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)

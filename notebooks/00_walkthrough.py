@@ -16,27 +16,8 @@
 # rescaling, merging, forward, entropy, gradient, Adam), each checked against one step of the library, then the
 # project's executable specification (`concrete_subspace/spec.py`) beside the library, and finally a short CTA run.
 #
-# **Scale.** At `scale="mini"` (default; offline, CPU) everything runs on the mini zoo (a small CLIP pre-trained here,
-# fine-tuned on eight synthetic/real tasks; docs/zoo.md): every number is **ours** on that zoo, not comparable to the
-# paper's. This notebook shows no published numbers at any scale: it shows the method's steps (a hand-made
-# Concrete TA step and Concrete AdaMerging step checked against the library) and one short CTA run beside Task
-# Arithmetic. At `scale="paper"` the same cells run on CLIP ViT-B/32 (GPU).
-
-# %% tags=["parameters"]
-# Parameters (papermill overrides these; names = fields of experiments.WalkthroughConfig)
-scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = "cpu"  # cpu or cuda
-seed = 0
-tasks = None  # None: all tasks of the scale
-steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
-smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = "figures"  # outputs go to figures_dir/scale/name/
-cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-temperatures = (0.2, 0.5, 1.0, 2.0)
-
-# %% [markdown]
-# Resolve the parameters into the notebook's config (a frozen dataclass) and note where outputs go.
+# Every step prints or draws what it computed; after the figures that come from the run's own data, a short
+# "What we see" paragraph states the measured numbers (written by `experiments/story.py` from this run, not typed).
 
 # %%
 import pandas as pd
@@ -46,7 +27,27 @@ from concrete_subspace import experiments as ex
 from concrete_subspace import plotting as pl
 from concrete_subspace.task_vectors import stack_task_vectors
 
-config, out, started = ex.setup("00_walkthrough", globals())  # config from the parameters; offline, 1 thread, out/
+defaults = ex.defaults("00_walkthrough")  # the defaults, written once: experiments.WalkthroughConfig
+
+# %% tags=["parameters"]
+# papermill overrides any of these (meanings: experiments.WalkthroughConfig)
+scale = defaults.scale
+device = defaults.device
+seed = defaults.seed
+tasks = defaults.tasks
+steps = defaults.steps
+smoke = defaults.smoke
+figures_dir = defaults.figures_dir
+cache_dir = defaults.cache_dir
+precision = defaults.precision
+temperatures = defaults.temperatures
+
+# %% [markdown]
+# Resolve the parameters into the notebook's config (a frozen dataclass), set the run up (offline at mini scale,
+# one CPU thread, the output folder) and show what this scale's numbers can and cannot be compared with.
+
+# %%
+config, out, started = ex.setup("00_walkthrough", globals())  # config, offline, 1 thread, out/, scale note
 config
 
 # %% [markdown]
@@ -93,6 +94,10 @@ conflicts = pd.DataFrame(
 )
 fig = pl.interference_figure(conflicts, norms, path=out / "interference")
 
+# %%
+# What we see: written from this run's task vectors (experiments/story.py)
+ex.show(ex.story.interference_story(conflicts, norms, config.scale))
+
 # %% [markdown]
 # Task Arithmetic merges with one coefficient: $\theta = \theta_0 + \lambda_{TA} \sum_i \tau_i$
 # ($\lambda_{TA} = 0.3$ in the paper). Against the individual models and the zero-shot model it shows the
@@ -111,6 +116,10 @@ gap = pd.concat(
 )
 ex.wide(gap)
 
+# %%
+# What we see: written from this run's table (experiments/story.py); published numbers as context only
+ex.show(ex.story.gap_story(gap, config.scale, ex.story.published_averages("clip_vit_b32_8tasks")))
+
 # %% [markdown]
 # ## 4. The Concrete distribution and its temperature
 # The method learns ONE mask shared by all tasks, one logit $x_j$ per merged parameter $j$. A binary mask is not
@@ -122,6 +131,13 @@ ex.wide(gap)
 
 # %%
 fig = pl.temperature_figure(config.temperatures, path=out / "temperature")
+
+# %% [markdown]
+# **What we see.** These curves are the formula, not a measurement: each shows the keep value $\sigma(x/\lambda)$
+# of a noise-free sample ($u = 0.5$) as the logit $x$ moves. At a low temperature the curve is almost a step, so a
+# sample is nearly a hard 0/1 mask and its gradient is concentrated near $x = 0$; at a high temperature the curve
+# is flat, samples stay near 0.5 and the mask barely masks. The paper uses $\lambda = 0.5$, between the two
+# (notebook 07 varies it on the real runs).
 
 # %% [markdown]
 # ## 5. Sampling a mask, and rescaling it
@@ -352,22 +368,13 @@ cta = ex.run_cached(
     cache_dir=cache,
 )
 history = pd.DataFrame(cta.history)
-curve = history.dropna(subset=["avg_accuracy"]) if "avg_accuracy" in history else history.iloc[0:0]
-import matplotlib.pyplot as plt
-
-pl.set_style()
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-axes[0].plot(history["step"], history["loss"], marker=".")
-axes[0].set(xlabel="CTA step", ylabel="summed entropy (loss)")
-axes[1].plot(curve["step"], curve["avg_accuracy"], marker="o")
-axes[1].axhline(ta.average, color="grey", linestyle=":", label=f"Task Arithmetic (λ = {ta.params['scaling']:g})")
-axes[1].set_title(f"CTA (λ = {cta.params['scaling']:g})")
-axes[1].set(xlabel="CTA step", ylabel="average accuracy (%)")
-axes[1].legend(frameon=False)
-fig.tight_layout()
-pl.save(fig, out / "cta_run")
+fig = pl.cta_run_figure(history, ta.average, ta.params["scaling"], cta.params["scaling"], path=out / "cta_run")
 summary = pd.concat([gap, ex.tidy_scores("concrete_task_arithmetic", cta.scores)])
 ex.wide(summary)
+
+# %%
+# What we see: written from this run's history and scores (experiments/story.py)
+ex.show(ex.story.cta_run_story(history, ta.average, cta.average, config.scale))
 
 # %% [markdown]
 # Save the tables and the results JSON (parameters, seed, versions, device, wall time).

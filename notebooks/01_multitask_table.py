@@ -9,47 +9,62 @@
 # %% [markdown]
 # # 01 · Multi-task merging table (paper Tables 1 and 2)
 #
-# Every method of the registry (`concrete_subspace.registry.METHODS`) merges the eight task models; we score the merged
-# encoder on each task's test set with that task's frozen head, beside the zero-shot (pre-trained) and individual
-# (fine-tuned) models. Test-time methods (AdaMerging, Concrete TA / AdaMerging) adapt on unlabeled test batches as
-# in the paper.
+# **The question.** Eight models were fine-tuned from one pre-trained model, one per task. Can a single set of
+# weights do all eight tasks, without the training data and without training a multi-task model? Every merging
+# method answers with a different formula for combining the fine-tuned weights; this notebook runs all of them
+# (`concrete_subspace.registry.METHODS`) on the same eight models and scores the one merged encoder on each task's
+# test set, through that task's frozen classification head.
 #
-# **Scale.** At `scale="mini"` (default; offline, CPU) everything runs on the mini zoo (a small CLIP pre-trained here,
-# fine-tuned on eight synthetic/real tasks; docs/zoo.md): every number is **ours** on that zoo, not comparable to the
-# paper's. At `scale="paper"` (GPU, Hub checkpoints) it shows the accuracy of every method on the
-# paper's eight tasks with the published Tables 1/2 numbers **beside** ours (`beside_published`, labelled "published").
-
-# %% tags=["parameters"]
-# Parameters (papermill overrides these; names = fields of experiments.MultitaskConfig)
-scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = "cpu"  # cpu or cuda
-seed = 0
-tasks = None  # None: all tasks of the scale
-steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
-smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = "figures"  # outputs go to figures_dir/scale/name/
-cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = None
-arch = "ViT-B-32"
-checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
-seeds = (0, 1, 2)  # test-time methods re-run per seed (batch order, mask samples); None: seed only
+# **The rows of the table**, from the weakest to the strongest reference:
+# - *zero-shot*: the pre-trained model itself, θ0: the floor any merge should clear;
+# - *data-free merges*: weight averaging, Task Arithmetic (θ0 + λ Σ τ_i with τ_i = θ_i − θ0), TIES-Merging (trims
+#   small entries and resolves sign conflicts before summing), Fisher merging and RegMean (weighted by statistics of
+#   the training inputs);
+# - *test-time merges*: AdaMerging learns the merge coefficients (one per task, or one per task and layer) by
+#   minimising the entropy of the merged model's predictions on **unlabeled test inputs**; the Concrete methods of
+#   the paper additionally learn one shared mask over the task vectors (Concrete TA around Task Arithmetic, Concrete
+#   AdaMerging around AdaMerging), so that parameters on which the tasks interfere are dropped before merging;
+# - *individual*: each task scored with its own fine-tuned model: the ceiling a single merged model can approach.
+#
+# The paper's claim is that the mask closes part of the gap between the merges and the individual models. The
+# claims cell at the end checks that claim, and the orderings between methods, on this run's numbers.
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from concrete_subspace import experiments as ex
 from concrete_subspace import plotting as pl
 from concrete_subspace import reference as ref
 
-config, out, started = ex.setup("01_multitask_table", globals())  # config from the parameters; offline, 1 thread, out/
+defaults = ex.defaults("01_multitask_table")  # the defaults, written once: experiments.MultitaskConfig
+
+# %% tags=["parameters"]
+# papermill overrides any of these (meanings: experiments.MultitaskConfig)
+scale = defaults.scale
+device = defaults.device
+seed = defaults.seed
+tasks = defaults.tasks
+steps = defaults.steps
+smoke = defaults.smoke
+figures_dir = defaults.figures_dir
+cache_dir = defaults.cache_dir
+precision = defaults.precision
+methods = defaults.methods
+arch = defaults.arch
+checkpoints = defaults.checkpoints
+seeds = defaults.seeds
+
+# %%
+config, out, started = ex.setup("01_multitask_table", globals())  # config, offline, 1 thread, out/, scale note
 config
 
 # %% [markdown]
-# Run (or reuse from the cache) every method; the test-time methods once per seed of `seeds` (the order of the
-# unlabeled test batches and the mask samples change; the models do not). Each line reports the method's average
-# accuracy and wall time. The table below is the mean over seeds.
+# ## Running every method
+# Runs are cached on disk under a key made of everything that changes their result (method, parameters, models,
+# code), so the other notebooks reuse them and a re-run only redraws. The test-time methods run once per seed of
+# `seeds`: the seed changes the order of the unlabeled test batches and the Concrete mask samples, never the
+# models, so the spread over seeds is the noise of the method itself. Each printed line reports a method's average
+# accuracy and wall time; the table below is the mean over seeds.
 
 # %%
 runs, records = ex.run_multitask_seeds(config)
@@ -60,7 +75,9 @@ table = ex.mean_over_seeds(runs)
 sorted(table["method"].unique())
 
 # %% [markdown]
-# The table: methods × tasks, accuracy in percent, unweighted average over tasks last.
+# The table: methods × tasks, accuracy in percent, the unweighted average over tasks last (the number the paper
+# ranks methods by). Read each column against the *individual* row: the distance to it is what merging lost on
+# that task.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -69,19 +86,20 @@ wide.index = [ex.pretty(m) for m in wide.index]
 wide
 
 # %% [markdown]
-# Seed spread of each method's average accuracy (data-free methods have one run).
+# How much each method's average moves from seed to seed (the data-free methods have one run). A difference
+# between two methods smaller than this spread is not a finding.
 
 # %%
 spread = ex.seed_summary(runs)
 spread.assign(method=spread["method"].map(ex.pretty)).round(2)
 
 # %% [markdown]
-# Average accuracy per method, and the per-task heatmap.
+# ## The figure
+# Left: the average accuracy of every method (at paper scale, the published value beside ours). Right: the same
+# numbers per task, as a heatmap, so a method that wins on average by sacrificing one task shows as one dark cell.
 
 # %%
-published = None
-if config.scale == "paper":
-    published = ref.reference_long(ref.TABLE_FOR[config.arch])
+published = ref.reference_long(ref.TABLE_FOR[config.arch]) if config.scale == "paper" else None
 fig = pl.average_bars(
     table,
     published=published,
@@ -90,37 +108,28 @@ fig = pl.average_bars(
 )
 fig = pl.task_heatmap(table, title="accuracy per task (%)", path=out / "per_task")
 
+# %%
+# What we see: written from this run's table (experiments/story.py)
+published_averages = ex.story.published_averages(ref.TABLE_FOR[config.arch])  # context only, never ours
+ex.show(ex.story.multitask_story(table, config.scale, published_averages, config.arch))
+
 # %% [markdown]
 # ## Which claims of the paper hold here?
-# Each line below is computed from the table above (a claim holds when the first method's average is higher).
+# Each claim compares two methods' averages: it holds when the first is higher on the mean over seeds; the spread
+# and the number of seeds in which it held follow. The last line asks whether layer-wise Concrete AdaMerging, the
+# paper's best method, is also the best merge here. Computed by `experiments/claims.py` from the table above.
 
 # %%
-averages = ex.averages_of(table)
 claims = ex.check_claims_over_seeds(runs, ex.CLAIMS.values())
-best = ex.best_method_claim(averages)
-
-
-def verdict(ok):
-    return "holds" if ok else "does NOT hold"
-
-
-lines = [
-    f"- {c}: **{verdict(h)}** ({d:+.1f} ± {sd:.1f} points over seeds; holds in {k} seeds)"
-    for c, d, sd, k, h in zip(
-        claims["claim"], claims["difference"], claims["difference std"], claims["seeds holding"], claims["holds"]
-    )
-]
-lines += [
-    f"- {c}: **{verdict(h)}** (best merge here: {ex.pretty(b)}, {a:.1f})"
-    for c, b, a, h in zip(best["claim"], best["best method"], best["best avg"], best["holds"])
-]
-display(Markdown("\n".join(lines) if lines else "_no claim could be checked with the methods run_"))
+best = ex.best_method_claim(ex.averages_of(table))
+ex.show(ex.claim_lines(claims) + "\n" + ex.best_method_lines(best))
 claims
 
 # %% [markdown]
 # ## Beside the published numbers (paper scale only)
-# At paper scale the published accuracies (authors' result files; see `concrete_subspace/data/reference/README.md`)
-# are shown next to ours. At mini scale there is nothing comparable to show.
+# At paper scale the published accuracies (the authors' result files; `concrete_subspace/data/reference/README.md`)
+# are shown next to ours, method by method and task by task. At mini scale the models differ, so nothing published
+# is comparable and nothing is shown.
 
 # %%
 tables = {
@@ -129,17 +138,11 @@ tables = {
     "claims": claims,
     "seeds": spread,
     "runs": runs,
-    "runtime": pd.DataFrame([{"method": m, "seconds": r.seconds, "cached": r.cached} for m, r in records.items()]),
+    "runtime": ex.runtime_table(records),
 }
 if config.scale == "paper":
     tables["beside_published"] = ref.beside(table, published, on=["method", "task"])
     display(tables["beside_published"])
-else:
-    display(
-        Markdown(
-            "_mini scale: published numbers are for CLIP ViT-B/32 and ViT-L/14 and are not shown beside mini results._"
-        )
-    )
 
 # %%
 path = ex.write_outputs(config, "01_multitask_table", tables, started=started, runs=records.values())

@@ -9,51 +9,49 @@
 # %% [markdown]
 # # 04 · Robustness to corrupted test data (paper Table 4)
 #
-# Four tasks are merged while the unlabeled test data are corrupted (motion blur, impulse noise, Gaussian noise,
-# pixelate, spatter, contrast, JPEG; `concrete_subspace.data.corruptions`, ImageNet-C severities). Test-time methods
-# adapt on the corrupted images and are scored on them, as fusion_bench's robustness configurations do; "clean" is
-# the reference column. Paper scale: Cars, EuroSAT, RESISC45, GTSRB; mini scale: `ex.MINI_ROBUSTNESS_TASKS`.
-# The reference data of this project hold no published robustness numbers, so none are shown. At mini scale with
-# `steps=None`, every test-time run here uses `ex.MINI_ROBUSTNESS_STEPS` steps (eight conditions repeat every run; this
-# keeps `make figures` within its time budget on two CPU cores).
+# **The question.** The test-time methods learn from the test inputs themselves. In deployment those inputs are
+# often degraded: blurred, noisy, compressed. Does learning the merge (and the mask) on corrupted inputs still work,
+# or does the entropy signal lead the adaptation astray when the images are hard to classify?
 #
-# **Scale.** At `scale="mini"` (default; offline, CPU) everything runs on the mini zoo (a small CLIP pre-trained here,
-# fine-tuned on eight synthetic/real tasks; docs/zoo.md): every number is **ours** on that zoo, not comparable to the
-# paper's. At `scale="paper"` it shows our numbers on the paper's four corrupted tasks only: no published
-# numbers are shown at either scale.
-
-# %% tags=["parameters"]
-# Parameters (papermill overrides these; names = fields of experiments.RobustnessConfig)
-scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = "cpu"  # cpu or cuda
-seed = 0
-tasks = None  # None: all tasks of the scale
-steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
-smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = "figures"  # outputs go to figures_dir/scale/name/
-cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = (
-    "task_arithmetic",
-    "ties_merging",
-    "concrete_task_arithmetic",
-    "layer_wise_adamerging",
-    "layer_wise_concrete_adamerging",
-)
-corruptions = None
-severity = 3
-arch = "ViT-B-32"
-checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
+# **The experiment.** Four tasks are merged while their unlabeled test data are corrupted (motion blur, impulse
+# noise, Gaussian noise, pixelate, spatter, contrast, JPEG; `concrete_subspace.data.corruptions`, ImageNet-C
+# severities). The test-time methods adapt on the corrupted images and are scored on them, as fusion_bench's
+# robustness configurations do; the data-free merges do not look at the data, so only their scores change. "clean"
+# is the reference column. Paper scale: Cars, EuroSAT, RESISC45, GTSRB; mini scale: `ex.MINI_ROBUSTNESS_TASKS`.
+# At mini scale with `steps=None`, every test-time run here uses `ex.MINI_ROBUSTNESS_STEPS` steps (eight conditions
+# repeat every run; this keeps `make figures` within its time budget on two CPU cores).
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
-
 from concrete_subspace import experiments as ex
 from concrete_subspace import plotting as pl
 
-config, out, started = ex.setup("04_robustness", globals())  # config from the parameters; offline, 1 thread, out/
+defaults = ex.defaults("04_robustness")  # the defaults, written once: experiments.RobustnessConfig
+
+# %% tags=["parameters"]
+# papermill overrides any of these (meanings: experiments.RobustnessConfig)
+scale = defaults.scale
+device = defaults.device
+seed = defaults.seed
+tasks = defaults.tasks
+steps = defaults.steps
+smoke = defaults.smoke
+figures_dir = defaults.figures_dir
+cache_dir = defaults.cache_dir
+precision = defaults.precision
+methods = defaults.methods
+corruptions = defaults.corruptions
+severity = defaults.severity
+arch = defaults.arch
+checkpoints = defaults.checkpoints
+
+# %%
+config, out, started = ex.setup("04_robustness", globals())  # config, offline, 1 thread, out/, scale note
 config
+
+# %% [markdown]
+# ## Running every method under every corruption
+# One merge per method and condition; the table shows each method's average accuracy over the four tasks
+# (rows) under each condition (columns).
 
 # %%
 table, records = ex.run_robustness(config)
@@ -63,27 +61,29 @@ averages = table[table["task"] == "average"].pivot_table(
 averages.index = [ex.pretty(m) for m in averages.index]
 averages
 
+# %% [markdown]
+# ## The figure
+# Each method's average accuracy under each corruption at severity `config.severity`, clean data first. A method
+# robust to corruption keeps its rank across the conditions; a drop that is larger for the test-time methods than
+# for Task Arithmetic would mean that adapting on corrupted data hurts.
+
 # %%
 fig = pl.robustness_figure(
     table, path=out / "robustness", title=f"average accuracy under corruption (severity {config.severity})"
 )
 
+# %%
+# What we see: written from this run's table (experiments/story.py)
+ex.show(ex.story.robustness_story(table, config.scale))
+
 # %% [markdown]
 # ## Which claims of the paper hold here?
-# The paper reports that the Concrete methods beat their counterparts under every corruption. Counted from the table:
+# The paper reports that the Concrete methods beat their counterparts under every corruption. Each claim is
+# checked under each condition; the count says under how many it held (`experiments/claims.py`):
 
 # %%
-rows = []
-for corruption, frame in table[table["task"] == "average"].groupby("corruption", sort=False):
-    checked = ex.check_claims(
-        dict(zip(frame["method"], frame["accuracy"])),
-        ex.claims("concrete_ta_beats_ta", "layer_wise_concrete_am_beats_am"),
-    )
-    checked.insert(0, "corruption", corruption)
-    rows.append(checked)
-claims = pd.concat(rows, ignore_index=True)
-summary = claims.groupby("claim", sort=False)["holds"].agg(["sum", "count"])
-display(Markdown("\n".join(f"- {c}: holds under **{s} of {k}** conditions" for c, (s, k) in summary.iterrows())))
+claims = ex.per_condition_claims(table, ["concrete_ta_beats_ta", "layer_wise_concrete_am_beats_am"], "corruption")
+ex.show(ex.condition_count_lines(claims))
 claims
 
 # %%

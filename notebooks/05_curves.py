@@ -9,45 +9,44 @@
 # %% [markdown]
 # # 05 · Accuracy over meta-learning and test-time-adaptation steps (paper Figure 3)
 #
-# Every test-time run logs the accuracy of its current merged model every `eval_every` steps (`CURVE_POINTS` times per
-# stage). Concrete AdaMerging has two stages: **meta-learning** of the mask (left panel: accuracy of the mask with the
-# one-step-adapted coefficients) and **test-time adaptation** of the coefficients under the frozen mask (right panel,
-# beside plain AdaMerging and Concrete TA). The runs are those of notebook 01 (same parameters, same cache key).
+# **The question.** A final accuracy says whether a test-time method helped; the curve along its steps says how:
+# whether the entropy it minimises pulls accuracy up steadily, saturates early, or overshoots. Concrete AdaMerging
+# has two stages, and each gets its own curve:
 #
-# **Scale.** At `scale="mini"` (default; offline, CPU) everything runs on the mini zoo (a small CLIP pre-trained here,
-# fine-tuned on eight synthetic/real tasks; docs/zoo.md): every number is **ours** on that zoo, not comparable to the
-# paper's. At `scale="paper"` it draws the published ViT-B/32 curves (authors' logs) **beside** ours.
-
-# %% tags=["parameters"]
-# Parameters (papermill overrides these; names = fields of experiments.CurvesConfig)
-scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = "cpu"  # cpu or cuda
-seed = 0
-tasks = None  # None: all tasks of the scale
-steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
-smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = "figures"  # outputs go to figures_dir/scale/name/
-cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-methods = (
-    "concrete_task_arithmetic",
-    "task_wise_adamerging",
-    "layer_wise_adamerging",
-    "task_wise_concrete_adamerging",
-    "layer_wise_concrete_adamerging",
-)
-arch = "ViT-B-32"
-checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
+# 1. **meta-learning of the mask** (left panel): the mask logits x are updated so that ONE adaptation step of the
+#    merge coefficients w under the sampled mask lowers the entropy. The curve scores the model the mask gradient is
+#    taken at: the evaluation mask with w′, the coefficients after that one inner step;
+# 2. **test-time adaptation** (right panel): one mask sample is drawn and frozen, and w is adapted for many steps
+#    as in plain AdaMerging, which is drawn beside it (with Concrete TA) for comparison.
+#
+# Every test-time run logs the accuracy of its current merged model every `eval_every` steps (`CURVE_POINTS` times
+# per stage). The runs are those of notebook 01 (same parameters, same cache key), so this notebook only reads and
+# draws them unless 01 has not run yet.
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
-
 from concrete_subspace import experiments as ex
 from concrete_subspace import plotting as pl
 from concrete_subspace import reference as ref
 
-config, out, started = ex.setup("05_curves", globals())  # config from the parameters; offline, 1 thread, out/
+defaults = ex.defaults("05_curves")  # the defaults, written once: experiments.CurvesConfig
+
+# %% tags=["parameters"]
+# papermill overrides any of these (meanings: experiments.CurvesConfig)
+scale = defaults.scale
+device = defaults.device
+seed = defaults.seed
+tasks = defaults.tasks
+steps = defaults.steps
+smoke = defaults.smoke
+figures_dir = defaults.figures_dir
+cache_dir = defaults.cache_dir
+precision = defaults.precision
+methods = defaults.methods
+arch = defaults.arch
+checkpoints = defaults.checkpoints
+
+# %%
+config, out, started = ex.setup("05_curves", globals())  # config, offline, 1 thread, out/, scale note
 config
 
 # %%
@@ -57,12 +56,25 @@ curves, records = ex.run_curves(config)
 # NBVAL_CHECK_OUTPUT
 sorted(curves["stage"].unique())
 
+# %% [markdown]
+# ## The curves
+# Average accuracy over the tasks along each run: left the mask meta-learning stage of the Concrete AdaMerging
+# methods, right the adaptation stage of every test-time method (at paper scale with the authors' logged curves
+# beside ours). Step 0 is the merge before any update.
+
 # %%
 published = ref.load_reference("curves_vit_b32") if config.scale == "paper" else None
 fig = pl.curves_figure(curves, published=published, path=out / "curves", title="average accuracy along the runs")
 
+# %%
+# What we see: written from this run's curves (experiments/story.py)
+progress_table = ex.curve_progress(curves)
+ex.show(ex.story.curves_story(progress_table, config.scale))
+
 # %% [markdown]
-# Per task, for the layer-wise methods (mask meta-learning, then test-time adaptation):
+# ## Per task, for the layer-wise methods
+# The average can hide tasks moving in opposite directions: the loss is the entropy summed over all tasks, so a
+# step that makes one task's predictions much more confident may make another's worse. One panel per run and stage.
 
 # %%
 for method, stage in [
@@ -72,6 +84,7 @@ for method, stage in [
 ]:
     if method in records:
         fig = pl.curves_per_task(curves, method, stage, path=out / f"{method}_{stage}")
+        ex.show(ex.story.per_task_story(curves, method, stage))
 
 # %% [markdown]
 # ## What the meta-stage curve measures
@@ -86,46 +99,19 @@ for method, stage in [
 meta = ex.meta_stage_table(records)
 if not meta.empty:
     fig = pl.meta_stage_figure(meta, path=out / "meta_stage")
+    ex.show(ex.story.meta_stage_story(meta))
 meta
 
 # %% [markdown]
 # ## Which claims hold here?
-# The paper's curves show (a) accuracy rising during mask meta-learning, (b) Concrete AdaMerging ending above
-# AdaMerging at the same granularity. From the logged curves:
+# The paper's curves show (a) accuracy rising during mask meta-learning and (b) Concrete AdaMerging ending above
+# AdaMerging at the same granularity (task-wise, layer-wise). (a) is read off the logged curves (first to last
+# point of the meta stage); (b) compares the final models (`experiments/claims.py`):
 
 # %%
-avg = curves[curves["task"] == "average"]
-rows = []
-for (method, stage), frame in avg.groupby(["method", "stage"], sort=False):
-    frame = frame.sort_values("step")
-    rows.append(
-        {
-            "method": method,
-            "stage": stage,
-            "first": frame["accuracy"].iloc[0],
-            "last": frame["accuracy"].iloc[-1],
-            "best": frame["accuracy"].max(),
-            "gain": frame["accuracy"].iloc[-1] - frame["accuracy"].iloc[0],
-        }
-    )
-progress_table = pd.DataFrame(rows)
 final = {m: r.average for m, r in records.items()}
 claims = ex.check_claims(final, ex.claims("task_wise_concrete_am_beats_am", "layer_wise_concrete_am_beats_am"))
-meta_progress = progress_table[progress_table["stage"] == "meta"]
-lines = [
-    f"- mask meta-learning of {ex.pretty(m)} raises accuracy at w': **{'holds' if g > 0 else 'does NOT hold'}** "
-    f"({g:+.1f})"
-    for m, g in zip(meta_progress["method"], meta_progress["gain"])
-]
-for method, frame in meta.groupby("method", sort=False):  # the mask alone, at the initial coefficients
-    frame = frame.sort_values("step")
-    gain = frame["accuracy_at_init"].iloc[-1] - frame["accuracy_at_init"].iloc[0]
-    lines.append(f"- the mask of {ex.pretty(method)} alone (at the initial w) along the meta stage: {gain:+.1f}")
-lines += [
-    f"- {c}: **{'holds' if h else 'does NOT hold'}** ({d:+.1f})"
-    for c, d, h in zip(claims["claim"], claims["difference"], claims["holds"])
-]
-display(Markdown("\n".join(lines)))
+ex.show(ex.claim_lines(ex.meta_learning_claims(progress_table)) + "\n" + ex.claim_lines(claims))
 progress_table
 
 # %%

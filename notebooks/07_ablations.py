@@ -9,46 +9,52 @@
 # %% [markdown]
 # # 07 · Ablations of Concrete Task Arithmetic
 #
-# One factor at a time, around the scale's default CTA run (Task Arithmetic beside it where it applies):
-# - **temperature** λ of the Concrete samples;
+# **The question.** Concrete Task Arithmetic (CTA) has few knobs: the temperature of its Concrete samples, the
+# number of steps, the fixed Task Arithmetic coefficient λ_TA it merges with, and how the learned logits are turned
+# into a mask at evaluation. Which of them matter, and does its gain over Task Arithmetic (TA) depend on how many
+# tasks are merged? Each ablation changes one factor at a time around the scale's default CTA run, with TA beside it
+# where it applies:
+#
+# - **temperature** λ of the Concrete samples m = σ((log u − log(1 − u) + x) / λ): a low temperature gives samples
+#   near 0 or 1 (close to a binary mask, but noisy gradients), a high one samples near σ(x/λ) (smooth gradients,
+#   but a mask unlike the hard one it stands for);
 # - **steps**: accuracy along the default run (exactly the accuracy of a shorter run: Adam without a schedule and an
 #   evaluation mask seeded independently of the step count);
-# - **λ_TA**: the fixed task-arithmetic coefficient (a fine sweep for TA, a few values for CTA);
-# - **evaluation mask**: the learned logits evaluated with one continuous sample (paper), the expectation σ(x), a hard
-#   threshold, or a Bernoulli draw — no re-training;
-# - **number of tasks**: the first k tasks merged.
-#
-# **Scale.** At `scale="mini"` (default; offline, CPU) everything runs on the mini zoo (a small CLIP pre-trained here,
-# fine-tuned on eight synthetic/real tasks; docs/zoo.md): every number is **ours** on that zoo, not comparable to the
-# paper's. At `scale="paper"` the same ablations run on ViT-B/32; no published numbers are shown at either
-# scale.
-
-# %% tags=["parameters"]
-# Parameters (papermill overrides these; names = fields of experiments.AblationConfig)
-scale = "mini"  # mini: offline zoo on CPU; paper: Hub models on a GPU
-device = "cpu"  # cpu or cuda
-seed = 0
-tasks = None  # None: all tasks of the scale
-steps = None  # None: the scale defaults, at mini the zoo MINI_DEFAULTS
-smoke = False  # True: tiny zoo and 2 steps, for CI
-figures_dir = "figures"  # outputs go to figures_dir/scale/name/
-cache_dir = None  # None: ~/.cache/concrete_subspace/results, shared by the notebooks
-precision = "fp32"  # fp32 or bf16 (autocast forward of the test-time methods; learned state stays fp32)
-temperatures = (0.2, 0.5, 1.0, 2.0)
-scalings = (0.3, 0.5, 0.7)
-ta_scalings = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-eval_masks = ("sample", "expected", "hard", "bernoulli")
-task_counts = (2, 4, 6, 8)
-arch = "ViT-B-32"
-checkpoints = None  # paper only: folder of the task_vectors open_clip checkpoints; None: Hub CLIP
+# - **λ_TA**: the fixed task-arithmetic coefficient (a fine sweep for TA, a few values for CTA): is CTA's gain just a
+#   different effective λ?
+# - **evaluation mask**: the learned logits evaluated with one continuous sample (the paper), the expectation σ(x),
+#   a hard threshold σ(x) > 0.5, or a Bernoulli draw, with no re-training;
+# - **number of tasks**: the first k tasks merged; interference should grow with k, and so should the mask's gain.
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from concrete_subspace import experiments as ex
 from concrete_subspace import plotting as pl
 
-config, out, started = ex.setup("07_ablations", globals())  # config from the parameters; offline, 1 thread, out/
+defaults = ex.defaults("07_ablations")  # the defaults, written once: experiments.AblationConfig
+
+# %% tags=["parameters"]
+# papermill overrides any of these (meanings: experiments.AblationConfig)
+scale = defaults.scale
+device = defaults.device
+seed = defaults.seed
+tasks = defaults.tasks
+steps = defaults.steps
+smoke = defaults.smoke
+figures_dir = defaults.figures_dir
+cache_dir = defaults.cache_dir
+precision = defaults.precision
+temperatures = defaults.temperatures
+scalings = defaults.scalings
+ta_scalings = defaults.ta_scalings
+eval_masks = defaults.eval_masks
+task_counts = defaults.task_counts
+arch = defaults.arch
+checkpoints = defaults.checkpoints
+
+# %%
+config, out, started = ex.setup("07_ablations", globals())  # config, offline, 1 thread, out/, scale note
 config
 
 # %%
@@ -58,8 +64,18 @@ tables, records = ex.run_ablations(config)
 # NBVAL_CHECK_OUTPUT
 sorted(tables)
 
+# %% [markdown]
+# ## The figure
+# One panel per factor, the average accuracy over tasks on the vertical axis: CTA's temperature; accuracy along
+# the default run's steps; λ_TA for TA and CTA; the evaluation masks (bars); the number of tasks merged,
+# CTA beside TA.
+
 # %%
 fig = pl.ablation_figure(tables, path=out / "ablations")
+
+# %%
+# What we see: written from this run's ablation tables (experiments/story.py)
+ex.show(ex.story.ablation_story(tables, config.scale))
 
 # %% [markdown]
 # The average accuracy of each ablation (full per-task tables are in the CSV files):
@@ -68,34 +84,17 @@ fig = pl.ablation_figure(tables, path=out / "ablations")
 for name, frame in tables.items():
     keys = [c for c in frame.columns if c not in ("method", "task", "accuracy", "stage")]
     avg = frame[frame["task"] == "average"]
-    display(Markdown(f"**{name}**"))
+    ex.show(f"**{name}**")
     display(avg.pivot_table(index=keys, columns="method", values="accuracy", sort=False) if keys else avg)
 
 # %% [markdown]
 # ## Which observations of the paper hold here?
-# The paper found λ = 0.5 a good temperature and CTA gaining over TA at every λ_TA and for more tasks. Computed:
+# The paper found λ = 0.5 a good temperature, and CTA gaining over TA at every λ_TA and for every number of tasks.
+# Each is checked on the tables above (`experiments/claims.py`):
 
 # %%
-lines = []
-temp = tables["temperature"][tables["temperature"]["task"] == "average"]
-if not temp.empty:
-    best = temp.loc[temp["accuracy"].idxmax()]
-    lines.append(
-        f"- best temperature here: λ = {best['temperature']:g} ({best['accuracy']:.1f}); "
-        f"λ = 0.5 is {'the best' if best['temperature'] == 0.5 else 'not the best'}"
-    )
-scal = tables["scaling"][tables["scaling"]["task"] == "average"]
-for s in sorted(set(scal[scal["method"] == "concrete_task_arithmetic"]["scaling"])):
-    pair = scal[scal["scaling"] == s].set_index("method")["accuracy"]
-    if {"task_arithmetic", "concrete_task_arithmetic"} <= set(pair.index):
-        d = pair["concrete_task_arithmetic"] - pair["task_arithmetic"]
-        lines.append(f"- λ_TA = {s:g}: CTA vs TA {d:+.1f} → claim **{'holds' if d > 0 else 'does NOT hold'}**")
-nt = tables["num_tasks"][tables["num_tasks"]["task"] == "average"]
-for k in sorted(set(nt["num_tasks"])):
-    pair = nt[nt["num_tasks"] == k].set_index("method")["accuracy"]
-    d = pair["concrete_task_arithmetic"] - pair["task_arithmetic"]
-    lines.append(f"- {k} tasks: CTA vs TA {d:+.1f} → claim **{'holds' if d > 0 else 'does NOT hold'}**")
-display(Markdown("\n".join(lines)))
+claims = ex.ablation_claims(tables)
+ex.show(ex.claim_lines(claims))
 
 # %%
 path = ex.write_outputs(config, "07_ablations", tables, started=started, runs=records.values())

@@ -3,6 +3,7 @@
     python tests/notebook_pairs.py           # write every .ipynb from its .py (what `make notebooks` runs)
     python tests/notebook_pairs.py --check   # exit 1 naming the pairs whose .ipynb is not what its .py gives
     python tests/notebook_pairs.py --record DIR   # expected outputs of the checked cells, from DIR/NAME*.ipynb
+    python tests/notebook_pairs.py --prose   # each notebook's prose share (markdown characters / all characters)
 
 The .ipynb is what papermill runs: no outputs, no execution counts, stable cell ids (cell-00, cell-01, ...) and only
 the kernelspec as notebook metadata, so regenerating an unchanged source changes nothing.
@@ -41,6 +42,17 @@ def from_source(source: Path) -> nbformat.NotebookNode:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     return nb
+
+
+def prose_share(nb: nbformat.NotebookNode) -> float:
+    """Characters of the markdown cells over characters of all cells (markdown + code), from the committed source.
+
+    Conservative: the "What we see" cells are code cells (their paragraph is rendered at run time from the run's
+    tables by experiments/story.py), so their text is not counted as prose here, only their code.
+    """
+    markdown = sum(len(c.source) for c in nb.cells if c.cell_type == "markdown")
+    code = sum(len(c.source) for c in nb.cells if c.cell_type == "code")
+    return markdown / (markdown + code)
 
 
 def rendered(source: Path) -> str:
@@ -107,6 +119,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--record"] and len(argv) == 2:
         EXPECTED.write_text(json.dumps(record(Path(argv[1])), indent=1, sort_keys=True) + "\n")
         print("wrote", EXPECTED)
+        return 0
+    if argv == ["--prose"]:
+        for source in sources():
+            print(f"{source.stem}: {prose_share(from_source(source)):.2f}")
         return 0
     if argv == ["--check"]:
         bad = drifted()

@@ -95,6 +95,12 @@ def test_every_notebook_is_written_from_its_source():
     assert not drifted, f"{drifted}: the .ipynb is not what its .py source gives; edit the .py, then `make notebooks`"
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_notebooks_are_at_least_a_third_prose(name):
+    share = notebook_pairs.prose_share(notebook_pairs.from_source(NOTEBOOKS / f"{name}.py"))
+    assert share >= 1 / 3, f"{name}: {share:.0%} of its characters are markdown; issue 28 asks for at least a third"
+
+
 def test_every_checked_cell_has_committed_expected_outputs():
     expected = json.loads(EXPECTED.read_text())
     for source in notebook_pairs.sources():

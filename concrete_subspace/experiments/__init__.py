@@ -18,9 +18,11 @@ One module per concern; every public name is importable from here:
 - :mod:`.runners` notebooks 01, 03, 05; :mod:`.text` notebook 02; :mod:`.robustness` notebook 04;
   :mod:`.mask_analysis` notebook 06; :mod:`.ablations` notebook 07
 - :mod:`.claims` the paper's claims by name; :mod:`.regression` the smoke regression table
-- :mod:`.notebook` the one-call setup of a notebook's first cell
+- :mod:`.notebook` the parameters' defaults and the one-call setup of a notebook's first cells
+- :mod:`.story` the "What we see" paragraphs, written from a run's own tables, and the shared scale note
 """
 
+from . import story  # noqa: F401  (the "What we see" paragraphs: ex.story.<name>)
 from .ablations import run_ablations  # noqa: F401
 from .cache import (  # noqa: F401
     NON_SEMANTIC,
@@ -37,14 +39,26 @@ from .cache import (  # noqa: F401
 )
 from .claims import (  # noqa: F401
     CLAIMS,
+    TEXT_ORDERINGS,
     Claim,
+    ablation_claims,
     averages_of,
     best_method_claim,
+    best_method_lines,
     check_claims,
     check_claims_over_seeds,
     claim_col,
+    claim_lines,
     claims,
+    condition_count_lines,
+    curve_progress,
+    meta_learning_claims,
+    ordering_claims,
+    per_condition_claims,
     seed_summary,
+    split_claims,
+    text_zoo_gates,
+    verdict,
 )
 from .configs import (  # noqa: F401
     CONFIGS,
@@ -81,7 +95,7 @@ from .mask_analysis import (  # noqa: F401
     masked_individual_table,
     masked_individuals,
 )
-from .notebook import setup  # noqa: F401
+from .notebook import defaults, setup, show  # noqa: F401
 from .outputs import check_runs_match_models, device_info, models_info, package_versions, write_outputs  # noqa: F401
 from .params import (  # noqa: F401
     CURVE_POINTS,
@@ -118,5 +132,5 @@ from .runners import (  # noqa: F401
     run_multitask,
     run_multitask_seeds,
 )
-from .tables import pretty, tidy_scores, to_markdown, wide, with_average  # noqa: F401
-from .text import lambda_sweep, run_flan_t5, run_text_tables, text_problem  # noqa: F401
+from .tables import pretty, runtime_table, tidy_scores, to_markdown, wide, with_average  # noqa: F401
+from .text import lambda_sweep, run_flan_t5, run_text_tables, text_problem, text_zoo_models_info  # noqa: F401

@@ -1,4 +1,5 @@
-"""One frozen dataclass per notebook (its papermill ``parameters`` cell holds exactly its fields), and where it writes.
+"""One frozen dataclass per notebook (its papermill ``parameters`` cell holds exactly its fields, each read from the
+dataclass's defaults through :func:`.notebook.defaults`), and where it writes.
 
 :func:`config_from` builds a config from a notebook's variables; :func:`out_dir` is where the notebook's tables,
 figures and results JSON go; :func:`cache_root` is the run cache shared by the notebooks.
@@ -59,9 +60,20 @@ def check_checkpoints(checkpoints: Any, scale: str) -> None:
 
 @dataclass(frozen=True)
 class BaseConfig:
-    """Fields shared by every notebook: scale (mini|paper), device, seed, tasks (None = all), steps (None = defaults), smoke.
+    """Fields shared by every notebook; these defaults are the only place the notebooks' defaults are written.
 
-    ``precision`` (fp32|bf16) is passed to every test-time method (bf16: autocast forward, fp32 learned state).
+    - ``scale``: "mini" (offline zoo on CPU) or "paper" (Hub models on a GPU)
+    - ``device``: "cpu" or "cuda"
+    - ``seed``: the run seed (batch order, mask samples)
+    - ``tasks``: None for all tasks of the scale, else a subset
+    - ``steps``: None for the scale's defaults (at mini the zoo's ``MINI_DEFAULTS``), else every method's steps
+    - ``smoke``: True for the tiny zoo and 2 steps (CI)
+    - ``figures_dir``: outputs go to ``figures_dir/<scale>[-smoke]/<notebook>/``
+    - ``cache_dir``: None for ``~/.cache/concrete_subspace/results`` (shared by the notebooks)
+    - ``precision``: "fp32" or "bf16", passed to every test-time method (bf16: autocast forward, fp32 learned state)
+
+    Notebook-specific fields (methods, arch, checkpoints: the paper's open_clip checkpoint folder at paper scale,
+    seeds, sweeps) are described on each subclass.
     """
 
     scale: str = "mini"

@@ -69,3 +69,9 @@ def pretty(method: str) -> str:
     """The registry's pretty name for a method ('Zero-shot' / 'Individual' for the reference rows)."""
     special = {"zero_shot": "Zero-shot (pre-trained)", "individual": "Individual (fine-tuned)"}
     return special.get(method, METHODS[method].pretty_name if method in METHODS else method)
+
+
+def runtime_table(records: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per run record: its name, wall seconds and whether it came from the cache (saved as runtime.csv)."""
+    rows = [{"method": name, "seconds": r.seconds, "cached": r.cached} for name, r in records.items()]
+    return pd.DataFrame(rows, columns=["method", "seconds", "cached"])

@@ -109,3 +109,16 @@ def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord
         ignore_index=True,
     )
     return table, records
+
+
+def text_zoo_models_info(config: FlanT5Config) -> dict:
+    """The mini-text zoo a notebook-02 run used, for its results JSON: creation date, encoder source, expert accuracy."""
+    from .. import text_zoo
+
+    manifest = text_zoo.read_text_manifest(text_zoo.default_text_zoo_dir(0, config.smoke))
+    return {
+        "scale": "mini-text",
+        "zoo_created": manifest["created"],
+        "encoder": manifest["encoder"]["source"],
+        "zoo_accuracy_test": manifest["accuracy"]["test"],
+    }
