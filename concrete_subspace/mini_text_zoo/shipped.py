@@ -121,7 +121,8 @@ def save_adapter(peft_model, directory: Path) -> None:
     config = peft_model.peft_config["default"]
     if config.base_model_name_or_path:
         config.base_model_name_or_path = PORTABLE_BASE_NAME
-    peft_model.save_pretrained(directory, safe_serialization=True)
+    # no embedding layers are adapted; "auto" would look the portable name up as a model and warn that it cannot
+    peft_model.save_pretrained(directory, safe_serialization=True, save_embedding_layers=False)
     (Path(directory) / "README.md").unlink(missing_ok=True)
 
 
