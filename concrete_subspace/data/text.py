@@ -280,8 +280,8 @@ def docstring_examples(n: int, seed: int) -> list[tuple[str, int]]:
     """First docstring lines of the public functions, classes and methods of each topic's modules.
 
     The lines are read in a fresh interpreter (:func:`_stdlib_docstring_lines`): in this process, libraries and
-    tools replace stdlib hooks (the CLI and pytest swap ``warnings.showwarning``), which would change the task's
-    data, and with it the sha256 that a shipped zoo's data are checked against."""
+    tools may have replaced stdlib functions (the CLI swaps ``warnings.showwarning``), which would change the task's
+    data with the caller, and with it the sha256 that a shipped zoo's data are checked against."""
     by_class = {label: set(lines) for label, lines in enumerate(_stdlib_docstring_lines(DOCSTRING_TOPICS))}
     # a line found under two topics (e.g. 'Return a copy of the object.') is ambiguous: drop it
     counts: dict[str, int] = {}
@@ -318,7 +318,12 @@ def _stdlib_docstring_lines(topics: dict[str, tuple[str, ...]]) -> list[list[str
 
 def _collect_docstring_lines(topics: list[list[str]]) -> list[list[str]]:
     """Per topic, the sorted first lines of its modules' public docstrings (run as a script: it uses only
-    importlib, inspect and :func:`_first_line`)."""
+    importlib, inspect and :func:`_first_line`).
+
+    ``warnings.showwarning`` ("Hook to write a warning to a file; replace if you like.") is left out: it is meant
+    to be replaced at run time, and the CLI does replace it, so the published seed-0 zoo (built by the CLI,
+    docs/zoo_text.md) was built without it; leaving it out keeps that zoo's data."""
+    skip = {("warnings", "showwarning")}
     out = []
     for modules in topics:
         lines: set[str] = set()
@@ -326,6 +331,8 @@ def _collect_docstring_lines(topics: list[list[str]]) -> list[list[str]]:
             module = importlib.import_module(module_name)
             for name, obj in sorted(vars(module).items()):
                 if name.startswith("_") or getattr(obj, "__module__", None) not in (module_name, module.__name__):
+                    continue
+                if (module_name, name) in skip:
                     continue
                 lines.add(_first_line(inspect.getdoc(obj)) or "")
                 if inspect.isclass(obj):
