@@ -43,6 +43,18 @@ def test_task_data_is_real_balanced_and_deterministic():
         text_data.make_task_splits("glue", 0)
 
 
+def test_docstring_data_do_not_depend_on_the_callers_patches():
+    """The CLI replaces warnings.showwarning while it builds; the docstring task (and a shipped zoo's data hash)
+    must come out the same in the CLI, a notebook and pytest."""
+    import warnings
+
+    plain = text_data.make_task_splits("docstring", 0, per_class=20)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda *args, **kwargs: None
+        patched = text_data.make_task_splits("docstring", 0, per_class=20)
+    assert patched == plain
+
+
 def test_smoke_build_layout_and_manifest(zoo_dir):
     manifest = json.loads((zoo_dir / "manifest.json").read_text())
     assert manifest["scale"] == "mini-text" and manifest["format_version"] == tz.TEXT_ZOO_FORMAT_VERSION
