@@ -56,6 +56,7 @@ def test_build_records_adapters_and_hashes(built_smoke):
     assert m["kernel"]["torch_cpu_capability"]
     config = json.loads((built_smoke / "adapters" / m["task_names"][0] / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 16 and not (built_smoke / "adapters" / "README.md").exists()
+    assert config["target_modules"] == sorted(config["target_modules"])  # not a set's hash-seeded order
 
 
 def test_materialised_zoo_equals_the_built_one(built_smoke, shipped_smoke, tmp_path, caplog):

@@ -116,11 +116,14 @@ def recipe_fingerprint(cfg: TextZooConfig) -> str:
 
 
 def save_adapter(peft_model, directory: Path) -> None:
-    """Save a PEFT model's LoRA adapter (adapter_model.safetensors + adapter_config.json), with a portable base
-    model name instead of this machine's path, and without PEFT's generated model card."""
+    """Save a PEFT model's LoRA adapter (adapter_model.safetensors + adapter_config.json) byte-reproducibly: a
+    portable base model name instead of this machine's path, the target modules sorted (PEFT keeps a set, whose
+    order follows the process's string-hash seed), and without PEFT's generated model card."""
     config = peft_model.peft_config["default"]
     if config.base_model_name_or_path:
         config.base_model_name_or_path = PORTABLE_BASE_NAME
+    if isinstance(config.target_modules, set):
+        config.target_modules = sorted(config.target_modules)
     # no embedding layers are adapted; "auto" would look the portable name up as a model and warn that it cannot
     peft_model.save_pretrained(directory, safe_serialization=True, save_embedding_layers=False)
     (Path(directory) / "README.md").unlink(missing_ok=True)
