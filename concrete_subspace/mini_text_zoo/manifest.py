@@ -31,7 +31,7 @@ def _zoo_state(zoo_dir: Path, seed: int, smoke: bool) -> str:
         and not (zoo_dir / BUILDING_MARKER).exists()
     ):
         return "complete"
-    known = {"pretrained", "finetuned", "datasets", MANIFEST, BUILDING_MARKER}
+    known = {"pretrained", "finetuned", "adapters", "datasets", MANIFEST, BUILDING_MARKER}
     return "partial" if any(p.name in known for p in zoo_dir.iterdir()) else "foreign"
 
 
@@ -105,6 +105,7 @@ def _manifest(
         "layout": {
             "pretrained": "pretrained",
             "finetuned": {t: f"finetuned/{t}" for t in cfg.tasks},
+            "adapters": {t: f"adapters/{t}" for t in cfg.tasks} if cfg.finetune == "lora" else {},
             "datasets": {t: f"datasets/{t}" for t in cfg.tasks},
         },
         "training": {

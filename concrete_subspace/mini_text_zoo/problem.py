@@ -25,10 +25,16 @@ def load_text_zoo_problem(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ):
-    """The mini-text zoo as a MergeProblem: test-time batches and evaluation from ``split``, train for Fisher/RegMean."""
+    """The mini-text zoo as a MergeProblem: test-time batches and evaluation from ``split``, train for Fisher/RegMean.
+
+    The weights it reads are checked against the manifest's sha256 first (a corrupted or edited file is named)."""
+    from .shipped import REBUILD, check_files
+
+    manifest = read_text_manifest(zoo_dir)
+    check_files(Path(zoo_dir), manifest.get("cache_files", {}), REBUILD)
     return _problem_from(
         Path(zoo_dir),
-        read_text_manifest(zoo_dir),
+        manifest,
         tasks=tasks,
         split=split,
         batch_size=batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,12 @@ def finetune_expert(
     seed: int,
     desc: str,
     progress: bool = True,
+    adapter_dir: Path | None = None,
 ):
-    """Fine-tune a copy of ``bert`` against the frozen ``head``; returns (BertModel with LoRA merged in, losses)."""
+    """Fine-tune a copy of ``bert`` against the frozen ``head``; returns (BertModel with LoRA merged in, losses).
+
+    With ``adapter_dir``, a LoRA expert's adapter is also saved there in PEFT format before it is merged: the
+    adapter is what the package ships (:mod:`.shipped`), the merged model what the loaders read."""
     from peft import LoraConfig, get_peft_model
 
     from ..models.text_encoder import SentenceEncoder
@@ -52,6 +57,10 @@ def finetune_expert(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         losses = _train(encoder, opt, head, tokens, labels, cfg, seed, desc, progress)
+    if cfg.finetune == "lora" and adapter_dir is not None:
+        from .shipped import save_adapter
+
+        save_adapter(model, adapter_dir)
     merged = model.merge_and_unload() if cfg.finetune == "lora" else model
     return merged.eval().requires_grad_(False), losses
 

@@ -102,8 +102,9 @@ def kernel_path() -> dict[str, str]:
     return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def check_files(root: Path, expected: Mapping[str, str]) -> None:
-    """Raise ZooIntegrityError naming the first file under ``root`` that is missing or whose sha256 differs."""
+def check_files(root: Path, expected: Mapping[str, str], rebuild: str = "`make zoo`") -> None:
+    """Raise ZooIntegrityError naming the first file under ``root`` that is missing or whose sha256 differs;
+    ``rebuild`` is the command the message suggests (each zoo has its own)."""
     for rel, want in expected.items():
         path = Path(root) / rel
         if not path.is_file():
@@ -112,7 +113,7 @@ def check_files(root: Path, expected: Mapping[str, str]) -> None:
         if got != want:
             raise ZooIntegrityError(
                 f"zoo file {path} has sha256 {got[:12]}…, the manifest says {want[:12]}… (corrupted or edited); "
-                f"restore it (git checkout / delete the cached zoo) or rebuild with `make zoo`"
+                f"restore it (git checkout / delete the cached zoo) or rebuild with {rebuild}"
             )
 
 
@@ -189,12 +190,19 @@ def ship_zoo(built_dir: Path, shipped_dir: Path | None = None) -> Path:
     if "files" not in manifest or "data_sha256" not in manifest:
         raise ValueError(f"{built_dir} was built before zoos recorded their hashes; rebuild it with `make zoo`")
     check_files(built_dir, manifest["files"])
+    return replace_shipped(built_dir, manifest, shipped_dir)
+
+
+def replace_shipped(built_dir: Path, manifest: Mapping, shipped_dir: Path, drop: tuple[str, ...] = ("origin",)) -> Path:
+    """Replace ``shipped_dir`` whole and atomically by the manifest's ``files`` (copied from ``built_dir``) and the
+    manifest less the keys in ``drop`` (what describes only the built copy); any zoo's ship step ends here."""
+    built_dir, shipped_dir = Path(built_dir), Path(shipped_dir)
     shipped_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{shipped_dir.name}-", dir=shipped_dir.parent))
     for rel in manifest["files"]:
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(built_dir / rel, staging / rel)
-    shipped_manifest = {k: v for k, v in manifest.items() if k != "origin"}
+    shipped_manifest = {k: v for k, v in manifest.items() if k not in drop}
     (staging / MANIFEST).write_text(json.dumps(shipped_manifest, indent=2, allow_nan=True) + "\n")
     old = shipped_dir.with_name(f".{shipped_dir.name}-old")
     if shipped_dir.exists():
@@ -212,6 +220,12 @@ def compare_to_shipped(rebuilt_dir: Path, shipped_dir: Path | None = None) -> di
     rebuilt, shipped = read_manifest(rebuilt_dir), read_shipped_manifest(shipped_dir)
     if shipped is None:
         raise FileNotFoundError(f"no shipped mini zoo at {shipped_dir or SHIPPED_ZOO_DIR}")
+    return compare_manifests(rebuilt, shipped)
+
+
+def compare_manifests(rebuilt: Mapping, shipped: Mapping) -> dict:
+    """The comparison of :func:`compare_to_shipped` from the two manifests (any zoo whose manifest has ``files``,
+    ``data_sha256``, ``kernel`` and zero-shot / individual / task-arithmetic accuracies per split)."""
     same_files = [rel for rel, h in shipped["files"].items() if rebuilt.get("files", {}).get(rel) == h]
     report = {
         "bit_identical": len(same_files) == len(shipped["files"])
