@@ -43,7 +43,7 @@ from .loop import DEFAULT_RUN, RunContext, RunOptions, RunState, check_test_time
 from .masks import EVAL_MASKS, check_temperature, evaluation_mask, init_logits, sample_concrete
 from .merging import apply_mask_flat, merge_flat
 from .problem import MergeProblem, MergeResult
-from .seeding import named_seed
+from .seeding import derive_seed
 from .task_vectors import sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
@@ -153,7 +153,7 @@ def concrete_task_arithmetic(
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = context.generator(theta0.device)
     state = RunState({"logits": logits}, {"optimizer": optimizer}, generator, context.history)
-    eval_seed = named_seed(run.seed, "evaluation_mask")  # the evaluation mask's own stream
+    eval_seed = derive_seed(run.seed, 1, stride=1)  # the evaluation mask's own stream (seed + 1)
 
     def merged(mask: Tensor) -> Tensor:  # θ0 + λ Σ τ_i ⊙ m / mean(m), this rank's block
         return apply_mask_flat(theta0, summed, mask, shard.local_layout)
@@ -237,7 +237,7 @@ def concrete_adamerging(
     generator = context.generator(device)
     tensors = {"logits": logits, "weights": weights, "previous_weights": previous}
     state = RunState(tensors, {"inner": inner, "outer": outer}, generator, context.history)
-    eval_seed, kept_seed = named_seed(run.seed, "evaluation_mask"), named_seed(run.seed, "kept_mask")
+    eval_seed, kept_seed = derive_seed(run.seed, 1, stride=1), derive_seed(run.seed, 2, stride=1)
 
     def merge(coefficients: Tensor, mask: Tensor | None) -> Tensor:  # this rank's block of the merge
         return merge_flat(theta0, vectors, shard.coefficients(coefficients), shard.local_layout, mask)
