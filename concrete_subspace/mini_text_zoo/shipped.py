@@ -27,12 +27,11 @@ from pathlib import Path
 
 import torch
 
-from ..mini_zoo.config import MANIFEST
 from ..mini_zoo.shipped import (
-    StaleShippedZooError,
     ZooIntegrityError,
     check_files,
     kernel_path,
+    read_shipped,
     replace_shipped,
     sha256_file,
 )
@@ -138,19 +137,9 @@ def merge_adapter(bert, directory: Path):
 
 
 def read_shipped_text_manifest(shipped_dir: Path | None = None, *, any_format: bool = False) -> dict | None:
-    """The shipped text zoo's manifest, None if the package ships none; StaleShippedZooError if it is of another
-    format (unless ``any_format``)."""
-    path = Path(shipped_dir or SHIPPED_TEXT_ZOO_DIR) / MANIFEST
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text())
-    if not any_format and manifest.get("format_version") != TEXT_ZOO_FORMAT_VERSION:
-        raise StaleShippedZooError(
-            f"the shipped mini-text zoo ({path}) is format {manifest.get('format_version')}, this package's recipe "
-            f"is format {TEXT_ZOO_FORMAT_VERSION}: rebuild it with {REBUILD} and ship it with {SHIP} (or pass "
-            f"from_scratch=True to build one for yourself)"
-        )
-    return manifest
+    """The shipped text zoo's manifest (:func:`..mini_zoo.shipped.read_shipped`)."""
+    remedy = f"rebuild it with {REBUILD} and ship it with {SHIP} (or pass from_scratch=True to build one for yourself)"
+    return read_shipped(shipped_dir or SHIPPED_TEXT_ZOO_DIR, TEXT_ZOO_FORMAT_VERSION, remedy, any_format)
 
 
 def ships(seed: int, smoke: bool, *, any_format: bool = False) -> bool:

@@ -117,20 +117,28 @@ def check_files(root: Path, expected: Mapping[str, str], rebuild: str = "`make z
             )
 
 
-def read_shipped_manifest(shipped_dir: Path | None = None, *, any_format: bool = False) -> dict | None:
-    """The shipped zoo's manifest, None if the package ships none; StaleShippedZooError if it is of another format
-    (unless ``any_format``)."""
-    path = Path(shipped_dir or SHIPPED_ZOO_DIR) / MANIFEST
+def read_shipped(shipped_dir: Path, format_version: int, remedy: str, any_format: bool = False) -> dict | None:
+    """A shipped zoo's manifest, None if the package ships none; StaleShippedZooError (whose message ends with
+    ``remedy``) if it is of another format than ``format_version`` (unless ``any_format``)."""
+    path = Path(shipped_dir) / MANIFEST
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text())
-    if not any_format and manifest.get("format_version") != ZOO_FORMAT_VERSION:
+    if not any_format and manifest.get("format_version") != format_version:
         raise StaleShippedZooError(
-            f"the shipped mini zoo ({path}) is format {manifest.get('format_version')}, this package's recipe is "
-            f"format {ZOO_FORMAT_VERSION}: rebuild and ship it with `make zoo-ship` (or pass from_scratch=True / "
-            f"`concrete-subspace zoo build --from-scratch` to build one for yourself)"
+            f"the shipped zoo {path} is format {manifest.get('format_version')}, this package's recipe is "
+            f"format {format_version}: {remedy}"
         )
     return manifest
+
+
+def read_shipped_manifest(shipped_dir: Path | None = None, *, any_format: bool = False) -> dict | None:
+    """The shipped mini zoo's manifest (:func:`read_shipped`)."""
+    remedy = (
+        "rebuild and ship it with `make zoo-ship` (or pass from_scratch=True / "
+        "`concrete-subspace zoo build --from-scratch` to build one for yourself)"
+    )
+    return read_shipped(shipped_dir or SHIPPED_ZOO_DIR, ZOO_FORMAT_VERSION, remedy, any_format)
 
 
 def ships(seed: int, smoke: bool, precision: str, *, any_format: bool = False) -> bool:
