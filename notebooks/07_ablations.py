@@ -9,6 +9,9 @@
 # %% [markdown]
 # # 07 · Ablations of Concrete Task Arithmetic
 #
+# *Runtime at the mini scale: 8 min (469 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06).*
+#
 # **The question.** Concrete Task Arithmetic (CTA) has few knobs: the temperature of its Concrete samples, the
 # number of steps, the fixed Task Arithmetic coefficient λ_TA it merges with, and how the learned logits are turned
 # into a mask at evaluation. Which of them matter, and does its gain over Task Arithmetic (TA) depend on how many
