@@ -6,6 +6,9 @@ image and text features, and the HF tokenizer built from open_clip's bundled BPE
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +116,75 @@ def test_text_less_checkpoint_is_refused_with_the_reason(tiny_arch):
     state = {k: v for k, v in tiny_model(tiny_arch).state_dict().items() if not k.startswith("transformer.")}
     with pytest.raises(OpenClipConversionError, match="no text transformer"):
         open_clip_to_hf_state(state)
+
+
+def write_open_clip_inputs(arch: str, root: Path) -> dict:
+    """A full open_clip CLIP (safetensors), two task_vectors-style image-encoder fine-tunes, two image folders."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tiny_model(arch).state_dict().items()}, str(root / "pre.safetensors"))
+    rng = np.random.default_rng(0)
+    finetuned = {}
+    for seed, task in enumerate(("pets", "colors"), start=1):
+        visual = tiny_model(arch, seed=seed).visual.state_dict()
+        finetuned[task] = str(root / f"{task}.safetensors")
+        save_file({f"model.visual.{k}": v.contiguous() for k, v in visual.items()}, finetuned[task])
+        for label in ("a", "b"):
+            (root / task / label).mkdir(parents=True)
+            for i in range(3):
+                pixels = rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / task / label / f"{i}.png")
+    return {
+        "models": {"pretrained": str(root / "pre.safetensors"), "open_clip_arch": arch, "finetuned": finetuned},
+        "tasks": {task: {"images": str(root / task)} for task in finetuned},
+        "method": "task_arithmetic",
+        "params": {"scaling": 0.3},
+        "batch_size": 4,
+    }
+
+
+def test_merge_from_open_clip_checkpoints_writes_a_hugging_face_clip(tiny_arch, tmp_path):
+    """End to end: open_clip pre-trained + open_clip fine-tunes -> task arithmetic -> a CLIPModel directory whose
+    vision tower is theta0 + 0.3 * sum of task vectors (mapped) and whose text features are open_clip's."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    from concrete_subspace.own_models import merge_own_models
+
+    config = write_open_clip_inputs(tiny_arch, tmp_path)
+    report = merge_own_models(config, tmp_path / "out", progress=False)
+    merged = CLIPModel.from_pretrained(tmp_path / "out").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    processor = CLIPImageProcessor.from_pretrained(tmp_path / "out")
+    assert processor.crop_size == {"height": 32, "width": 32} and report["config"]["open_clip_arch"] == tiny_arch
+    assert set(report["accuracy"]) == {"pets", "colors"}
+
+    pre = tiny_model(tiny_arch)
+    fts = [tiny_model(tiny_arch, seed=s).visual.state_dict() for s in (1, 2)]
+    expected = {k: v + 0.3 * sum(ft[k] - v for ft in fts) for k, v in pre.visual.state_dict().items() if k != "proj"}
+    expected = {k: v for k, v in vision_to_hf({f"visual.{k}": v for k, v in expected.items()}).items()}
+    merged_state = merged.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(merged_state[key], value, atol=1e-6, rtol=1e-6, msg=key)
+    torch.testing.assert_close(merged.visual_projection.weight, pre.visual.proj.detach().t())  # stays pre-trained
+    tokens = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        text = merged.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        torch.testing.assert_close(
+            getattr(text, "pooler_output", text), pre.encode_text(open_clip.tokenize(PROMPTS)), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_open_clip_config_needs_its_architecture_and_refuses_it_for_a_directory(tmp_path):
+    from concrete_subspace.own_models import OwnModelsError, check_config
+
+    config = {
+        "models": {"pretrained": "pre.safetensors", "finetuned": {"t": "t.safetensors"}},
+        "tasks": {"t": {"images": "img"}},
+        "method": "task_arithmetic",
+    }
+    with pytest.raises(OwnModelsError, match="models.open_clip_arch"):
+        check_config(config, tmp_path)
+    config["models"] = {**config["models"], "pretrained": "clip_dir", "open_clip_arch": "ViT-B-32"}
+    with pytest.raises(OwnModelsError, match="is for an open_clip checkpoint file"):
+        check_config(config, tmp_path)

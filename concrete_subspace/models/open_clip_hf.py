@@ -46,7 +46,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from .open_clip_ckpt import strip_prefixes
@@ -311,8 +310,3 @@ def image_stats(model: nn.Module) -> tuple[list[float], list[float]]:
     mean = getattr(model.visual, "image_mean", None) or OPENAI_DATASET_MEAN
     std = getattr(model.visual, "image_std", None) or OPENAI_DATASET_STD
     return [float(x) for x in mean], [float(x) for x in std]
-
-
-def as_float_state(model: nn.Module) -> dict[str, Tensor]:
-    """The model's state dict as float32 CPU tensors (open_clip may keep fp16 weights)."""
-    return {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
