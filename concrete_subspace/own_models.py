@@ -1,8 +1,9 @@
 """Merge your own fine-tuned CLIP models on your own image folders: one config, one call, one output directory.
 
-The user has a pre-trained CLIP (a Hugging Face ``CLIPModel`` directory), one fine-tuned checkpoint per task
-(HF directory, ``.safetensors`` or ``.pt``; a ``CLIPVisionModel`` or a full ``CLIPModel``) and, per task, a folder
-of unlabeled images plus its class names: a text file (one name a line), or the sub-folder names of an
+The user has a pre-trained CLIP (a Hugging Face ``CLIPModel`` directory, or an open_clip checkpoint file with
+``models.open_clip_arch``, converted by :mod:`.models.open_clip_hf`), one fine-tuned checkpoint per task (HF
+directory, ``.safetensors`` or ``.pt``; a ``CLIPVisionModel``, a full ``CLIPModel`` or an open_clip image encoder)
+and, per task, a folder of unlabeled images plus its class names: a text file (one name a line), or the sub-folder names of an
 ``ImageFolder``-style labeled folder, which then also gives an accuracy report. This module turns that into a
 :class:`~concrete_subspace.problem.MergeProblem` with the library's own CLIP adapter
 (:func:`~concrete_subspace.models.clip_hf.build_clip_problem`, :func:`~concrete_subspace.models.clip_hf.zero_shot_head`)
