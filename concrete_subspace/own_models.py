@@ -1,8 +1,9 @@
 """Merge your own fine-tuned CLIP models on your own image folders: one config, one call, one output directory.
 
-The user has a pre-trained CLIP (a Hugging Face ``CLIPModel`` directory), one fine-tuned checkpoint per task
-(HF directory, ``.safetensors`` or ``.pt``; a ``CLIPVisionModel`` or a full ``CLIPModel``) and, per task, a folder
-of unlabeled images plus its class names: a text file (one name a line), or the sub-folder names of an
+The user has a pre-trained CLIP (a Hugging Face ``CLIPModel`` directory, or an open_clip checkpoint file with
+``models.open_clip_arch``, converted by :mod:`.models.open_clip_hf`), one fine-tuned checkpoint per task (HF
+directory, ``.safetensors`` or ``.pt``; a ``CLIPVisionModel``, a full ``CLIPModel`` or an open_clip image encoder)
+and, per task, a folder of unlabeled images plus its class names: a text file (one name a line), or the sub-folder names of an
 ``ImageFolder``-style labeled folder, which then also gives an accuracy report. This module turns that into a
 :class:`~concrete_subspace.problem.MergeProblem` with the library's own CLIP adapter
 (:func:`~concrete_subspace.models.clip_hf.build_clip_problem`, :func:`~concrete_subspace.models.clip_hf.zero_shot_head`)
@@ -43,7 +44,8 @@ TOP_KEYS = (
     "device",
     "max_image_pixels",
 )
-MODEL_KEYS = ("pretrained", "finetuned")
+MODEL_KEYS = ("pretrained", "finetuned", "open_clip_arch")
+OPEN_CLIP_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")  # a file as models.pretrained: an open_clip CLIP
 TASK_KEYS = ("images", "classnames", "templates")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DEFAULT_TEMPLATES = ("a photo of a {}.",)  # CLIP's generic prompt, for tasks the package has no templates for
@@ -89,6 +91,7 @@ class MergeConfig:
     device: str = "cpu"
     max_image_pixels: int = MAX_IMAGE_PIXELS
     out: Path | None = None
+    open_clip_arch: str | None = None  # set when ``pretrained`` is an open_clip checkpoint file
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -211,14 +214,41 @@ def check_config(raw: Mapping, base: str | os.PathLike = ".") -> MergeConfig:
         device=str(raw.get("device", "cpu")),
         max_image_pixels=_int(raw, "max_image_pixels", MAX_IMAGE_PIXELS, 1),
         out=_path(raw["out"], base, "out") if raw.get("out") else None,
+        open_clip_arch=open_clip_arch(models),
     )
     check_paths(config)
     return config
 
 
+def open_clip_arch(models: Mapping) -> str | None:
+    """``models.open_clip_arch``, required exactly when ``models.pretrained`` is a checkpoint file (open_clip).
+
+    Why a name and not only the weights: the activation (QuickGELU for OpenAI's weights, e.g. ``ViT-B-32-quickgelu``,
+    GELU for ``ViT-B-32``) is not visible in a state dict, and a wrong one changes every feature silently.
+    """
+    is_file = str(models["pretrained"]).endswith(OPEN_CLIP_SUFFIXES)
+    arch = models.get("open_clip_arch")
+    if is_file and not arch:
+        raise OwnModelsError(
+            "models.pretrained is a checkpoint file, i.e. an open_clip CLIP: give its architecture as "
+            "models.open_clip_arch (e.g. ViT-B-32-quickgelu for OpenAI's weights, as in the paper)"
+        )
+    if arch and not is_file:
+        raise OwnModelsError(
+            f"models.open_clip_arch is for an open_clip checkpoint file ({', '.join(OPEN_CLIP_SUFFIXES)}), "
+            f"but models.pretrained is {models['pretrained']!r}"
+        )
+    if arch is not None and not isinstance(arch, str):
+        raise OwnModelsError(f"models.open_clip_arch must be an open_clip model name, got {arch!r}")
+    return arch
+
+
 def check_paths(config: MergeConfig) -> None:
     """Every file and folder the config names exists (the first missing one is named)."""
-    if not (config.pretrained / "config.json").is_file():
+    if config.open_clip_arch is not None:
+        if not config.pretrained.is_file():
+            raise OwnModelsError(f"models.pretrained: no such open_clip checkpoint file {config.pretrained}")
+    elif not (config.pretrained / "config.json").is_file():
         raise OwnModelsError(
             f"models.pretrained {config.pretrained} is not a Hugging Face CLIPModel directory (no config.json)"
         )
@@ -399,10 +429,18 @@ def pixel_transform(geometry: dict, device: torch.device) -> Callable[[Tensor], 
 
 
 def vision_state(path: Path, keys: Sequence[str], task: str) -> dict[str, Tensor]:
-    """The merged tensors (``vision_model.*``) of a fine-tuned checkpoint: CLIPVisionModel or CLIPModel, any format."""
+    """The merged tensors (``vision_model.*``) of a fine-tuned checkpoint, any format: a CLIPVisionModel or CLIPModel,
+    or an open_clip image encoder (``[model.]visual.*`` keys, the paper's task_vectors layout), converted."""
+    from .models.open_clip_ckpt import strip_prefixes
+    from .models.open_clip_hf import OpenClipConversionError, vision_to_hf
     from .state_io import load_state_dict
 
     state = load_state_dict(path)
+    if any(k.startswith("visual.") for k in strip_prefixes(state)):
+        try:
+            state = vision_to_hf(state)
+        except OpenClipConversionError as err:
+            raise OwnModelsError(f"task {task!r}: checkpoint {path}: {err}") from None
     state = {(k if k.startswith("vision_model.") else f"vision_model.{k}"): v for k, v in state.items()}
     missing = [k for k in keys if k not in state]
     if missing:
@@ -413,6 +451,42 @@ def vision_state(path: Path, keys: Sequence[str], task: str) -> dict[str, Tensor
     return {k: state[k] for k in keys}
 
 
+def open_clip_pretrained(path: Path, arch: str):
+    """(HF CLIPModel, HF tokenizer, image geometry) of an open_clip CLIP checkpoint, converted (models/open_clip_hf.py).
+
+    The tokenizer is HF's CLIPTokenizer over open_clip's own bundled BPE (the same vocabulary), so nothing is
+    downloaded and the merged output directory is a complete Hugging Face CLIP. Geometry: resize to the model's
+    image size and centre-crop, with the model's mean and std (OpenAI CLIP's by default), as open_clip does.
+    """
+    import tempfile
+
+    from .models.open_clip_hf import (
+        OpenClipConversionError,
+        hf_clip_from_open_clip,
+        hf_tokenizer_from_open_clip_bpe,
+        image_stats,
+        load_open_clip,
+    )
+    from .state_io import UnsafeCheckpointError
+
+    try:
+        model = load_open_clip(path, arch)
+        clip = hf_clip_from_open_clip(model)
+    except UnsafeCheckpointError as err:
+        raise OwnModelsError(
+            f"models.pretrained {path}: {str(err).splitlines()[0]} (convert a pickled open_clip file once with "
+            "concrete_subspace.models.open_clip_pickle.convert_checkpoint)"
+        ) from None
+    except OpenClipConversionError as err:
+        raise OwnModelsError(f"models.pretrained: {err}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = hf_tokenizer_from_open_clip_bpe(tmp, clip.config.text_config.max_position_embeddings)
+    size = clip.config.vision_config.image_size
+    mean, std = image_stats(model)
+    geometry = {"edge": size, "crop": (size, size), "mean": mean, "std": std, "divisor": 255.0}
+    return clip, tokenizer, geometry
+
+
 def build_problem(config: MergeConfig, *, progress: bool = False):
     """(MergeProblem, CLIPModel, tokenizer, per-task info) for a checked config, built by the library's CLIP adapter."""
     from transformers import AutoTokenizer, CLIPModel
@@ -421,10 +495,14 @@ def build_problem(config: MergeConfig, *, progress: bool = False):
     from .models.clip_hf import ImageEncoder, build_clip_problem, merge_keys, zero_shot_head
 
     device = torch.device(config.device)
-    with quiet_library_bars():
-        clip = CLIPModel.from_pretrained(config.pretrained).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
-    geometry = image_geometry(config.pretrained, clip.config.vision_config.image_size)
+    if config.open_clip_arch is not None:
+        clip, tokenizer, geometry = open_clip_pretrained(config.pretrained, config.open_clip_arch)
+        clip = clip.to(device)
+    else:
+        with quiet_library_bars():
+            clip = CLIPModel.from_pretrained(config.pretrained).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
+        geometry = image_geometry(config.pretrained, clip.config.vision_config.image_size)
     encoder = ImageEncoder.from_clip(clip).eval().requires_grad_(False)
     keys = merge_keys(encoder)
     heads, unlabeled, evaluation, info = {}, {}, {}, {}
@@ -448,10 +526,23 @@ def build_problem(config: MergeConfig, *, progress: bool = False):
         transform=pixel_transform(geometry, device),
         info={"pretrained": str(config.pretrained), "scale": "own"},
     )
+    problem.info["geometry"] = geometry
     return problem, clip, tokenizer, info
 
 
 # ------------------------------------------------------------------------------------------------------ output
+def write_image_processor(directory: Path, geometry: Mapping) -> None:
+    """``preprocessor_config.json`` of a HF CLIPImageProcessor doing the preprocessing the merge used (open_clip's)."""
+    from transformers import CLIPImageProcessor
+
+    CLIPImageProcessor(
+        size={"shortest_edge": geometry["edge"]},
+        crop_size={"height": geometry["crop"][0], "width": geometry["crop"][1]},
+        image_mean=list(geometry["mean"]),
+        image_std=list(geometry["std"]),
+    ).save_pretrained(directory)
+
+
 def replace_directory(out: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` in a temporary directory beside ``out``, then move it into place, replacing ``out``.
 
@@ -495,7 +586,7 @@ def check_out_dir(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
 
 def config_digest(config: MergeConfig) -> str:
     """Identifies a run for resuming: the config and the names, sizes and times of every input file."""
-    files = [config.pretrained / "config.json"]
+    files = [config.pretrained if config.open_clip_arch else config.pretrained / "config.json"]
     for task in config.tasks:
         files += [task.checkpoint, *sorted(task.images.rglob("*"))]
         files += [p for p in (task.classnames, task.templates) if p is not None]
@@ -578,7 +669,12 @@ def merge_own_models(
         "pretty_name": spec.pretty_name,
         "reference": spec.reference,
         "params": {k: v for k, v in result.params.items() if k not in ("checkpoint_dir", "progress")},
-        "config": {"pretrained": str(config.pretrained), "seed": config.seed, "batch_size": config.batch_size},
+        "config": {
+            "pretrained": str(config.pretrained),
+            "open_clip_arch": config.open_clip_arch,
+            "seed": config.seed,
+            "batch_size": config.batch_size,
+        },
         "tasks": {
             t.name: {"checkpoint": str(t.checkpoint), "images": str(t.images), **info[t.name]} for t in config.tasks
         },
@@ -596,6 +692,8 @@ def merge_own_models(
         with quiet_library_bars():
             clip.save_pretrained(directory, state_dict=state)
         tokenizer.save_pretrained(directory)
+        if config.open_clip_arch is not None:
+            write_image_processor(directory, problem.info["geometry"])
         for name in PROCESSOR_FILES:
             if (config.pretrained / name).is_file():
                 shutil.copyfile(config.pretrained / name, directory / name)
