@@ -36,5 +36,12 @@ case $stream in
   e)  # round 3 (after c, d): the larger mask lr for Concrete TA and with the best inner lr of round 1
     probe concrete_task_arithmetic lr=1e-1 steps=400
     probe $LW inner_lr=0.3 outer_lr=3e-2 meta_steps=200 $STAGE2 ;;
+  f)  # session 2026-12-06 (2): task-wise AdaMerging's own budget (the baseline chosen on validation too), the best
+      # layer-wise inner lr at the larger mask lr, and seed 1 of the proposed task-wise Concrete AdaMerging
+    probe task_wise_adamerging lr=3e-3 steps=200
+    probe $LW inner_lr=0.3 outer_lr=3e-2 meta_steps=200 $STAGE2
+    probe task_wise_adamerging lr=1e-3 steps=200
+    probe $TW inner_lr=0.1 outer_lr=3e-2 meta_steps=200 $STAGE2 --seed 1
+    probe task_wise_adamerging lr=1e-2 steps=200 --seed 1 ;;
   *) echo "unknown stream $stream" >&2; exit 2 ;;
 esac
