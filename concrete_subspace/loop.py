@@ -27,7 +27,7 @@ from .evaluation import average, evaluate, has_evaluation_data, head_logits, to_
 from .functional import forward
 from .masks import evaluation_mask, sample_concrete
 from .problem import MergeProblem
-from .seeding import derive_seed
+from .seeding import RUN_STREAMS, named_seed
 from .task_vectors import ParamLayout
 
 #: Parameters that change how a run is reported or saved, not what it computes: left out of the run cache's key.
@@ -479,12 +479,11 @@ class RunContext:
         return steps
 
     def stream_seed(self, name: str) -> int:
-        """The seed of the run's named stream, apart from its main generator: ``"evaluation_mask"`` (seed + 1) or
-        ``"kept_mask"`` (seed + 2)."""
-        streams = {"evaluation_mask": 1, "kept_mask": 2}
-        if name not in streams:
-            raise ValueError(f"unknown run stream {name!r}; choose one of {list(streams)}")
-        return derive_seed(self.options.seed, streams[name], stride=1)
+        """The seed of the run's named stream, apart from its main generator (:data:`~.seeding.RUN_STREAMS`:
+        ``"evaluation_mask"``, ``"kept_mask"``); never another run seed's stream (:func:`~.seeding.named_seed`)."""
+        if name not in RUN_STREAMS:
+            raise ValueError(f"unknown run stream {name!r}; choose one of {list(RUN_STREAMS)}")
+        return named_seed(self.options.seed, name)
 
     def sample_mask(self, logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
         """A Concrete sample of the mask from the run's ``generator``: this rank's block of the whole model's sample
