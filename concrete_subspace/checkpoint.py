@@ -1,7 +1,7 @@
 """Atomic, checksummed files: checkpoints that resume exactly and results that are never half-written.
 
 Every file the library writes goes through :func:`atomic_path` (or its wrappers ``atomic_write_bytes`` /
-``atomic_write_json``; the zoo manifests through ``mini_zoo.files._atomic_write_json``, which keeps NaN as written).
+``atomic_write_json``; the zoo manifests through ``mini_zoo.files.atomic_write_json``, which keeps NaN as written).
 """
 
 from __future__ import annotations

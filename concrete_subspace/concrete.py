@@ -26,24 +26,17 @@ is executed (device-side choices, sharding, checkpoints, logging, the seed) is `
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
 from .adamerging import adapt_coefficients, check_init, effective_coefficients, init_coefficients, prepare_vectors
-from .diagnostics import (
-    coefficient_row,
-    density_row,
-    eval_mask_record,
-    expected_mask,
-    mask_extras,
-    mask_only_row,
-    stage_start_scores,
-)
+from .diagnostics import concrete_extras, density_row, eval_mask_record, mask_only_record, meta_stage_columns
 from .loop import DEFAULT_RUN, RunContext, RunOptions, RunState, check_test_time_data, parse_dtype
-from .masks import EVAL_MASKS, check_temperature, evaluation_mask, init_logits, sample_concrete
+from .masks import EVAL_MASKS, check_temperature, init_logits
 from .merging import apply_mask_flat, merge_flat
 from .problem import MergeProblem, MergeResult
-from .seeding import derive_seed
 from .task_vectors import sum_task_vectors
 
 VARIANTS = ("paper", "fusion_bench")
@@ -110,11 +103,6 @@ def check_mask_options(temperature: float, eval_mask: str) -> None:
         raise ValueError(f"unknown eval_mask {eval_mask!r}; choose one of {list(EVAL_MASKS)}")
 
 
-def seeded(seed: int, device: torch.device) -> torch.Generator:
-    """A fresh generator of ``seed`` (an evaluation mask's own stream, apart from the run's sample stream)."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 def concrete_task_arithmetic(
     problem: MergeProblem,
     *,
@@ -153,45 +141,34 @@ def concrete_task_arithmetic(
     optimizer = torch.optim.Adam([logits], lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     generator = context.generator(theta0.device)
     state = RunState({"logits": logits}, {"optimizer": optimizer}, generator, context.history)
-    eval_seed = derive_seed(run.seed, 1, stride=1)  # the evaluation mask's own stream (seed + 1)
 
     def merged(mask: Tensor) -> Tensor:  # θ0 + λ Σ τ_i ⊙ m / mean(m), this rank's block
         return apply_mask_flat(theta0, summed, mask, shard.local_layout)
 
     def step_fn(step: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
-        mask = sample_concrete(logits, temperature, generator, start=shard.start, total=layout.num_params)
-        losses = context.entropy_backward(merged(mask), step)
+        losses = context.entropy_backward(merged(context.sample_mask(logits, temperature, generator)), step)
         optimizer.step()
         return {"loss": sum(losses.values()), **{f"entropy/{t}": v for t, v in losses.items()}}
 
-    def final_mask() -> Tensor:  # the mask of the whole model
-        return evaluation_mask(
-            shard.gather(logits), eval_mask, temperature=temperature, generator=seeded(eval_seed, theta0.device)
-        )
+    def final_mask() -> Tensor:  # the evaluation mask, from its own stream
+        return context.evaluation_mask(logits, eval_mask, temperature, "evaluation_mask")
 
-    start = context.restore(state, "concrete_task_arithmetic")
     context.optimise(
         "concrete_task_arithmetic",
         steps,
         step_fn,
         state,
-        start=start,
-        eval_flat=lambda: shard.gather(merged(shard.local(final_mask()))),
+        start=context.restore(state, "concrete_task_arithmetic"),
+        eval_flat=lambda: shard.gather(merged(final_mask())),
         log_fn=lambda: density_row(shard.gather(logits)),
     )
-    with torch.no_grad():
-        mask = final_mask()
-        final = layout.unflatten(shard.gather(merged(shard.local(mask))))
-    expected = shard.local(expected_mask(shard.gather(logits)))
-    extras = {
-        **mask_extras(shard.gather(logits), layout),
-        "eval_mask": eval_mask_record(mask, eval_mask, eval_seed, temperature),
-        # CTA's coefficients never move: its final model IS the learned mask at λ (compare with task arithmetic at λ)
-        "mask_only": {"coefficients": float(scaling), "final_model": True},
-        "expected_mask_scores": context.diagnostic_scores(lambda: shard.gather(merged(expected))),
-    }
-    return MergeResult(final, context.params, context.history, extras)
+    mask = final_mask()
+    record = eval_mask_record(shard.gather(mask), eval_mask, context.stream_seed("evaluation_mask"), temperature)
+    # CTA's coefficients never move: its final model IS the learned mask at λ (compare with task arithmetic at λ)
+    mask_only = {"coefficients": float(scaling), "final_model": True}
+    extras = concrete_extras(context, logits, record, mask_only, merged)
+    return MergeResult(context.final_state(lambda: merged(mask)), context.params, context.history, extras)
 
 
 def concrete_adamerging(
@@ -228,25 +205,21 @@ def concrete_adamerging(
     check_init(init, clamp)
     context = RunContext(problem, hyperparameters, run)
     layout, theta0, vectors = prepare_vectors(problem, run.vector_dtype, run.progress, shard=context.shard)
-    shard, device = context.shard, theta0.device
-    initial = init_coefficients(len(vectors), len(layout.keys), granularity, init, device)
+    shard, c = context.shard, partial(effective_coefficients, clamp=clamp)  # c(w): the merge coefficients of w
+    initial = init_coefficients(len(vectors), len(layout.keys), granularity, init, theta0.device)
     weights, previous = initial.clone().requires_grad_(True), initial.clone()
-    logits = init_logits(theta0.numel(), init_logit, device=device).requires_grad_(True)
+    logits = init_logits(theta0.numel(), init_logit, device=theta0.device).requires_grad_(True)
     inner = torch.optim.Adam([weights], lr=inner_lr, betas=tuple(betas), weight_decay=0.0)
     outer = torch.optim.Adam([logits], lr=outer_lr, betas=tuple(betas), weight_decay=0.0)
-    generator = context.generator(device)
+    generator = context.generator(theta0.device)
     tensors = {"logits": logits, "weights": weights, "previous_weights": previous}
     state = RunState(tensors, {"inner": inner, "outer": outer}, generator, context.history)
-    eval_seed, kept_seed = derive_seed(run.seed, 1, stride=1), derive_seed(run.seed, 2, stride=1)
 
-    def merge(coefficients: Tensor, mask: Tensor | None) -> Tensor:  # this rank's block of the merge
+    def merge(coefficients: Tensor, mask: Tensor) -> Tensor:  # this rank's block of θ0 + Σ c_i τ_i ⊙ m / mean(m)
         return merge_flat(theta0, vectors, shard.coefficients(coefficients), shard.local_layout, mask)
 
-    def sample() -> Tensor:
-        return sample_concrete(logits, temperature, generator, start=shard.start, total=layout.num_params)
-
     def meta_step(step: int) -> dict:
-        mask = sample()
+        mask = context.sample_mask(logits, temperature, generator)
         with torch.no_grad():
             weights.copy_(initial)
         if not persist_inner_optimizer:
@@ -259,69 +232,27 @@ def concrete_adamerging(
         with torch.no_grad():
             previous.copy_(weights)
         if variant == "paper":
-            mask = sample()
+            mask = context.sample_mask(logits, temperature, generator)
         outer.zero_grad(set_to_none=True)  # ONE outer Adam step on the logits, w' held constant (first order)
-        outer_losses = context.entropy_backward(
-            merge(effective_coefficients(weights, clamp).detach(), mask), 2 * step + 1
-        )
+        outer_losses = context.entropy_backward(merge(c(weights).detach(), mask), 2 * step + 1)
         outer.step()
         losses = {"loss": sum(outer_losses.values()), "inner_loss": sum(inner_losses.values())}
         return {**losses, **{f"entropy/{t}": v for t, v in outer_losses.items()}}
 
-    def final_mask(seed: int) -> Tensor:  # this rank's block of the evaluation mask of the whole model
-        mask = evaluation_mask(shard.gather(logits), eval_mask, temperature=temperature, generator=seeded(seed, device))
-        return shard.local(mask)
+    def evaluated(w: Tensor) -> Tensor:  # the whole model at c(w) under the evaluation mask
+        return shard.gather(merge(c(w), context.evaluation_mask(logits, eval_mask, temperature, "evaluation_mask")))
 
-    def mask_only_flat(mask: Tensor) -> Tensor:  # the learned mask at the initial coefficients
-        return shard.gather(merge(effective_coefficients(initial, clamp), mask))
-
-    meta_start = context.restore(state, "meta")
-    if context.stopped_in("tta"):  # stopped during test-time adaptation: the mask is final
-        with torch.no_grad():
-            logits.copy_(context.payload["tensors"]["logits"])
-        meta_start = meta_steps
-    context.optimise(
-        "meta",
-        meta_steps,
-        meta_step,
-        state,
-        start=meta_start,
-        eval_flat=lambda: shard.gather(merge(effective_coefficients(weights, clamp), final_mask(eval_seed))),
-        log_fn=lambda: {**density_row(shard.gather(logits)), **coefficient_row(effective_coefficients(weights, clamp))},
-        eval_extra_fn=lambda row: mask_only_row(
-            row, lambda: context.scores(lambda: mask_only_flat(final_mask(eval_seed)))
-        ),
-    )
+    start = context.resume_stage(state, "meta", meta_steps, later="tta", carried=("logits",))
+    columns = meta_stage_columns(context, logits, lambda: c(weights), mask_only_flat=lambda: evaluated(initial))
+    context.optimise("meta", meta_steps, meta_step, state, start=start, eval_flat=lambda: evaluated(weights), **columns)
     logits.requires_grad_(False)  # stage 2: one sample of the frozen mask, kept; Adam on w from its initial value
-    kept_mask = final_mask(kept_seed)
+    kept = context.evaluation_mask(logits, eval_mask, temperature, "kept_mask")
+    tta = {"granularity": granularity, "init": init, "clamp": clamp, "lr": tta_lr, "betas": betas, "steps": tta_steps}
     adapted = adapt_coefficients(
-        context,
-        theta0,
-        vectors,
-        stage="tta",
-        granularity=granularity,
-        init=init,
-        clamp=clamp,
-        lr=tta_lr,
-        betas=betas,
-        steps=tta_steps,
-        mask=kept_mask,
-        generator=generator,
-        extra_tensors={"logits": logits},
+        context, theta0, vectors, stage="tta", mask=kept, generator=generator, **tta, extra_tensors={"logits": logits}
     )
-    coefficients = effective_coefficients(adapted, clamp)
-    with torch.no_grad():
-        final = layout.unflatten(shard.gather(merge(coefficients, kept_mask)))
-    # the mask-only effect = stage 2 at step 0 (initial w, the kept mask); read from the history when it was evaluated
-    mask_only = stage_start_scores(context.history, "tta") or context.diagnostic_scores(
-        lambda: mask_only_flat(kept_mask)
-    )
-    expected = shard.local(expected_mask(shard.gather(logits)))
-    extras = {
-        **mask_extras(shard.gather(logits), layout),
-        "coefficients": coefficients.cpu(),
-        "eval_mask": eval_mask_record(shard.gather(kept_mask), eval_mask, kept_seed, temperature),
-        "mask_only": {"coefficients": float(init), "final_model": False, "scores": mask_only},
-        "expected_mask_scores": context.diagnostic_scores(lambda: shard.gather(merge(coefficients, expected))),
-    }
-    return MergeResult(final, context.params, context.history, extras)
+    coefficients = c(adapted)
+    record = eval_mask_record(shard.gather(kept), eval_mask, context.stream_seed("kept_mask"), temperature)
+    mask_only = mask_only_record(context, init, lambda: shard.gather(merge(c(initial), kept)))
+    extras = concrete_extras(context, logits, record, mask_only, lambda m: merge(coefficients, m), coefficients)
+    return MergeResult(context.final_state(lambda: merge(coefficients, kept)), context.params, context.history, extras)

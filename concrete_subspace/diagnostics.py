@@ -8,11 +8,13 @@ model under the expected mask σ(x). None of them draws from a run's generator.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .evaluation import average
+from .loop import RunContext
 from .masks import density, evaluation_mask
 from .task_vectors import ParamLayout
 
@@ -89,3 +91,44 @@ def stage_start_scores(history: list[dict], stage: str) -> dict[str, float] | No
 def expected_mask(logits: Tensor) -> Tensor:
     """σ(x): the expected mask, a deterministic diagnostic beside the sampled headline mask (draws nothing)."""
     return evaluation_mask(logits, "expected")
+
+
+def meta_stage_columns(
+    context: RunContext, logits: Tensor, coefficients: Callable[[], Tensor], mask_only_flat: Callable[[], Tensor]
+) -> dict:
+    """Concrete AdaMerging's meta-stage history columns, as :meth:`RunContext.optimise`'s ``log_fn`` and
+    ``eval_extra_fn``: the mask's density and where w' sits (``coefficients()``) on every logged row; the accuracy of
+    ``mask_only_flat()`` (the evaluation mask at the initial coefficients) on every evaluated row."""
+    return {
+        "log_fn": lambda: {**density_row(context.shard.gather(logits)), **coefficient_row(coefficients())},
+        "eval_extra_fn": lambda row: mask_only_row(row, lambda: context.scores(mask_only_flat)),
+    }
+
+
+def mask_only_record(context: RunContext, coefficients: float, mask_only_flat: Callable[[], Tensor]) -> dict:
+    """Concrete AdaMerging's mask-only effect: the kept mask at the initial coefficients, i.e. stage 2 at step 0 (read
+    from the history when that row was evaluated, else scored now on ``mask_only_flat()``)."""
+    scores = stage_start_scores(context.history, "tta") or context.diagnostic_scores(mask_only_flat)
+    return {"coefficients": float(coefficients), "final_model": False, "scores": scores}
+
+
+def concrete_extras(
+    context: RunContext,
+    logits: Tensor,
+    record: dict,
+    mask_only: dict,
+    merged_under: Callable[[Tensor], Tensor],
+    coefficients: Tensor | None = None,
+) -> dict:
+    """A Concrete run's extras: the learned mask (:func:`mask_extras`), the final coefficients (when they were learned),
+    the final mask's ``record`` (:func:`eval_mask_record`), the ``mask_only`` effect, and the scores of the final model
+    under the expected mask (``merged_under(mask)``: this rank's block of the final merge under this rank's ``mask``)."""
+    whole = context.shard.gather(logits)
+    expected = context.shard.local(expected_mask(whole))
+    return {
+        **mask_extras(whole, context.layout),
+        **({} if coefficients is None else {"coefficients": coefficients.cpu()}),
+        "eval_mask": record,
+        "mask_only": mask_only,
+        "expected_mask_scores": context.diagnostic_scores(lambda: context.shard.gather(merged_under(expected))),
+    }

@@ -25,7 +25,9 @@ from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluation import average, evaluate, has_evaluation_data, head_logits, to_device
 from .functional import forward
+from .masks import evaluation_mask, sample_concrete
 from .problem import MergeProblem
+from .seeding import RUN_STREAMS, named_seed
 from .task_vectors import ParamLayout
 
 #: Parameters that change how a run is reported or saved, not what it computes: left out of the run cache's key.
@@ -393,7 +395,8 @@ def evaluator(
 class RunOptions:
     """How a test-time run is executed, saved and reported, apart from the method's hyperparameters.
 
-    ``seed``: the run's generator (mask samples; evaluation masks derive their own streams from it).
+    ``seed``: the run's generator (mask samples; evaluation masks derive their own streams from it,
+    :meth:`RunContext.stream_seed`).
     ``vector_dtype``: the task vectors' storage dtype. ``forward_mode`` / ``precision``: see :func:`entropy_backward`.
     ``shard_vectors``: under torchrun, each rank keeps its block of the vectors (:mod:`concrete_subspace.distributed`).
     ``log_every`` / ``eval_every``: history rows and accuracy rows (0: no evaluation along the way).
@@ -463,6 +466,41 @@ class RunContext:
             return 0
         state.restore(self.payload)
         return self.payload["step"]
+
+    def resume_stage(self, state: RunState, stage: str, steps: int, *, later: str, carried: Sequence[str]) -> int:
+        """The step ``stage`` of a two-stage run starts at: as :meth:`restore`, or ``steps`` (the stage is done) when
+        the checkpoint was written during the ``later`` stage, with the ``carried`` tensors (those the later stage
+        keeps from this one, e.g. frozen mask logits) restored from it."""
+        if not self.stopped_in(later):
+            return self.restore(state, stage)
+        with torch.no_grad():
+            for name in carried:
+                state.tensors[name].copy_(self.payload["tensors"][name])
+        return steps
+
+    def stream_seed(self, name: str) -> int:
+        """The seed of the run's named stream, apart from its main generator (:data:`~.seeding.RUN_STREAMS`:
+        ``"evaluation_mask"``, ``"kept_mask"``); never another run seed's stream (:func:`~.seeding.named_seed`)."""
+        if name not in RUN_STREAMS:
+            raise ValueError(f"unknown run stream {name!r}; choose one of {list(RUN_STREAMS)}")
+        return named_seed(self.options.seed, name)
+
+    def sample_mask(self, logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+        """A Concrete sample of the mask from the run's ``generator``: this rank's block of the whole model's sample
+        (``logits`` is this rank's block; the same uniforms on any number of ranks)."""
+        return sample_concrete(logits, temperature, generator, start=self.shard.start, total=self.layout.num_params)
+
+    def evaluation_mask(self, logits: Tensor, kind: str, temperature: float, stream: str) -> Tensor:
+        """This rank's block of the evaluation mask ``kind`` of the whole model, drawn from a fresh generator of the
+        named ``stream`` (so the same logits always give the same mask, whatever the run's generator has drawn)."""
+        generator = torch.Generator(device=logits.device).manual_seed(self.stream_seed(stream))
+        mask = evaluation_mask(self.shard.gather(logits), kind, temperature=temperature, generator=generator)
+        return self.shard.local(mask)
+
+    def final_state(self, make_flat: Callable[[], Tensor]) -> dict[str, Tensor]:
+        """The merged state dict of the whole model from ``make_flat()`` (this rank's block of the merge)."""
+        with torch.no_grad():
+            return self.layout.unflatten(self.shard.gather(make_flat()))
 
     def entropy_backward(self, flat: Tensor, data_step: int) -> dict[str, float]:
         """:func:`entropy_backward` with this run's forward mode, precision and shard (``flat``: this rank's block)."""

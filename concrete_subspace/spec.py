@@ -8,7 +8,8 @@ float32 models (how the fast code handles 16-bit ones, docs/method.md §1, is an
 
 Random streams follow the library's convention, so one seed gives the same masks in both: a mask sample draws ONE
 vector of P uniforms over the merged elements in state-dict order from an explicit generator (the run's generator,
-seeded with ``seed``; ``seed + 1`` for CTA's evaluation mask; ``seed + 2`` for Concrete AdaMerging's kept mask).
+seeded with ``seed``; ``named_seed(seed, "evaluation_mask")`` for CTA's evaluation mask;
+``named_seed(seed, "kept_mask")`` for Concrete AdaMerging's kept mask).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import Tensor
 from .evaluation import to_device
 from .functional import forward
 from .problem import MergeProblem
+from .seeding import named_seed
 
 State = dict[str, Tensor]
 EVAL_MASKS = ("sample", "expected", "hard", "bernoulli")
@@ -171,7 +173,7 @@ def concrete_task_arithmetic(
     seed=0,
 ) -> SpecResult:
     """CTA: Adam on the mask logits x; step s samples m ~ Concrete(x, temperature) and minimises the summed entropy of
-    θ0 + λ_TA Σ_i τ_i ⊙ m / mean(m) on batch s. Final model: the evaluation mask (seed + 1), last step."""
+    θ0 + λ_TA Σ_i τ_i ⊙ m / mean(m) on batch s. Final model: the evaluation mask (its named stream), last step."""
     theta0, vectors = pretrained_and_task_vectors(problem)
     weights = torch.full((len(vectors),), float(scaling), device=problem.device)
     logits = {k: torch.full(v.shape, float(init_logit), device=v.device, requires_grad=True) for k, v in theta0.items()}
@@ -182,7 +184,7 @@ def concrete_task_arithmetic(
         mask = concrete_sample(logits, temperature, generator)
         entropy_loss(problem, merge(theta0, vectors, weights, mask), step).backward()
         adam.step()
-    final = evaluation_mask(logits, eval_mask, temperature, seed + 1)
+    final = evaluation_mask(logits, eval_mask, temperature, named_seed(seed, "evaluation_mask"))
     return SpecResult(merge(theta0, vectors, weights, final), {k: x.detach() for k, x in logits.items()})
 
 
@@ -208,7 +210,7 @@ def concrete_adamerging(
 ) -> SpecResult:
     """Concrete AdaMerging. Meta step s: sample m; reset w; ONE inner Adam step on w (m constant, batch 2s);
     ``paper``: a new sample m'; ONE outer Adam step on x with the adapted w constant (batch 2s + 1). Then x is
-    frozen, one mask is kept (seed + 2), w is reset and adapted by AdaMerging's loop (step s on batch s)."""
+    frozen, one mask is kept (its named stream), w is reset and adapted by AdaMerging's loop (step s on batch s)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
     clamp = (variant == "paper") if clamp is None else bool(clamp)
@@ -240,7 +242,7 @@ def concrete_adamerging(
             problem, merge(theta0, vectors, effective_coefficients(adapted, clamp), mask), 2 * step + 1
         ).backward()
         outer.step()
-    kept = evaluation_mask(logits, eval_mask, temperature, seed + 2)
+    kept = evaluation_mask(logits, eval_mask, temperature, named_seed(seed, "kept_mask"))
     w = adapt_coefficients(
         problem, theta0, vectors, initial, clamp=clamp, lr=tta_lr, betas=betas, steps=tta_steps, mask=kept
     )

@@ -24,7 +24,7 @@ one module per concern (``config``, ``encoder``, ``task_data``, ``train``, ``man
 
 from __future__ import annotations
 
-from .mini_text_zoo.build import _build, build_text_zoo
+from .mini_text_zoo.build import build_text_zoo
 from .mini_text_zoo.config import (
     BUILDING_MARKER,
     FINETUNE_KINDS,
@@ -38,15 +38,15 @@ from .mini_text_zoo.config import (
     text_zoo_config,
 )
 from .mini_text_zoo.encoder import load_base_encoder, merge_keys_for
-from .mini_text_zoo.evaluate import _evaluate, task_logits_on
-from .mini_text_zoo.manifest import _manifest, _zoo_state, read_text_manifest
-from .mini_text_zoo.problem import _load_bert_state, _problem_from, load_text_zoo_problem
+from .mini_text_zoo.evaluate import evaluate_text_zoo, task_logits_on
+from .mini_text_zoo.manifest import read_text_manifest, zoo_state
+from .mini_text_zoo.problem import load_text_zoo_problem
 from .mini_text_zoo.shipped import compare_text_to_shipped, materialise, ship_text_zoo
 from .mini_text_zoo.task_data import load_text_split, make_task_data, save_task_datasets, token_length
-from .mini_text_zoo.train import _train, finetune_expert
+from .mini_text_zoo.train import finetune_expert
 from .mini_zoo.config import BUILD_THREADS, MANIFEST
 
-__all__ = [  # the public names, then the private ones the tests use
+__all__ = [
     "BUILDING_MARKER",
     "BUILD_THREADS",
     "FINETUNE_KINDS",
@@ -60,6 +60,7 @@ __all__ = [  # the public names, then the private ones the tests use
     "build_text_zoo",
     "compare_text_to_shipped",
     "default_text_zoo_dir",
+    "evaluate_text_zoo",
     "finetune_expert",
     "load_base_encoder",
     "load_text_split",
@@ -73,12 +74,5 @@ __all__ = [  # the public names, then the private ones the tests use
     "task_logits_on",
     "text_zoo_config",
     "token_length",
-    # private
-    "_build",
-    "_evaluate",
-    "_load_bert_state",
-    "_manifest",
-    "_problem_from",
-    "_train",
-    "_zoo_state",
+    "zoo_state",
 ]

@@ -30,7 +30,7 @@ concern, in the order a build runs:
 
 from __future__ import annotations
 
-from .mini_zoo.build import _build, build_zoo
+from .mini_zoo.build import build_zoo
 from .mini_zoo.config import (
     BUILD_THREADS,
     BUILDING_MARKER,
@@ -42,25 +42,18 @@ from .mini_zoo.config import (
     default_zoo_dir,
     mini_config,
 )
-from .mini_zoo.determinism import _seeded_init, deterministic
-from .mini_zoo.evaluate import (
-    _accuracy,
-    _embed,
-    _evaluate_zoo,
-    _geometry,
-    _with_average,
-    entropy_premise,
-    predict_logits,
-)
-from .mini_zoo.files import _atomic_write_json, load_vision_state, quiet_library_bars, save_vision_model
-from .mini_zoo.manifest import _manifest, _package_versions, _zoo_state, read_manifest
-from .mini_zoo.methods import _method_param_names, _method_results, _methods_fingerprint, update_method_results
+from .mini_zoo.determinism import deterministic
+from .mini_zoo.evaluate import entropy_premise, evaluate_zoo, predict_logits, top1_accuracy
+from .mini_zoo.files import atomic_write_json, load_vision_state, quiet_library_bars, save_vision_model
+from .mini_zoo.manifest import read_manifest, zoo_manifest, zoo_state
+from .mini_zoo.methods import update_method_results
 from .mini_zoo.model import build_clip_config, build_processor, build_tokenizer, to_pixel_values
-from .mini_zoo.problem import _problem_from, load_zoo_problem, select_tasks
+from .mini_zoo.problem import load_zoo_problem, select_tasks
+from .mini_zoo.shared import seeded_init
 from .mini_zoo.task_data import generate_task_data, load_task_split, save_task_datasets
-from .mini_zoo.train import _autocast, _cosine_lr, _image_embeds, _text_embeds, finetune, pretrain
+from .mini_zoo.train import finetune, pretrain
 
-__all__ = [  # the public names, then the private ones that tests and research scripts use
+__all__ = [
     "BUILDING_MARKER",
     "BUILD_THREADS",
     "MANIFEST",
@@ -68,7 +61,7 @@ __all__ = [  # the public names, then the private ones that tests and research s
     "MiniConfig",
     "SPLITS",
     "ZOO_FORMAT_VERSION",
-    "annotations",
+    "atomic_write_json",
     "build_clip_config",
     "build_processor",
     "build_tokenizer",
@@ -76,6 +69,7 @@ __all__ = [  # the public names, then the private ones that tests and research s
     "default_zoo_dir",
     "deterministic",
     "entropy_premise",
+    "evaluate_zoo",
     "finetune",
     "generate_task_data",
     "load_task_split",
@@ -88,27 +82,11 @@ __all__ = [  # the public names, then the private ones that tests and research s
     "read_manifest",
     "save_task_datasets",
     "save_vision_model",
+    "seeded_init",
     "select_tasks",
     "to_pixel_values",
+    "top1_accuracy",
     "update_method_results",
-    # private: used by the tests and by benchmarks/zoo_v2/probe.py and docs/zoo_probes/ (written against one module)
-    "_accuracy",
-    "_atomic_write_json",
-    "_autocast",
-    "_build",
-    "_cosine_lr",
-    "_embed",
-    "_evaluate_zoo",
-    "_geometry",
-    "_image_embeds",
-    "_manifest",
-    "_method_param_names",
-    "_method_results",
-    "_methods_fingerprint",
-    "_package_versions",
-    "_problem_from",
-    "_seeded_init",
-    "_text_embeds",
-    "_with_average",
-    "_zoo_state",
+    "zoo_manifest",
+    "zoo_state",
 ]

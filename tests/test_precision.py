@@ -207,5 +207,5 @@ def test_zoo_precision_has_its_own_directory_and_is_checked(tmp_path):
             {"format_version": zoo.ZOO_FORMAT_VERSION, "seed": 0, "smoke": True, "config": {"precision": "fp32"}}
         )
     )
-    assert zoo._zoo_state(built, 0, True, "fp32") == "complete"
-    assert zoo._zoo_state(built, 0, True, "bf16") == "partial"  # an fp32 zoo is never reused as a bf16 one
+    assert zoo.zoo_state(built, 0, True, "fp32") == "complete"
+    assert zoo.zoo_state(built, 0, True, "bf16") == "partial"  # an fp32 zoo is never reused as a bf16 one

@@ -76,7 +76,7 @@ def test_materialised_zoo_equals_the_built_one(built_smoke, shipped_smoke, tmp_p
                 tz.load_text_split(out, task, split),
             )
             assert a_text == b_text and a_label.equal(b_label)
-    evaluated, _ = tz._evaluate(out, made, tz.text_zoo_config(smoke=True), progress=False)
+    evaluated, _ = tz.evaluate_text_zoo(out, made, tz.text_zoo_config(smoke=True), progress=False)
     assert evaluated == made["accuracy"] == built["accuracy"]
     # reused while it holds the shipped adapters
     assert tz.build_text_zoo(out, seed=0, smoke=True, progress=False) == out

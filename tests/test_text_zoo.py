@@ -139,7 +139,7 @@ def test_reuse_and_cli(zoo_dir, caplog):
     assert main(["zoo", "build", "--scale", "mini-text", "--smoke", "--out", str(zoo_dir), "--quiet"]) == 0
     assert "reusing" in caplog.text
     assert tz.read_text_manifest(zoo_dir)["created"] == created
-    assert tz._zoo_state(zoo_dir, seed=1, smoke=True) == "partial"  # another seed's zoo is rebuilt, never used
+    assert tz.zoo_state(zoo_dir, seed=1, smoke=True) == "partial"  # another seed's zoo is rebuilt, never used
 
 
 def test_foreign_directory_and_manifest_errors(tmp_path):

@@ -15,7 +15,7 @@ for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_k, "1")
 
 from concrete_subspace import zoo  # noqa: E402
-from concrete_subspace.data import mini  # noqa: E402
+from concrete_subspace.data import mini, mini_tasks  # noqa: E402
 
 SMALL = mini.SplitSizes(train=20, validation=10, test=20)
 
@@ -32,8 +32,8 @@ def test_generators_deterministic_and_shaped(task):
 
 
 def test_real_splits_are_disjoint():
-    y = mini._mnist_arrays()[1]
-    idx = mini._real_split_indices(0, "mnist", y, mini.SplitSizes())
+    y = mini_tasks.mnist_arrays()[1]
+    idx = mini_tasks.real_split_indices(0, "mnist", y, mini.SplitSizes())
     sets = [set(idx[s].tolist()) for s in ("train", "validation", "test")]
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
     assert len(idx["test"]) >= 1000
@@ -144,12 +144,12 @@ def test_cache_reuse_and_partial_detection(smoke_zoo, caplog, tmp_path):
     (partial / zoo.BUILDING_MARKER).write_text("interrupted")
     with pytest.raises(FileNotFoundError, match="not a complete"):
         zoo.load_zoo_problem(partial)
-    assert zoo._zoo_state(partial, 0, True) == "partial"
+    assert zoo.zoo_state(partial, 0, True) == "partial"
     # another format version is not complete either
     other = tmp_path / "other"
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps({"format_version": -1, "seed": 0, "smoke": True}))
-    assert zoo._zoo_state(other, 0, True) == "partial"
+    assert zoo.zoo_state(other, 0, True) == "partial"
     with pytest.raises(ValueError, match="format_version"):
         zoo.read_manifest(other)
     # a directory of unrelated files is refused, not deleted

@@ -30,6 +30,7 @@ import torch
 
 from concrete_subspace import geometry, zoo
 from concrete_subspace.data import mini
+from concrete_subspace.mini_zoo.shared import seeded_init
 
 torch.set_num_threads(1)
 
@@ -114,7 +115,7 @@ def cmd_pretrain(args) -> None:
         )
         t_data = time.perf_counter() - t0
         tokenizer = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
-        clip = zoo._seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
+        clip = seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
         losses = zoo.pretrain(clip, tokenizer, pre_x, pre_captions, cfg, args.seed)
         clip.save_pretrained(out / "pretrained")
         zoo.build_processor(tokenizer).save_pretrained(out / "pretrained")
@@ -226,11 +227,11 @@ def cmd_finetune(args) -> None:
             zoo.save_vision_model(expert.vision_model, dst / "finetuned" / task)
             finetuned[task] = {k: v.detach().clone() for k, v in pretrained_state(expert).items()}
         t_ft = time.perf_counter() - t0
-        accuracy, premise = zoo._evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, True)
-        manifest = zoo._manifest(
+        accuracy, premise = zoo.evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, True)
+        manifest = zoo.zoo_manifest(
             cfg, args.seed, False, tokenizer, clip, accuracy, premise, [0.0] * 20, losses, {"finetune": round(t_ft, 1)}
         )
-        zoo._atomic_write_json(dst / zoo.MANIFEST, manifest)
+        zoo.atomic_write_json(dst / zoo.MANIFEST, manifest)
         # geometry and the task-arithmetic path, validation split only
         val = {
             t: (torch.from_numpy(data[t]["validation"][0]), torch.from_numpy(data[t]["validation"][1]))

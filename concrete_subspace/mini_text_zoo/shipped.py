@@ -102,14 +102,13 @@ def recipe_fingerprint(cfg: TextZooConfig) -> str:
     and training code. A change without a new format version is reported (the shipped adapters predate it)."""
     from ..data import batching
     from ..data import text as text_data
-    from ..mini_zoo.determinism import _seeded_init
-    from ..mini_zoo.train import _cosine_lr
+    from ..mini_zoo.shared import cosine_lr, seeded_init
     from ..models import text_encoder
     from . import encoder, task_data, train
 
     digest = hashlib.sha256(f"text format {TEXT_ZOO_FORMAT_VERSION};".encode())
     digest.update(json.dumps(asdict(cfg), sort_keys=True, default=str).encode())
-    for source in (text_data, batching, task_data, encoder, train, text_encoder, _seeded_init, _cosine_lr):
+    for source in (text_data, batching, task_data, encoder, train, text_encoder, seeded_init, cosine_lr):
         digest.update(inspect.getsource(source).encode())
     return digest.hexdigest()
 

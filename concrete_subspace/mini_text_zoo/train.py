@@ -12,8 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data.batching import step_indices
-from ..mini_zoo.determinism import _seeded_init
-from ..mini_zoo.train import _cosine_lr
+from ..mini_zoo.shared import cosine_lr, seeded_init
 from .config import FINETUNE_KINDS, TextZooConfig
 
 
@@ -45,7 +44,7 @@ def finetune_expert(
             lora_dropout=0.0,
             bias="none",
         )
-        model = _seeded_init(seed, lambda: get_peft_model(model, lora))
+        model = seeded_init(seed, lambda: get_peft_model(model, lora))
     elif cfg.finetune == "full":
         model.requires_grad_(True)
     else:
@@ -81,7 +80,7 @@ def _train(
     for step in tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False):
         idx = step_indices(len(labels), cfg.batch, step, seed)
         for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr)
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             features = encoder(**{k: v[idx] for k, v in tokens.items()})
         loss = F.cross_entropy(features.float() @ head.T, labels[idx])

@@ -18,9 +18,9 @@ from ..seeding import derive_seed
 from . import shipped
 from .config import BUILDING_MARKER, MANIFEST, MiniConfig, default_zoo_dir, mini_config, use_offline_hub
 from .determinism import _seeded_init, deterministic
-from .evaluate import _evaluate_zoo, _geometry
-from .files import _atomic_write_json, quiet_library_bars, save_vision_model
-from .manifest import _manifest, _zoo_state, read_manifest
+from .evaluate import _geometry, evaluate_zoo
+from .files import atomic_write_json, quiet_library_bars, save_vision_model
+from .manifest import read_manifest, zoo_manifest, zoo_state
 from .methods import _method_results, _methods_fingerprint, update_method_results
 from .model import build_clip_config, build_processor, build_tokenizer
 from .task_data import generate_task_data, save_task_datasets
@@ -66,7 +66,7 @@ def build_zoo(
         zoo_dir = default_zoo_dir(seed, smoke, precision)
         if from_scratch and shipped.ships(seed, smoke, precision, any_format=True):
             zoo_dir = rebuilt_zoo_dir(seed)
-    state = _zoo_state(zoo_dir, seed, smoke, precision)
+    state = zoo_state(zoo_dir, seed, smoke, precision)
     if state == "complete" and use_shipped and not force and not _holds_shipped(zoo_dir):
         state = "partial"  # a zoo built here, or an older shipped one: replace it by the shipped zoo
     if state == "complete" and not force:
@@ -109,7 +109,7 @@ def build_zoo(
         else:
             manifest = _build(zoo_dir, cfg, seed, smoke, progress, methods)
             manifest["files"] = shipped.zoo_file_hashes(zoo_dir)
-    _atomic_write_json(zoo_dir / MANIFEST, manifest)
+    atomic_write_json(zoo_dir / MANIFEST, manifest)
     (zoo_dir / BUILDING_MARKER).unlink()
     if use_shipped:
         log.info("zoo: the shipped zoo, checked and materialised in %s in %.0f s", zoo_dir, time.perf_counter() - start)
@@ -177,11 +177,11 @@ def _build(zoo_dir: Path, cfg: MiniConfig, seed: int, smoke: bool, progress: boo
         finetuned[task] = {k: v.detach().clone() for k, v in pretrained_state(expert).items()}
     clock.lap("finetune")
 
-    accuracy, premise = _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, progress)
+    accuracy, premise = evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg, progress)
     clock.lap("evaluate")
     geometry = _geometry(encoder, theta0, finetuned, heads, data, accuracy, seed)
     clock.lap("geometry")
-    manifest = _manifest(
+    manifest = zoo_manifest(
         cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, clock.seconds
     )
     manifest["geometry"] = geometry

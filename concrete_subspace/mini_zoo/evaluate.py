@@ -53,18 +53,18 @@ def entropy_premise(logits: Tensor, labels: Tensor) -> dict[str, float]:
     }
 
 
-def _accuracy(logits: Tensor, labels: Tensor) -> float:
+def top1_accuracy(logits: Tensor, labels: Tensor) -> float:
     """Percent correct, computed from integer counts (exactly reproducible)."""
     return 100.0 * int((logits.argmax(-1) == labels).sum()) / len(labels)
 
 
-def _with_average(scores: Mapping[str, float]) -> dict[str, float]:
+def with_average(scores: Mapping[str, float]) -> dict[str, float]:
     out = dict(scores)
     out["average"] = float(np.mean(list(scores.values())))
     return out
 
 
-def _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg: MiniConfig, progress: bool):
+def evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg: MiniConfig, progress: bool):
     """Zero-shot, individual and task-arithmetic accuracy per split, and the entropy premise on the TA model."""
     ta = {k: theta0[k] + cfg.ta_scaling * sum(finetuned[t][k] - theta0[k] for t in cfg.tasks) for k in theta0}
     accuracy = {s: {"zero_shot": {}, "individual": {}, "task_arithmetic": {}} for s in ("validation", "test")}
@@ -72,12 +72,14 @@ def _evaluate_zoo(encoder, theta0, finetuned, heads, data, cfg: MiniConfig, prog
     for task in tqdm(cfg.tasks, desc="zoo: evaluate", disable=not progress):
         for split in ("validation", "test"):
             x, y = (torch.from_numpy(a) for a in data[task][split])
-            accuracy[split]["zero_shot"][task] = _accuracy(predict_logits(encoder, theta0, heads[task], x), y)
-            accuracy[split]["individual"][task] = _accuracy(predict_logits(encoder, finetuned[task], heads[task], x), y)
+            accuracy[split]["zero_shot"][task] = top1_accuracy(predict_logits(encoder, theta0, heads[task], x), y)
+            accuracy[split]["individual"][task] = top1_accuracy(
+                predict_logits(encoder, finetuned[task], heads[task], x), y
+            )
             ta_logits = predict_logits(encoder, ta, heads[task], x)
-            accuracy[split]["task_arithmetic"][task] = _accuracy(ta_logits, y)
+            accuracy[split]["task_arithmetic"][task] = top1_accuracy(ta_logits, y)
             premise[split][task] = entropy_premise(ta_logits, y)
-    accuracy = {s: {m: _with_average(v) for m, v in d.items()} for s, d in accuracy.items()}
+    accuracy = {s: {m: with_average(v) for m, v in d.items()} for s, d in accuracy.items()}
     for s in premise:
         premise[s]["average"] = {
             k: float(np.nanmean([premise[s][t][k] for t in cfg.tasks])) for k in premise[s][cfg.tasks[0]]

@@ -58,7 +58,7 @@ def quiet_library_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Path, obj: Any) -> None:
     """Write the manifest's JSON atomically (:func:`checkpoint.atomic_path`). Unlike ``checkpoint.atomic_write_json``
     it keeps NaN as ``NaN`` (the entropy statistics of a degenerate split are NaN) and adds no final newline, so a
     manifest's bytes stay those of the zoos already built."""

@@ -31,7 +31,7 @@ def read_manifest(zoo_dir: str | Path) -> dict:
     return manifest
 
 
-def _zoo_state(zoo_dir: Path, seed: int, smoke: bool, precision: str = "fp32") -> str:
+def zoo_state(zoo_dir: Path, seed: int, smoke: bool, precision: str = "fp32") -> str:
     """'complete', 'missing', 'partial' (a build marker or zoo files, no valid manifest) or 'foreign' (other files)."""
     if not zoo_dir.exists() or not any(zoo_dir.iterdir()):
         return "missing"
@@ -52,7 +52,7 @@ def _zoo_state(zoo_dir: Path, seed: int, smoke: bool, precision: str = "fp32") -
     return "partial" if any(p.name in known for p in zoo_dir.iterdir()) else "foreign"
 
 
-def _package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     names = [
@@ -76,7 +76,7 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-def _manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, times) -> dict:
+def zoo_manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_losses, finetune_losses, times) -> dict:
     """Everything a user needs to know about the zoo, JSON-ready."""
     tasks = {}
     for task in cfg.tasks:
@@ -119,7 +119,7 @@ def _manifest(cfg, seed, smoke, tokenizer, clip, accuracy, premise, pretrain_los
             ],
             "finetune_loss_last": {t: round(float(np.mean(v[-10:])), 4) for t, v in finetune_losses.items()},
         },
-        "versions": _package_versions(),
+        "versions": package_versions(),
         "threads": BUILD_THREADS,
         "build_seconds": dict(times),
     }

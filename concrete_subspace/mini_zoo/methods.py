@@ -9,8 +9,8 @@ from typing import Any
 
 from .config import MANIFEST, MINI_DEFAULTS, MiniConfig, mini_config
 from .determinism import deterministic
-from .evaluate import _with_average
-from .files import _atomic_write_json, quiet_library_bars
+from .evaluate import with_average
+from .files import atomic_write_json, quiet_library_bars
 from .manifest import read_manifest
 from .problem import _problem_from
 
@@ -30,7 +30,7 @@ def update_method_results(zoo_dir: str | Path, *, progress: bool = True) -> dict
         manifest["methods"] = _method_results(zoo_dir, manifest, cfg, manifest["seed"], progress)
     manifest["methods_fingerprint"] = _methods_fingerprint(cfg)
     manifest.setdefault("build_seconds", {})["methods"] = round(time.perf_counter() - t0, 1)
-    _atomic_write_json(zoo_dir / MANIFEST, manifest)
+    atomic_write_json(zoo_dir / MANIFEST, manifest)
     return manifest
 
 
@@ -61,7 +61,7 @@ def _method_results(zoo_dir: Path, manifest: dict, cfg: MiniConfig, seed: int, p
         scores = evaluate(problem, result.state)
         out[name] = {
             "params": {k: v for k, v in result.params.items() if _json_scalar(v)},
-            "test": _with_average(scores),
+            "test": with_average(scores),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         if progress:

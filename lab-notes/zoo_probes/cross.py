@@ -19,7 +19,7 @@ val = {t: split(cfg, t, "validation", 300) for t in cfg.tasks}
 
 
 def acc(p, t):
-    return zoo._accuracy(zoo.predict_logits(enc, p, heads[t], val[t][0]), val[t][1])
+    return zoo.top1_accuracy(zoo.predict_logits(enc, p, heads[t], val[t][0]), val[t][1])
 
 
 zs = {t: acc(th, t) for t in cfg.tasks}

@@ -19,7 +19,7 @@ val = {t: split(cfg, t, "validation", 300) for t in cfg.tasks}
 
 
 def avg(p):
-    return np.mean([zoo._accuracy(zoo.predict_logits(enc, p, heads[t], val[t][0]), val[t][1]) for t in cfg.tasks])
+    return np.mean([zoo.top1_accuracy(zoo.predict_logits(enc, p, heads[t], val[t][0]), val[t][1]) for t in cfg.tasks])
 
 
 def group(k):

@@ -35,7 +35,7 @@ def acc_ent(params, t):
     lg = zoo.predict_logits(enc, params, heads[t], x)
     lp = lg.log_softmax(-1)
     ent = float(-(lp.exp() * lp).sum(-1).mean())
-    return zoo._accuracy(lg, y), ent
+    return zoo.top1_accuracy(lg, y), ent
 
 
 res = {"lr": lr, "steps": steps, "levels": sys.argv[5] if len(sys.argv) > 5 else "{}"}

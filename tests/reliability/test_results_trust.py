@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from concrete_subspace import concrete, diagnostics
+from concrete_subspace import diagnostics
 from concrete_subspace import experiments as ex
 from concrete_subspace.merging import apply_mask_flat, merge_flat
 from concrete_subspace.provenance import code_fingerprint
@@ -47,7 +47,7 @@ def test_a_code_change_recomputes_exactly_the_runs_of_the_methods_it_reaches(toy
         json.loads((r.directory / "record.json").read_text())["code"]["sha256"] == r.code for r in first.values()
     )
     assert all(r.cached for r in run_all(toy, tmp_path).values())
-    monkeypatch.setattr(concrete, "mask_extras", edited_mask_extras)
+    monkeypatch.setattr(diagnostics, "mask_extras", edited_mask_extras)
     second = run_all(toy, tmp_path)
     assert {m: r.cached for m, r in second.items()} == {
         "task_arithmetic": True,
@@ -62,7 +62,7 @@ def test_the_fingerprint_names_the_changed_function_and_covers_problem_code(toy,
     before = ex.run_fingerprint("concrete_task_arithmetic", toy)
     assert "concrete_subspace.concrete.concrete_task_arithmetic" in before["objects"]
     assert "concrete_subspace.diagnostics.mask_extras" in before["objects"] and before["versions"]["torch"]
-    monkeypatch.setattr(concrete, "mask_extras", edited_mask_extras)
+    monkeypatch.setattr(diagnostics, "mask_extras", edited_mask_extras)
     after = ex.run_fingerprint("concrete_task_arithmetic", toy)
     changed = {
         k
