@@ -181,6 +181,20 @@ def robustness_figure(table: pd.DataFrame, path=None, title: str = "") -> plt.Fi
     return save(fig, path)
 
 
+def budget_figure(curves: pd.DataFrame, labels: dict[str, str], path=None, title: str = "") -> plt.Figure:
+    """Average accuracy over steps of a few runs of one method, each labelled (e.g. two mask budgets of Concrete TA)."""
+    set_style()
+    avg = curves[curves["task"] == "average"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for run, label in labels.items():
+        rows = avg[avg["method"] == run].sort_values("step")
+        ax.plot(rows["step"], rows["accuracy"], marker="o", markersize=3, label=label)
+    ax.set(xlabel="mask (Adam) steps", ylabel="average accuracy (%)", title=title)
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def curves_figure(
     curves: pd.DataFrame, published: pd.DataFrame | None = None, path=None, title: str = ""
 ) -> plt.Figure:

@@ -119,6 +119,8 @@ from .robustness import (  # noqa: F401
 )
 from .runners import (  # noqa: F401
     MINI_GENERALIZATION_SPLITS,
+    PAPER_BUDGET_RUN,
+    PAPER_CTA_BUDGET,
     PAPER_GENERALIZATION_SPLITS,
     curves_table,
     generalization_splits,
@@ -131,6 +133,7 @@ from .runners import (  # noqa: F401
     run_methods,
     run_multitask,
     run_multitask_seeds,
+    run_paper_budget,
 )
 from .tables import pretty, runtime_table, tidy_scores, to_markdown, wide, with_average  # noqa: F401
 from .text import lambda_sweep, run_flan_t5, run_text_tables, text_problem, text_zoo_models_info  # noqa: F401

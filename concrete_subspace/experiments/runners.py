@@ -209,3 +209,26 @@ def run_curves(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]
     problem = problem_for(config)
     records = run_methods(problem, config.methods, config)
     return curves_table(records), records
+
+
+#: The paper's mask budget for Concrete TA (Adam lr 1e-3 for 2,000 steps); the mini default is shorter at a larger lr.
+PAPER_CTA_BUDGET = {"lr": 1e-3, "steps": 2000}
+PAPER_BUDGET_RUN = "concrete_task_arithmetic@paper_budget"
+
+
+def run_paper_budget(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
+    """Concrete TA at the mini default (notebook 01's run, reused) and at the paper's budget, one seed, with curves.
+
+    Smoke runs keep the smoke step count for both (only the wiring is checked)."""
+    problem = problem_for(config)
+    records = run_methods(problem, ("concrete_task_arithmetic",), config)
+    paper = method_params(
+        "concrete_task_arithmetic",
+        scale=config.scale,
+        steps=config.steps if config.smoke or config.steps else PAPER_CTA_BUDGET["steps"],
+        smoke=config.smoke,
+        overrides={"lr": PAPER_CTA_BUDGET["lr"]},
+        precision=config.precision,
+    )
+    records[PAPER_BUDGET_RUN] = run_cached(problem, "concrete_task_arithmetic", paper, cache_dir=cache_for(config))
+    return curves_table(records), records

@@ -19,19 +19,36 @@ SPLITS = ("train", "validation", "test")
 # Fixed intra-op threads (results depend on the reduction order); 1 is also fastest on a shared 2-core box.
 BUILD_THREADS = 1
 
-# Mini-scale defaults of the merge methods on zoo v3, chosen on the VALIDATION split of the seed-0 zoo by the probes in
-# benchmarks/zoo_v2/probe.py (every run and its accuracy curve: lab-notes/zoo_probes_v2/methods_v3.jsonl, table in
-# docs/zoo.md "Zoo v3"). Task arithmetic: best lambda of the path (0.3, as in the paper). TIES: best of lambda
-# {0.3, 0.5, 0.7} x density 0.2, then density {0.1, 0.3} at 0.5. Concrete TA keeps the paper's lambda 0.3; lr 1e-2
-# beat 3e-3. Layer-wise AdaMerging: lr 1e-2 x 200 (66.0, 2 seeds) beat 3e-3 x 400 (65.9) and 1e-3 (64.8); Concrete
-# AdaMerging's TTA stage is the same optimisation (outer lr 1e-3 as on v2; with TTA lr 1e-3 / 3e-3 / 1e-2 it was
-# 0.3-0.4 above the AdaMerging of the same TTA each time).
+# Mini-scale defaults of the merge methods on zoo v3, chosen on the VALIDATION split of the seed-0 zoo (never on test).
+# Task arithmetic and TIES: benchmarks/zoo_v2/probe.py (lab-notes/zoo_probes_v2/methods_v3.jsonl, docs/zoo.md "Zoo
+# v3"): λ 0.3 (the paper's); TIES λ 0.5, density 0.3. Layer-wise AdaMerging: lr 1e-2 x 200 (66.0, 2 seeds) beat 3e-3 x
+# 400 and 1e-3. The Concrete methods and task-wise AdaMerging (issue 26; every run in
+# lab-notes/mask_protocol/probes_validation.jsonl, the table in docs/method.md §7a): Concrete TA's mask at 3e-2 x 400
+# (65.9) beat 1e-2 x 400 (65.3) and 1e-2 x 800 (65.5); layer-wise Concrete AdaMerging with ONE inner step at lr 0.3
+# (the paper's lr 1 drives w' to 0 or 1, a poor model at this scale, and the meta stage falls) and the mask at 1e-2 x
+# 200 (66.8 / 66.2 at seeds 0 / 1, against layer-wise AdaMerging's 66.1 / 66.0); task-wise Concrete AdaMerging at inner
+# lr 0.1, mask 3e-2 x 200; task-wise AdaMerging at the registry's lr 1e-3 x 200 (64.9), above 3e-3 (64.4) and 1e-2
+# (63.2).
 MINI_DEFAULTS: dict[str, dict[str, Any]] = {
     "task_arithmetic": {"scaling": 0.3},
     "ties_merging": {"scaling": 0.5, "density": 0.3},
-    "concrete_task_arithmetic": {"scaling": 0.3, "lr": 1e-2, "steps": 400},
+    "concrete_task_arithmetic": {"scaling": 0.3, "lr": 3e-2, "steps": 400},
+    "task_wise_adamerging": {"lr": 1e-3, "steps": 200},
     "layer_wise_adamerging": {"lr": 1e-2, "steps": 200},
-    "layer_wise_concrete_adamerging": {"outer_lr": 1e-3, "meta_steps": 200, "tta_lr": 1e-2, "tta_steps": 200},
+    "task_wise_concrete_adamerging": {
+        "inner_lr": 0.1,
+        "outer_lr": 3e-2,
+        "meta_steps": 200,
+        "tta_lr": 1e-2,
+        "tta_steps": 200,
+    },
+    "layer_wise_concrete_adamerging": {
+        "inner_lr": 0.3,
+        "outer_lr": 1e-2,
+        "meta_steps": 200,
+        "tta_lr": 1e-2,
+        "tta_steps": 200,
+    },
 }
 
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")

@@ -43,5 +43,9 @@ case $stream in
     probe task_wise_adamerging lr=1e-3 steps=200
     probe $TW inner_lr=0.1 outer_lr=3e-2 meta_steps=200 $STAGE2 --seed 1
     probe task_wise_adamerging lr=1e-2 steps=200 --seed 1 ;;
+  g)  # session 2026-12-06 (2), beside f: task-wise Concrete AdaMerging with stage 2 at task-wise AdaMerging's best lr,
+      # task-wise AdaMerging's best budget at seed 1
+    probe $TW inner_lr=0.1 outer_lr=3e-2 meta_steps=200 tta_lr=1e-3 tta_steps=200
+    probe task_wise_adamerging lr=1e-3 steps=200 --seed 1 ;;
   *) echo "unknown stream $stream" >&2; exit 2 ;;
 esac

@@ -74,7 +74,10 @@ def cmd_coupling(args) -> None:
         acc = evaluate(problem, state)
         ent = mean_entropy(problem, state, args.k)
         rows.append((lam, acc, ent))
-        print(f"λ {lam}: acc {average(acc):.2f} " + " ".join(f"H@k{k} {np.mean(list(ent[k].values())):.3f}" for k in args.k))
+        print(
+            f"λ {lam}: acc {average(acc):.2f} "
+            + " ".join(f"H@k{k} {np.mean(list(ent[k].values())):.3f}" for k in args.k)
+        )
     summary = {}
     for k in args.k:
         per_task = {}
@@ -98,11 +101,18 @@ def cmd_coupling(args) -> None:
             "avg_entropy_along_lambda": [round(e, 4) for e in avg_ent],
             "per_task": per_task,
         }
-        print(f"k {k}: spearman(avg) {summary[str(k)]['spearman_avg']:.2f}, mean per-task "
-              f"{summary[str(k)]['mean_task_spearman']:.2f}, tasks whose min-entropy λ is within 0.1 of best λ: "
-              f"{summary[str(k)]['tasks_min_entropy_at_best_lambda_pm0.1']}/{len(problem.task_names)}")
-    row = {"probe": "coupling", "zoo": Path(args.zoo).name, "lambdas": LAMBDAS, "avg_accuracy": [round(average(r[1]), 2) for r in rows],
-           "by_k": summary}
+        print(
+            f"k {k}: spearman(avg) {summary[str(k)]['spearman_avg']:.2f}, mean per-task "
+            f"{summary[str(k)]['mean_task_spearman']:.2f}, tasks whose min-entropy λ is within 0.1 of best λ: "
+            f"{summary[str(k)]['tasks_min_entropy_at_best_lambda_pm0.1']}/{len(problem.task_names)}"
+        )
+    row = {
+        "probe": "coupling",
+        "zoo": Path(args.zoo).name,
+        "lambdas": LAMBDAS,
+        "avg_accuracy": [round(average(r[1]), 2) for r in rows],
+        "by_k": summary,
+    }
     with open(OUT, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -118,9 +128,19 @@ def cmd_method(args) -> None:
         scores = evaluate(problem, result.state)
     curve = [(r.get("stage"), r["step"], round(r["avg_accuracy"], 2)) for r in result.history if "avg_accuracy" in r]
     extras = {k: v for k, v in result.extras.items() if k in ("mask_only", "logit_stats", "expected_mask_scores")}
-    row = {"probe": "method", "zoo": Path(args.zoo).name, "name": args.name, "k": args.k[0], "params": params, "seed": args.seed,
-           "average": round(average(scores), 2), "validation": scores, "curve": curve,
-           "extras": json.loads(json.dumps(extras, default=str)), "seconds": round(time.perf_counter() - t0, 1)}
+    row = {
+        "probe": "method",
+        "zoo": Path(args.zoo).name,
+        "name": args.name,
+        "k": args.k[0],
+        "params": params,
+        "seed": args.seed,
+        "average": round(average(scores), 2),
+        "validation": scores,
+        "curve": curve,
+        "extras": json.loads(json.dumps(extras, default=str)),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     print(json.dumps({k: row[k] for k in ("name", "k", "params", "average", "curve", "seconds")}))
     with open(OUT, "a") as f:
         f.write(json.dumps(row) + "\n")
