@@ -10,7 +10,11 @@ LOCK   := requirements-lock.txt
 PIP    := $(PY) -m pip --disable-pip-version-check
 SCALE  ?= mini
 DEVICE ?= cpu
-SEED   ?= 0
+ZOO_SEED ?= 0
+RUN_SEED ?= 0
+ifeq ($(origin SEED),command line)
+$(error SEED is now two variables: ZOO_SEED (which built zoo: the models) and RUN_SEED (test-batch order, mask samples))
+endif
 PRECISION ?=
 THREADS ?= 1
 BENCH_ARGS ?=
@@ -24,7 +28,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-26s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  SEED=$(SEED)  PRECISION=$(PRECISION) (fp32|bf16; empty: defaults)"
+	@echo "  variables: SCALE=$(SCALE) (mini|paper)  DEVICE=$(DEVICE)  ZOO_SEED=$(ZOO_SEED)  RUN_SEED=$(RUN_SEED)  PRECISION=$(PRECISION) (fp32|bf16; empty: defaults)"
 
 install: $(STAMP) ## create .venv with exactly the versions in requirements-lock.txt, then the package (idempotent)
 
@@ -66,7 +70,7 @@ lab: install ## open the notebooks in JupyterLab (edit notebooks/*.py, the paire
 	$(OFFLINE) $(VENV)/bin/jupyter lab notebooks/
 
 zoo: install ## rebuild the mini image zoo from scratch (~25 min) and compare it with the shipped one (PRECISION=bf16: a bf16-trained zoo)
-	$(OFFLINE) $(CLI) zoo build --from-scratch --seed $(SEED) $(if $(PRECISION),--precision $(PRECISION),)
+	$(OFFLINE) $(CLI) zoo build --from-scratch --seed $(ZOO_SEED) $(if $(PRECISION),--precision $(PRECISION),)
 
 zoo-ship: install ## replace the shipped mini zoo: rebuild from scratch (--force), copy into the package, git-stage it
 	$(OFFLINE) $(CLI) zoo build --from-scratch --force --seed 0 --quiet
@@ -76,7 +80,7 @@ zoo-ship: install ## replace the shipped mini zoo: rebuild from scratch (--force
 	@echo "zoo-ship: staged; say why in CHANGELOG.md (a new zoo format) before committing"
 
 zoo-smoke: install ## build (or reuse) the tiny smoke zoo used by CI and notebook tests
-	$(OFFLINE) $(CLI) zoo build --seed $(SEED) --smoke
+	$(OFFLINE) $(CLI) zoo build --seed $(ZOO_SEED) --smoke
 
 bench: install ## step time + peak memory, fp32 per-task / fp32 batched / bf16 batched beside fusion_bench (PRECISION=, THREADS=, BENCH_ARGS=)
 	$(OFFLINE) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.harness --device $(DEVICE) --threads $(THREADS) \
@@ -85,7 +89,7 @@ bench: install ## step time + peak memory, fp32 per-task / fp32 batched / bf16 b
 NPROC ?= 2
 dist-example: install ## Concrete TA under torchrun: NPROC processes (gloo on CPU, NCCL with DEVICE=cuda), smoke zoo at mini scale
 	$(OFFLINE) OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m concrete_subspace.run concrete_task_arithmetic \
-		--scale $(SCALE) --device $(DEVICE) --seed $(SEED) $(if $(filter mini,$(SCALE)),--smoke,) --param steps=20 \
+		--scale $(SCALE) --device $(DEVICE) --zoo-seed $(ZOO_SEED) --seed $(RUN_SEED) $(if $(filter mini,$(SCALE)),--smoke,) --param steps=20 \
 		--out runs/dist-example-$(NPROC)p
 
 download: install ## prefetch every paper-scale model and dataset into the Hugging Face cache (needs network)

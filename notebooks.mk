@@ -6,6 +6,8 @@
 #   make figures SCALE=paper DEVICE=cuda    the same at paper scale (Hub models; run `make download` first)
 #   make figures SMOKE=True                 tiny zoo and 2 steps (what CI runs), outputs under figures/mini-smoke/
 #   make figures PRECISION=bf16             bf16 autocast in the test-time methods (default: the notebooks' fp32)
+#   make figures ZOO_SEED=1 RUN_SEED=2      the zoos built with seed 1 (default 0: the shipped ones), run seed 2
+#                                           (batch order, mask samples; notebooks 01 and 02 run their `seeds`)
 #   make figures SCALE=paper DEVICE=cuda CHECKPOINTS=/path/to/task_vectors   the paper's open_clip checkpoints
 #                                           (vision notebooks; the walkthrough and Flan-T5 notebooks ignore it)
 # Executed copies (with outputs) go to notebooks/executed/; tables, figures and results JSON to figures/<scale>/.
@@ -13,7 +15,8 @@
 
 SCALE  ?= mini
 DEVICE ?= cpu
-SEED   ?= 0
+ZOO_SEED ?= 0
+RUN_SEED ?= 0
 SMOKE  ?= False
 CHECKPOINTS ?=
 PRECISION ?=
@@ -59,16 +62,16 @@ figures: $(STAMP) ## run every notebook, FIG_JOBS at a time (mini 2, paper 1) (S
 
 figures-all: $(addprefix fig-,$(FIG_ORDER))
 
-figures-zoo: figures-zoo-image figures-zoo-text ## build the mini zoos the notebooks need: image (seed SEED) and text (seed 0, notebook 02)
+figures-zoo: figures-zoo-image figures-zoo-text ## build the mini zoos the notebooks need: image and text (notebook 02), both seed ZOO_SEED
 
 figures-zoo-image: $(STAMP)
 ifeq ($(SCALE),mini)
-	$(call logged,zoo-image,$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --seed $(SEED) $(SMOKE_FLAG))
+	$(call logged,zoo-image,$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --seed $(ZOO_SEED) $(SMOKE_FLAG))
 endif
 
 figures-zoo-text: $(STAMP)
 ifeq ($(SCALE),mini)
-	$(call logged,zoo-text,$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --scale mini-text --seed 0 $(SMOKE_FLAG))
+	$(call logged,zoo-text,$(OFFLINE) $(VENV)/bin/concrete-subspace zoo build --scale mini-text --seed $(ZOO_SEED) $(SMOKE_FLAG))
 endif
 
 notebooks: $(STAMP) ## write each notebooks/NAME.ipynb from its source notebooks/NAME.py (jupytext percent format, no outputs)
@@ -84,7 +87,7 @@ endif
 
 $(FIG_TARGETS): fig-%:
 	@mkdir -p $(EXECUTED)
-	@echo "papermill $*: scale=$(SCALE) device=$(DEVICE) seed=$(SEED) smoke=$(SMOKE)"
+	@echo "papermill $*: scale=$(SCALE) device=$(DEVICE) zoo_seed=$(ZOO_SEED) run_seed=$(RUN_SEED) smoke=$(SMOKE)"
 	$(call logged,$*,$(FIG_ENV) $(PAPERMILL) -k python3 --log-level WARNING $(if $(FIG_LOGGED),--no-progress-bar,) \
 		notebooks/$*.ipynb $(EXECUTED)/$*-$(SCALE)$(SMOKE_SUFFIX).ipynb \
-		-p scale $(SCALE) -p device $(DEVICE) -p seed $(SEED) -p smoke $(SMOKE) $(CHECKPOINTS_FLAG) $(PRECISION_FLAG))
+		-p scale $(SCALE) -p device $(DEVICE) -p zoo_seed $(ZOO_SEED) -p run_seed $(RUN_SEED) -p smoke $(SMOKE) $(CHECKPOINTS_FLAG) $(PRECISION_FLAG))

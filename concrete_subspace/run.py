@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", default="mini", choices=SCALES)
     parser.add_argument("--tasks", nargs="*", default=None, help="task names (default: all of the scale)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank takes cuda:LOCAL_RANK)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the run seed: test-batch order (method streams: --param)")
+    parser.add_argument("--zoo-seed", type=int, default=0, help="mini scale: which built zoo (the shipped one: 0)")
     parser.add_argument("--smoke", action="store_true", help="the tiny smoke zoo (mini scale)")
     parser.add_argument("--split", default="test", choices=("test", "validation"), help="mini scale: data split")
     parser.add_argument("--arch", default="ViT-B-32", help="paper scale: ViT-B-32, ViT-L-14 or flan-t5")
@@ -99,10 +100,18 @@ def _run(args: argparse.Namespace, params: dict, device: str) -> int:
 
     if args.scale == "mini" and args.zoo_dir is None:
         if distributed.is_main():  # one rank builds a missing zoo; the others wait, then read it
-            ensure_zoo(args.seed, args.smoke, progress=True)
+            ensure_zoo(args.zoo_seed, args.smoke, progress=True)
         distributed.barrier()
     problem = load_problem(
-        args.scale, args.tasks, device, args.split, args.seed, args.smoke, arch=args.arch, zoo_dir=args.zoo_dir
+        args.scale,
+        args.tasks,
+        device,
+        args.split,
+        args.seed,
+        args.smoke,
+        zoo_seed=args.zoo_seed,
+        arch=args.arch,
+        zoo_dir=args.zoo_dir,
     )
     started = time.perf_counter()
     result = run_method(args.method, problem, progress=distributed.is_main(), **params)
@@ -119,6 +128,7 @@ def _run(args: argparse.Namespace, params: dict, device: str) -> int:
             "seconds": seconds,
             "scale": args.scale,
             "seed": args.seed,
+            "zoo_seed": args.zoo_seed,
             "smoke": args.smoke,
             "split": args.split,
             "tasks": list(problem.task_names),

@@ -36,7 +36,8 @@ defaults = ex.defaults("00_walkthrough")  # the defaults, written once: experime
 # papermill overrides any of these (meanings: experiments.WalkthroughConfig)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke
@@ -170,7 +171,7 @@ def rescale_per_tensor(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([part / part.mean() for part in m.split(layout.numels)])
 
 
-generator = torch.Generator(device=theta0.device).manual_seed(config.seed)
+generator = torch.Generator(device=theta0.device).manual_seed(config.run_seed)
 mask = concrete_sample(torch.zeros_like(theta0), generator)
 print(
     f"sample: min {mask.min():.3f}, max {mask.max():.3f}, mean {mask.mean():.3f}, "
@@ -228,7 +229,7 @@ def adam_first_step(param: torch.Tensor, grad: torch.Tensor, lr: float) -> torch
     return param - lr * mu_hat / (nu_hat.sqrt() + adam_eps)
 
 
-generator = torch.Generator(device=theta0.device).manual_seed(config.seed)  # the run's generator, fresh
+generator = torch.Generator(device=theta0.device).manual_seed(config.run_seed)  # the run's generator, fresh
 x = torch.zeros_like(theta0, requires_grad=True)  # 1. logits, keep probability 0.5
 m = rescale_per_tensor(concrete_sample(x, generator))  #    a sample, rescaled per tensor
 summed = sum(scaling * tau for tau in vectors)  # 2. λ Σ_i τ_i
@@ -247,7 +248,7 @@ library = run_method(
     scaling=scaling,
     temperature=temperature,
     lr=lr,
-    seed=config.seed,
+    seed=config.run_seed,
     progress=False,
 )
 tolerance = 0.05 * lr  # 5% of one Adam step (see above)
@@ -285,7 +286,7 @@ print("library CTA step == hand-derived step:", cta_matches)
 
 # %% tags=["derivation"]
 inner_lr, init = 1.0, 0.3
-generator = torch.Generator(device=theta0.device).manual_seed(config.seed)
+generator = torch.Generator(device=theta0.device).manual_seed(config.run_seed)
 x = torch.zeros_like(theta0, requires_grad=True)
 w = torch.full((len(vectors),), init, device=theta0.device, requires_grad=True)  # w reset to w0
 
@@ -312,7 +313,7 @@ library = run_method(
     inner_lr=inner_lr,
     outer_lr=lr,
     temperature=temperature,
-    seed=config.seed,
+    seed=config.run_seed,
     progress=False,
 )
 meta_row = next(row for row in library.history if row.get("stage") == "meta")
@@ -337,7 +338,7 @@ print("library Concrete AdaMerging step == hand-derived step:", cam_matches)
 # %%
 from concrete_subspace import spec
 
-cta_settings = {"steps": 2, "scaling": scaling, "temperature": temperature, "lr": lr, "seed": config.seed}
+cta_settings = {"steps": 2, "scaling": scaling, "temperature": temperature, "lr": lr, "seed": config.run_seed}
 plain = spec.concrete_task_arithmetic(problem, **cta_settings)
 fast = run_method("concrete_task_arithmetic", problem, **cta_settings, progress=False)
 plain_logits = torch.cat([x.reshape(-1) for x in plain.mask_logits.values()]).cpu()
@@ -380,7 +381,7 @@ ex.wide(summary)
 ex.show(ex.story.cta_run_story(history, ta.average, cta.average, config.scale))
 
 # %% [markdown]
-# Save the tables and the results JSON (parameters, seed, versions, device, wall time).
+# Save the tables and the results JSON (parameters, zoo and run seeds, versions, device, wall time).
 
 # %%
 path = ex.write_outputs(

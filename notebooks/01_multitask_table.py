@@ -45,7 +45,8 @@ defaults = ex.defaults("01_multitask_table")  # the defaults, written once: expe
 # papermill overrides any of these (meanings: experiments.MultitaskConfig)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke
@@ -64,9 +65,9 @@ config
 # %% [markdown]
 # ## Running every method
 # Runs are cached on disk under a key made of everything that changes their result (method, parameters, models,
-# code), so the other notebooks reuse them and a re-run only redraws. The test-time methods run once per seed of
-# `seeds`: the seed changes the order of the unlabeled test batches and the Concrete mask samples, never the
-# models, so the spread over seeds is the noise of the method itself. Each printed line reports a method's average
+# code), so the other notebooks reuse them and a re-run only redraws. The test-time methods run once per run seed
+# of `seeds`: the run seed changes the order of the unlabeled test batches and the Concrete mask samples, never the
+# models (those are the zoo of `zoo_seed`), so the spread over seeds is the noise of the method itself. Each printed line reports a method's average
 # accuracy and wall time; the table below is the mean over seeds.
 
 # %%

@@ -42,7 +42,8 @@ defaults = ex.defaults("02_flan_t5_glue")  # the defaults, written once: experim
 # papermill overrides any of these (meanings: experiments.FlanT5Config)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke
@@ -61,8 +62,8 @@ config
 
 # %% [markdown]
 # ## Running the methods
-# At mini scale the test-time methods run once per seed of `seeds` (batch order and mask samples; the zoo is built
-# with seed 0) and the table shows their mean; the λ sweep of Task Arithmetic runs beside them. At paper scale each
+# At mini scale the test-time methods run once per run seed of `seeds` (batch order and mask samples; the models
+# are the mini-text zoo of `zoo_seed`, the shipped one at 0) and the table shows their mean; the λ sweep of Task Arithmetic runs beside them. At paper scale each
 # method runs once.
 
 # %%

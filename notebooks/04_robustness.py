@@ -34,7 +34,8 @@ defaults = ex.defaults("04_robustness")  # the defaults, written once: experimen
 # papermill overrides any of these (meanings: experiments.RobustnessConfig)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke

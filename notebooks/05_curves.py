@@ -37,7 +37,8 @@ defaults = ex.defaults("05_curves")  # the defaults, written once: experiments.C
 # papermill overrides any of these (meanings: experiments.CurvesConfig)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke

@@ -41,7 +41,8 @@ defaults = ex.defaults("06_mask_analysis")  # the defaults, written once: experi
 # papermill overrides any of these (meanings: experiments.MaskConfig)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke

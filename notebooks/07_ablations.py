@@ -41,7 +41,8 @@ defaults = ex.defaults("07_ablations")  # the defaults, written once: experiment
 # papermill overrides any of these (meanings: experiments.AblationConfig)
 scale = defaults.scale
 device = defaults.device
-seed = defaults.seed
+zoo_seed = defaults.zoo_seed
+run_seed = defaults.run_seed
 tasks = defaults.tasks
 steps = defaults.steps
 smoke = defaults.smoke

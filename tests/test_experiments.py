@@ -66,6 +66,15 @@ def test_config_from_names_missing_parameters():
         ex.config_from(ex.CurvesConfig, {"scale": "mini"})
     names = {f: getattr(ex.CurvesConfig(), f) for f in ex.CurvesConfig.__dataclass_fields__}
     assert ex.config_from(ex.CurvesConfig, {**names, "unrelated": 1}) == ex.CurvesConfig()
+    with pytest.raises(TypeError, match="zoo_seed .* run_seed"):  # papermill -p seed 1 injects it silently
+        ex.config_from(ex.CurvesConfig, {**names, "seed": 1})
+
+
+def test_zoo_and_run_seeds_are_non_negative_ints():
+    assert (ex.MultitaskConfig().zoo_seed, ex.MultitaskConfig().run_seed) == (0, 0)
+    for bad in ({"zoo_seed": -1}, {"run_seed": 1.5}, {"run_seed": True}, {"zoo_seed": "1"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ex.CurvesConfig(**bad)
 
 
 def test_method_params_steps_smoke_and_curves():
@@ -213,7 +222,6 @@ def test_runs_without_curves_keep_their_final_scores(tmp_path):
 def test_multitask_seeds_keep_curves_for_the_first_seed_only(tmp_path, monkeypatch):
     from concrete_subspace.experiments import runners
 
-    monkeypatch.setattr(runners, "ensure_zoo", lambda *args, **kwargs: None)
     monkeypatch.setattr(runners, "problem_for", lambda config, **kwargs: make_toy_problem())
     config = ex.MultitaskConfig(
         steps=4, seeds=(0, 1), methods=("task_arithmetic", "concrete_task_arithmetic"), cache_dir=str(tmp_path)
@@ -222,3 +230,26 @@ def test_multitask_seeds_keep_curves_for_the_first_seed_only(tmp_path, monkeypat
     assert set(records) == {"task_arithmetic", "concrete_task_arithmetic", "concrete_task_arithmetic@seed1"}
     assert records["concrete_task_arithmetic"].params["eval_every"] > 0  # notebooks 05 and 06 reuse this run
     assert records["concrete_task_arithmetic@seed1"].params["eval_every"] == 0
+    assert [records[k].params["seed"] for k in ("concrete_task_arithmetic", "concrete_task_arithmetic@seed1")] == [0, 1]
+
+
+def test_run_seed_seeds_the_runs_and_zoo_seed_picks_the_zoo(tmp_path, monkeypatch):
+    """run_seed reaches the test-time methods' ``seed`` (so it is in the run's key); zoo_seed only picks the models."""
+    from concrete_subspace.experiments import problems
+
+    problem = make_toy_problem()
+    first, second = (
+        ex.run_methods(
+            problem, ("concrete_task_arithmetic",), ex.CurvesConfig(steps=2, run_seed=s, cache_dir=str(tmp_path))
+        )
+        for s in (0, 1)
+    )
+    assert (
+        first["concrete_task_arithmetic"].params["seed"] == 0 and second["concrete_task_arithmetic"].params["seed"] == 1
+    )
+    assert first["concrete_task_arithmetic"].key != second["concrete_task_arithmetic"].key
+    loaded = []
+    monkeypatch.setattr(problems, "ensure_zoo", lambda seed, smoke, progress: loaded.append(seed) or tmp_path)
+    monkeypatch.setattr("concrete_subspace.zoo.load_zoo_problem", lambda directory, **kw: loaded.append(kw["seed"]))
+    ex.problem_for(ex.CurvesConfig(zoo_seed=3, run_seed=5))
+    assert loaded == [3, 5]  # the zoo of seed 3, its test batches ordered by run seed 5

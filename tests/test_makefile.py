@@ -57,3 +57,16 @@ def test_one_notebook_builds_only_its_zoo_and_prints_to_the_terminal():
 def test_paper_scale_runs_one_job_at_a_time():
     assert "-j1 FIG_SCHEDULE=1" in dry_run("figures", "SCALE=paper", "DEVICE=cuda")
     assert "-j3 FIG_SCHEDULE=1" in dry_run("figures", "FIG_JOBS=3")
+
+
+def test_zoo_seed_picks_the_zoos_and_run_seed_the_runs():
+    text = dry_run("fig-02_flan_t5_glue", "ZOO_SEED=3", "RUN_SEED=5")
+    assert "zoo build --scale mini-text --seed 3" in text
+    assert "-p zoo_seed 3 -p run_seed 5" in text and "-p seed " not in text
+    assert "zoo build --seed 3" in dry_run("fig-05_curves", "ZOO_SEED=3")
+
+
+def test_the_old_seed_variable_is_refused():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
+    out = subprocess.run(["make", "-n", "fig-05_curves", "SEED=1"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "ZOO_SEED" in out.stderr and "RUN_SEED" in out.stderr

@@ -78,7 +78,7 @@ def test_parameters_cell_is_exactly_the_config(name):
     names = assigned_names(parameters_cell(path).source)
     expected = [f.name for f in fields(CONFIGS[name])]
     assert names == expected, f"{name}: parameters {names} != fields of {CONFIGS[name].__name__} {expected}"
-    for required in ("scale", "device", "seed", "tasks", "steps", "smoke"):
+    for required in ("scale", "device", "zoo_seed", "run_seed", "tasks", "steps", "smoke"):
         assert required in names
 
 
@@ -184,7 +184,11 @@ def test_notebooks_write_results(executed):
         results = folder / "figures" / "mini-smoke" / name / "results.json"
         assert results.exists(), f"{name} wrote no results JSON"
         payload = json.loads(results.read_text())
-        assert payload["config"]["smoke"] is True and payload["seed"] == 0 and payload["versions"]["torch"]
+        assert (
+            payload["config"]["smoke"] is True
+            and (payload["zoo_seed"], payload["run_seed"]) == (0, 0)
+            and payload["versions"]["torch"]
+        )
         assert payload["wall_seconds"] >= 0
         assert list(results.parent.glob("*.png")), f"{name} saved no PNG"
         assert list(results.parent.glob("*.pdf")), f"{name} saved no PDF"

@@ -32,7 +32,7 @@ def run_derivation(problem, seed: int = 0) -> dict:
         "pd": pd,
         "stack_task_vectors": stack_task_vectors,
         "problem": problem,
-        "config": types.SimpleNamespace(seed=seed),
+        "config": types.SimpleNamespace(run_seed=seed),
     }
     for source in derivation_cells():
         exec(compile(source, str(WALKTHROUGH), "exec"), namespace)

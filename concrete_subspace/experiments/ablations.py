@@ -27,6 +27,7 @@ def run_ablations(config: AblationConfig) -> tuple[dict[str, pd.DataFrame], dict
         steps=config.steps,
         smoke=config.smoke,
         precision=config.precision,
+        seed=config.run_seed,
     )
     records: dict[str, RunRecord] = {}
     tables: dict[str, pd.DataFrame] = {}

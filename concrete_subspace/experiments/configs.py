@@ -64,7 +64,8 @@ class BaseConfig:
 
     - ``scale``: "mini" (offline zoo on CPU) or "paper" (Hub models on a GPU)
     - ``device``: "cpu" or "cuda"
-    - ``seed``: the run seed (batch order, mask samples)
+    - ``zoo_seed``: which built zoo the models come from (mini scale; the shipped zoos are seed 0)
+    - ``run_seed``: the run's randomness (test-batch order, the test-time methods' mask samples); never the models
     - ``tasks``: None for all tasks of the scale, else a subset
     - ``steps``: None for the scale's defaults (at mini the zoo's ``MINI_DEFAULTS``), else every method's steps
     - ``smoke``: True for the tiny zoo and 2 steps (CI)
@@ -78,7 +79,8 @@ class BaseConfig:
 
     scale: str = "mini"
     device: str = "cpu"
-    seed: int = 0
+    zoo_seed: int = 0
+    run_seed: int = 0
     tasks: tuple[str, ...] | None = None
     steps: int | None = None
     smoke: bool = False
@@ -89,6 +91,10 @@ class BaseConfig:
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        for name in ("zoo_seed", "run_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 0):
             raise ValueError(f"steps must be None or a non-negative int, got {self.steps!r}")
         if not isinstance(self.smoke, bool):
@@ -125,8 +131,8 @@ class WalkthroughConfig(BaseConfig):
 class MultitaskConfig(BaseConfig):
     """01_multitask_table: every registry method + individual + zero-shot rows on all tasks.
 
-    ``seeds``: the test-time methods are re-run with each seed (test-batch order and mask samples; the models stay
-    the same), so the table is a mean over seeds and each claim carries its spread; None: ``seed`` only.
+    ``seeds``: the run seeds the test-time methods are repeated with (each as a ``run_seed``; the models stay those
+    of ``zoo_seed``), so the table is a mean over seeds and each claim carries its spread; None: ``run_seed`` only.
     """
 
     methods: tuple[str, ...] | None = None
@@ -139,9 +145,9 @@ class MultitaskConfig(BaseConfig):
 class FlanT5Config(BaseConfig):
     """02_flan_t5_glue: Flan-T5 + LoRA-16 on eight GLUE tasks (paper); at scale mini the mini-text zoo (MiniLM + LoRA).
 
-    ``seeds`` (mini only): the test-time methods are re-run with each seed (batch order and mask samples; the zoo
-    stays seed 0) for the orderings' spread; ``ta_scalings`` (mini only): the λ sweep of task arithmetic with the
-    merged model's mean entropy (the entropy premise along λ).
+    ``seeds`` (mini only): the run seeds the test-time methods are repeated with (each as a ``run_seed``; the
+    mini-text zoo stays that of ``zoo_seed``) for the orderings' spread; None: ``run_seed`` only; ``ta_scalings``
+    (mini only): the λ sweep of task arithmetic with the merged model's mean entropy (the entropy premise along λ).
     """
 
     methods: tuple[str, ...] | None = (
@@ -241,8 +247,18 @@ def set_threads(config: BaseConfig) -> int:
     return torch.get_num_threads()
 
 
+#: Parameters a notebook no longer has, with what replaced them (papermill injects unknown parameters silently).
+RENAMED = {
+    "seed": "`seed` is now two parameters: zoo_seed (which built zoo: the models) and run_seed (test-batch order "
+    "and mask samples); pass -p zoo_seed N and/or -p run_seed N"
+}
+
+
 def config_from(cls: type[BaseConfig], namespace: Mapping[str, Any]) -> BaseConfig:
-    """Build ``cls`` from a notebook's variables (exactly its fields); names a missing parameter clearly."""
+    """Build ``cls`` from a notebook's variables (exactly its fields); names a missing or renamed parameter clearly."""
+    renamed = [name for name in RENAMED if name in namespace and name not in {f.name for f in fields(cls)}]
+    if renamed:
+        raise TypeError(f"{cls.__name__}: {RENAMED[renamed[0]]}")
     missing = [f.name for f in fields(cls) if f.name not in namespace]
     if missing:
         raise KeyError(

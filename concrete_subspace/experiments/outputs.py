@@ -55,14 +55,14 @@ def models_info(config: BaseConfig) -> dict[str, Any]:
             "model": getattr(config, "model", None),
             "checkpoints": getattr(config, "checkpoints", None),
         }
-    if isinstance(config, FlanT5Config):  # notebook 02 at mini scale runs on the mini-text zoo (always seed 0)
+    if isinstance(config, FlanT5Config):  # notebook 02 at mini scale runs on the mini-text zoo
         from ..text_zoo import default_text_zoo_dir
 
-        directory = default_text_zoo_dir(0, config.smoke)
+        directory = default_text_zoo_dir(config.zoo_seed, config.smoke)
     else:
         from ..zoo import default_zoo_dir
 
-        directory = default_zoo_dir(config.seed, config.smoke)
+        directory = default_zoo_dir(config.zoo_seed, config.smoke)
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         return {"scale": "mini", "zoo_dir": str(directory), "manifest": "missing"}
@@ -99,7 +99,8 @@ def write_outputs(
     runs: Iterable[RunRecord] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Save each table as CSV + Markdown and the results JSON (config, seed, versions, device, wall time, runs)."""
+    """Save each table as CSV + Markdown and the results JSON (config, zoo and run seeds, versions, device, wall time,
+    runs)."""
     directory = out_dir(config, name)
     directory.mkdir(parents=True, exist_ok=True)
     for table_name, frame in tables.items():
@@ -111,7 +112,8 @@ def write_outputs(
     payload = {
         "experiment": name,
         "config": jsonable(dataclasses.asdict(config)),
-        "seed": config.seed,
+        "zoo_seed": config.zoo_seed,
+        "run_seed": config.run_seed,
         "scale": config.scale,
         "smoke": config.smoke,
         "versions": package_versions(),

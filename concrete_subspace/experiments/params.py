@@ -39,11 +39,13 @@ def method_params(
     smoke: bool = False,
     overrides: Mapping[str, Any] | None = None,
     precision: str | None = None,
+    seed: int | None = None,
     curves: bool = True,
 ) -> dict[str, Any]:
     """The parameters a notebook runs ``name`` with: registry defaults <- mini defaults <- steps/smoke <- overrides.
 
-    ``precision`` (None: the method's default) is set on the methods that take one (the test-time methods).
+    ``precision`` (None: the method's default) is set on the methods that take one (the test-time methods), and so
+    is ``seed``, the run seed of their random streams (None: the method's default, 0).
 
     Test-time methods also get ``eval_every`` and a quiet progress bar at mini scale. With ``curves`` the accuracy
     is logged CURVE_POINTS times per stage, so the run yields its accuracy curve (notebooks 05 and 07 reuse the
@@ -67,6 +69,8 @@ def method_params(
         params.update(SMOKE_OVERRIDES.get(name, {}))
     if precision is not None and "precision" in defaults:
         params["precision"] = precision
+    if seed is not None and "seed" in defaults:
+        params["seed"] = seed
     params.update(overrides or {})
     unknown = [k for k in params if k not in defaults]
     if unknown:

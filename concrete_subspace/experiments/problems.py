@@ -25,9 +25,10 @@ def load_problem(
     tasks: Sequence[str] | None = None,
     device: str = "cpu",
     split: str = "test",
-    seed: int = 0,
+    run_seed: int = 0,
     smoke: bool = False,
     *,
+    zoo_seed: int = 0,
     arch: str = "ViT-B-32",
     model: str = "flan-t5-base",
     batch_size: int = 16,
@@ -35,8 +36,11 @@ def load_problem(
     zoo_dir: str | Path | None = None,
     checkpoints: str | Path | None = None,
 ) -> MergeProblem:
-    """The MergeProblem of a scale: the mini zoo, the mini-text zoo (both built if missing; the mini-text zoo is
-    always seed 0, ``seed`` then orders the test-time batches) or the paper's models (CLIP or Flan-T5).
+    """The MergeProblem of a scale: the mini zoo, the mini-text zoo (both built if missing) or the paper's models
+    (CLIP or Flan-T5).
+
+    ``zoo_seed`` picks which built mini (or mini-text) zoo the models come from (the shipped zoos are seed 0;
+    ignored with ``zoo_dir`` and at paper scale); ``run_seed`` orders the test-time batches, never the models.
 
     ``split`` picks the mini zoo's test-time/evaluation split ('test' as in the paper, 'validation' for tuning);
     the paper scale always uses the test sets. ``model`` ('flan-t5-base'|'flan-t5-large') selects the GLUE problem
@@ -49,17 +53,19 @@ def load_problem(
         from .. import text_zoo
 
         directory = (
-            Path(zoo_dir) if zoo_dir is not None else text_zoo.build_text_zoo(seed=0, smoke=smoke, progress=False)
+            Path(zoo_dir)
+            if zoo_dir is not None
+            else text_zoo.build_text_zoo(seed=zoo_seed, smoke=smoke, progress=False)
         )
         return text_zoo.load_text_zoo_problem(
-            directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device
+            directory, tasks=tasks, split=split, batch_size=batch_size, seed=run_seed, device=device
         )
     if scale == "mini":
         from .. import zoo
 
-        directory = Path(zoo_dir) if zoo_dir is not None else ensure_zoo(seed, smoke, progress=False)
+        directory = Path(zoo_dir) if zoo_dir is not None else ensure_zoo(zoo_seed, smoke, progress=False)
         return zoo.load_zoo_problem(
-            directory, tasks=tasks, split=split, batch_size=batch_size, seed=seed, device=device
+            directory, tasks=tasks, split=split, batch_size=batch_size, seed=run_seed, device=device
         )
     if scale != "paper":
         raise ValueError(f"scale must be one of {PROBLEM_SCALES}, got {scale!r}")
@@ -77,7 +83,7 @@ def load_problem(
 
         size = model.removeprefix("flan-t5-")
         return build_flan_t5_problem(
-            size, tuple(tasks or GLUE_TASKS), device=device, batch_size=batch_size, seed=seed, limit=limit
+            size, tuple(tasks or GLUE_TASKS), device=device, batch_size=batch_size, seed=run_seed, limit=limit
         )
     from ..models.templates import VISION_TASKS
 
@@ -90,19 +96,26 @@ def load_problem(
             tuple(tasks or VISION_TASKS),
             device=device,
             batch_size=batch_size,
-            seed=seed,
+            seed=run_seed,
             limit=limit,
             progress=True,
         )
     from ..models.clip_hub import build_clip_hub_problem
 
     return build_clip_hub_problem(
-        arch, tuple(tasks or VISION_TASKS), device=device, batch_size=batch_size, seed=seed, limit=limit, progress=True
+        arch,
+        tuple(tasks or VISION_TASKS),
+        device=device,
+        batch_size=batch_size,
+        seed=run_seed,
+        limit=limit,
+        progress=True,
     )
 
 
 def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs) -> MergeProblem:
-    """load_problem with the config's scale, device, seed and smoke (and its arch and checkpoints when it has them)."""
+    """load_problem with the config's scale, device, run and zoo seeds and smoke (and its arch and checkpoints when it
+    has them)."""
     if hasattr(config, "arch"):
         kwargs.setdefault("arch", config.arch)
     if hasattr(config, "checkpoints"):
@@ -112,8 +125,9 @@ def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs
         tasks if tasks is not None else config.tasks,
         config.device,
         "test",
-        config.seed,
+        config.run_seed,
         config.smoke,
+        zoo_seed=config.zoo_seed,
         **kwargs,
     )
 
@@ -134,7 +148,7 @@ def problem_identity(problem: MergeProblem) -> dict:
         return {
             "scale": "mini",
             "zoo_created": manifest.get("created"),
-            "seed": manifest.get("seed"),
+            "seed": manifest.get("seed"),  # the zoo's seed (zoo_seed); the key's name is kept so cached runs stay valid
             "smoke": manifest.get("smoke"),
             "format_version": manifest.get("format_version"),
             "split": info.get("split"),

@@ -29,7 +29,7 @@ MINI_ROBUSTNESS_STEPS = 50
 def corrupted_problem(
     problem: MergeProblem, corruption: str, severity: int, seed: int, zoo_dir: str | Path
 ) -> MergeProblem:
-    """The mini problem with every test image corrupted (fixed per image, batch-wise generator from the seed)."""
+    """The mini problem with every test image corrupted (fixed per image, batch-wise generator from the run seed)."""
     from ..data.batching import step_indices
     from ..data.corruptions import corrupt
     from ..zoo import load_task_split
@@ -74,7 +74,7 @@ def run_robustness(config: RobustnessConfig) -> tuple[pd.DataFrame, dict[str, Ru
         clean = problem_for(config, tasks=tasks)
         if config.steps is None and not config.smoke:
             config = dataclasses.replace(config, steps=MINI_ROBUSTNESS_STEPS)
-        severity, seed, zoo_dir = config.severity, config.seed, clean.info["zoo_dir"]
+        severity, seed, zoo_dir = config.severity, config.run_seed, clean.info["zoo_dir"]
         problem_of, reference = (lambda corruption: corrupted_problem(clean, corruption, severity, seed, zoo_dir)), True
     rows, records = [], {}
     for corruption in corruption_names(config):
@@ -100,15 +100,15 @@ def _paper_problem(config: RobustnessConfig, tasks: Sequence[str], corruption: s
     from ..models.clip_hub import build_clip_hub_problem
     from ..models.open_clip_ckpt import build_open_clip_problem
 
-    corrupt_fn = None if corruption == "clean" else corruption_transform(corruption, config.severity, config.seed)
+    corrupt_fn = None if corruption == "clean" else corruption_transform(corruption, config.severity, config.run_seed)
     if config.checkpoints is not None:  # test sets at the open_clip model's resolution, corrupted the same way
         problem = build_open_clip_problem(
-            config.checkpoints, config.arch, tasks, device=config.device, seed=config.seed, corruption=corrupt_fn
+            config.checkpoints, config.arch, tasks, device=config.device, seed=config.run_seed, corruption=corrupt_fn
         )
     else:
         transform = clip_image_transform(224, corruption=corrupt_fn)
         test_sets = {t: load_vision_test_set(t, transform=transform) for t in tasks}
         problem = build_clip_hub_problem(
-            config.arch, tasks, device=config.device, seed=config.seed, test_sets=test_sets
+            config.arch, tasks, device=config.device, seed=config.run_seed, test_sets=test_sets
         )
     return dataclasses.replace(problem, info={**problem.info, "variant": f"{corruption}-s{config.severity}"})

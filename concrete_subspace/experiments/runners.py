@@ -13,7 +13,7 @@ from ..registry import METHODS, get_method
 from .cache import RunRecord, cache_for, reference_rows, run_cached
 from .configs import BaseConfig, CurvesConfig, GeneralizationConfig, MultitaskConfig
 from .params import STEP_KEYS, method_params
-from .problems import ensure_zoo, problem_for, restrict
+from .problems import problem_for, restrict
 from .tables import tidy_scores
 
 
@@ -27,7 +27,7 @@ def run_methods(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     curves: bool = True,
 ) -> dict[str, RunRecord]:
-    """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke.
+    """Run (or reuse) each method with :func:`method_params` for the config's scale/steps/smoke/precision/run seed.
 
     ``curves=False``: test-time runs log no accuracy along the way (for tables that show only final scores).
     """
@@ -40,6 +40,7 @@ def run_methods(
             smoke=config.smoke,
             overrides=(overrides or {}).get(name),
             precision=config.precision,
+            seed=config.run_seed,
             curves=curves,
         )
         records[name] = run_cached(
@@ -49,16 +50,16 @@ def run_methods(
 
 
 def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
-    """Every method once per seed of ``config.seeds`` (data-free methods once): tidy rows method, task, seed, accuracy.
+    """Every method once per run seed of ``config.seeds`` (None: ``config.run_seed``; data-free methods once): tidy
+    rows method, task, seed (the run seed), accuracy.
 
-    The models are those of ``config.seed`` (at mini scale its zoo); the run seed orders the test-time batches and
-    draws the masks. Records are keyed by method name for the first seed and ``name@seed<s>`` for the others.
+    The models are those of ``config.zoo_seed`` (at mini scale its zoo); the run seed orders the test-time batches
+    and draws the masks. Records are keyed by method name for the first seed and ``name@seed<s>`` for the others.
     Only the first seed's runs keep their accuracy curves (notebooks 05-07 reuse them); the others are scored once.
     """
-    seeds = tuple(config.seeds or (config.seed,))
-    # at mini scale the models stay those of the zoo of ``config.seed``; the run seed orders batches and draws masks
-    models = {"zoo_dir": ensure_zoo(config.seed, config.smoke, progress=False)} if config.scale == "mini" else {}
-    base = problem_for(replace(config, seed=seeds[0]), **models)
+    seeds = tuple(config.seeds or (config.run_seed,))
+    per_seed = {seed: replace(config, run_seed=seed) for seed in seeds}
+    base = problem_for(per_seed[seeds[0]])
     methods = config.methods or tuple(METHODS)
     rows = reference_rows(base, cache_dir=cache_for(config))
     frames = [
@@ -70,12 +71,10 @@ def run_multitask_seeds(config: MultitaskConfig) -> tuple[pd.DataFrame, dict[str
     for seed in seeds:
         if seed != seeds[0] and not test_time:
             break  # data-free methods do not depend on the seed: nothing more to run (nor to load)
-        problem = base if seed == seeds[0] else problem_for(replace(config, seed=seed), **models)
+        problem = base if seed == seeds[0] else problem_for(per_seed[seed])
         for name in methods if seed == seeds[0] else test_time:
-            defaults = get_method(name).defaults
-            overrides = {name: {"seed": seed}} if "seed" in defaults else None
             first = seed == seeds[0]
-            record = run_methods(problem, (name,), config, overrides=overrides, curves=first)[name]
+            record = run_methods(problem, (name,), per_seed[seed], curves=first)[name]
             records[name if first else f"{name}@seed{seed}"] = record
             frames.append(tidy_scores(name, record.scores, seed=seed))
     return pd.concat(frames, ignore_index=True), records
@@ -196,7 +195,7 @@ def run_mask_effect(config: BaseConfig, methods: Sequence[str]) -> tuple[pd.Data
     """
     from .mask_analysis import mask_effect_table
 
-    # every field the two configs share (scale, seed, smoke, arch, checkpoints, ...); seeds are notebook 01's defaults
+    # every field the two configs share (scale, zoo_seed, smoke, arch, ...); the run seeds are notebook 01's `seeds`
     shared = {f.name: getattr(config, f.name) for f in fields(MultitaskConfig) if f.name not in ("methods", "seeds")}
     shared = {k: v for k, v in shared.items() if k in {f.name for f in fields(config)}}
     multitask = MultitaskConfig(**shared, methods=("task_arithmetic", *methods))

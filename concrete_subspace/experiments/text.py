@@ -19,8 +19,8 @@ from .tables import tidy_scores, with_average
 
 
 def text_problem(config: FlanT5Config, seed: int, split: str = "test") -> MergeProblem:
-    """The mini-text problem whose test-time batches are ordered by ``seed`` (the zoo itself is always seed 0)."""
-    return load_problem("mini-text", config.tasks, config.device, split, seed, config.smoke)
+    """The mini-text problem of the zoo of ``config.zoo_seed``, its test-time batches ordered by the run seed ``seed``."""
+    return load_problem("mini-text", config.tasks, config.device, split, seed, config.smoke, zoo_seed=config.zoo_seed)
 
 
 def lambda_sweep(problem: MergeProblem, scalings: Sequence[float]) -> pd.DataFrame:
@@ -49,7 +49,7 @@ def lambda_sweep(problem: MergeProblem, scalings: Sequence[float]) -> pd.DataFra
 def run_text_tables(config: FlanT5Config) -> tuple[dict[str, pd.DataFrame], dict[str, RunRecord]]:
     """Mini scale of notebook 02: every method on the mini-text zoo; test-time methods once per seed; the λ sweep."""
     cache = cache_for(config)
-    seeds = tuple(config.seeds or (config.seed,))
+    seeds = tuple(config.seeds or (config.run_seed,))
     base = text_problem(config, seeds[0])
     rows = reference_rows(base, cache_dir=cache)
     frames = [
@@ -95,7 +95,7 @@ def run_flan_t5(config: FlanT5Config) -> tuple[pd.DataFrame, dict[str, RunRecord
         config.tasks,
         config.device,
         "test",
-        config.seed,
+        config.run_seed,
         False,
         arch="flan-t5",
         model=config.model,
