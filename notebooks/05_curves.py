@@ -122,7 +122,7 @@ progress_table
 # ## Concrete TA at the paper's mask budget
 # The paper trains Concrete TA's mask with Adam at lr 1e-3 for 2,000 steps; the mini default is shorter with a larger
 # lr (docs/method.md §7a; chosen on the validation split). Adam moves each logit by at most about lr per step, so
-# lr × steps bounds how far the mask can move. Here both budgets run on the same zoo and seed (seed 0 only: the
+# lr × steps bounds how far the mask can move. Here both budgets run on the same zoo and run seed (one seed only: the
 # 2,000-step run is the longest single run of `make figures`); the curve shows whether the paper's budget keeps rising
 # where the mini one stops.
 

@@ -216,7 +216,7 @@ PAPER_BUDGET_RUN = "concrete_task_arithmetic@paper_budget"
 
 
 def run_paper_budget(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
-    """Concrete TA at the mini default (notebook 01's run, reused) and at the paper's budget, one seed, with curves.
+    """Concrete TA at the mini default (notebook 01's run, reused) and at the paper's budget, ``run_seed``, with curves.
 
     Smoke runs keep the smoke step count for both (only the wiring is checked)."""
     problem = problem_for(config)
@@ -228,6 +228,7 @@ def run_paper_budget(config: CurvesConfig) -> tuple[pd.DataFrame, dict[str, RunR
         smoke=config.smoke,
         overrides={"lr": PAPER_CTA_BUDGET["lr"]},
         precision=config.precision,
+        seed=config.run_seed,
     )
     records[PAPER_BUDGET_RUN] = run_cached(problem, "concrete_task_arithmetic", paper, cache_dir=cache_for(config))
     return curves_table(records), records

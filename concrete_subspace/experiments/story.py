@@ -393,6 +393,6 @@ def paper_budget_story(curves: pd.DataFrame, records: Mapping, scale: str) -> st
     return (
         f"**What we see.** Concrete TA ends at {a_mini:.1f}% with the mini default (lr {lr_mini:g} × {s_mini} steps) "
         f"and at {a_paper:.1f}% with the paper's budget (lr {lr_paper:g} × {s_paper} steps), {a_paper - a_mini:+.1f} "
-        f"points (seed 0 only). Adam moves each logit by at most about lr per step, so lr × steps is the budget: "
+        f"points (one run seed). Adam moves each logit by at most about lr per step, so lr × steps is the budget: "
         f"{lr_mini * s_mini:g} against {lr_paper * s_paper:g}." + departure("steps", scale)
     )
