@@ -126,6 +126,14 @@ def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
     return torch.cat(parts)
 
 
+def _segment_divide(flat: Tensor, numels: tuple[int, ...], divisors: Tensor) -> Tensor:
+    """A new buffer of ``flat`` / divisors[s] per tensor segment s: one pass (read + write), no clone first."""
+    out = torch.empty_like(flat)
+    for source, target, divisor in zip(flat.split(numels), out.split(numels), divisors.unbind()):
+        torch.div(source, divisor, out=target)
+    return out
+
+
 def _segment_apply_(flat: Tensor, numels: tuple[int, ...], fn, *per_segment: Tensor) -> Tensor:
     """In place on ``flat``: ``fn(segment_view, *(v[s] for v in per_segment))`` for each tensor's segment s.
 
@@ -150,7 +158,7 @@ class _RescaledMaskMerge(torch.autograd.Function):
         lengths = torch.tensor(numels, device=mask.device)
         raw = torch.segment_reduce(mask, "mean", lengths=lengths)
         means = raw.clamp_min(floor)
-        out = _segment_apply_(mask.clone(), numels, Tensor.div_, means)  # m / mean, per tensor
+        out = _segment_divide(mask, numels, means)  # m / mean, per tensor
         out.mul_(delta).add_(theta0)  # == θ0 + δ ⊙ (m / mean): elementwise ops commute exactly
         ctx.numels = numels
         ctx.save_for_backward(delta, mask, means, raw >= floor, lengths)
@@ -162,12 +170,13 @@ class _RescaledMaskMerge(torch.autograd.Function):
         numels = ctx.numels
         grad_delta = grad_mask = None
         if ctx.needs_input_grad[1]:  # ∂/∂δ = g ⊙ m / mean
-            grad_delta = _segment_apply_(mask.clone(), numels, Tensor.div_, means).mul_(grad)
+            grad_delta = _segment_divide(mask, numels, means).mul_(grad)
         if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_{k in tensor} g_k δ_k m_k / (n μ²)
             grad_mask = grad * delta
             dots = torch.segment_reduce(grad_mask * mask, "sum", lengths=lengths)
             correction = dots / (lengths * means * means) * unclamped
-            _segment_apply_(grad_mask, numels, lambda g, mu, c: g.div_(mu).sub_(c), means, correction)
+            # (g δ) / μ − c in one pass per tensor: addcdiv(−c, g δ, μ) = −c + (g δ) / μ, the same rounding
+            _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
         return (grad if ctx.needs_input_grad[0] else None), grad_delta, grad_mask, None, None
 
 
