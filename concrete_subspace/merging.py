@@ -188,8 +188,59 @@ def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: 
     return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype)).to(theta0.dtype)
 
 
+def _combine_backward(grad: Tensor, vectors: Tensor, weights: Tensor, numels: tuple[int, ...]) -> Tensor:
+    """∂/∂w of :func:`combine` (same-dtype vectors) given the gradient of its output, with the products autograd
+    runs for it: ``g_k[None] @ block_kᵀ`` per tensor (layer-wise) or ``g[None] @ τᵀ`` (task-wise)."""
+    if weights.dim() == 1:
+        return grad.unsqueeze(0).mm(vectors.t()).squeeze(0)
+    columns = [g.unsqueeze(0).mm(block.t()).squeeze(0) for g, block in zip(grad.split(numels), vectors.split(numels, 1))]
+    return torch.stack(columns, dim=1)
+
+
+class _MaskedCombine(torch.autograd.Function):
+    """θ0 + (Σ_i w_i τ_i) ⊙ m / mean_s(m) that does not keep the combined vector δ = Σ_i w_i τ_i for backward.
+
+    Plain autograd (``combine`` then :class:`_RescaledMaskMerge`) keeps δ, a P-sized buffer, alive from the merge
+    to the end of the backward, i.e. through every task's activations; here the mask gradient recomputes δ from the
+    [T, P] vectors (one more pass over them, after the activations are freed). Same operations, same order: values
+    and both gradients are bit-identical to the plain chain (tests/test_fused_merge.py).
+    """
+
+    @staticmethod
+    def forward(ctx, theta0: Tensor, vectors: Tensor, weights: Tensor, mask: Tensor, layout: ParamLayout, floor: float):
+        numels = tuple(layout.numels)
+        lengths = torch.tensor(numels, device=mask.device)
+        raw = torch.segment_reduce(mask, "mean", lengths=lengths)
+        means = raw.clamp_min(floor)
+        out = _segment_divide(mask, numels, means)  # m / mean, per tensor
+        out.mul_(combine(vectors, weights, layout)).add_(theta0)  # the same products as θ0 + δ ⊙ (m / mean)
+        ctx.layout, ctx.numels = layout, numels
+        ctx.save_for_backward(vectors, weights, mask, means, raw >= floor, lengths)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        vectors, weights, mask, means, unclamped, lengths = ctx.saved_tensors
+        numels = ctx.numels
+        grad_weights = grad_mask = None
+        if ctx.needs_input_grad[2]:  # through δ: ∂/∂δ = g ⊙ m / mean, then δ's products
+            grad_delta = _segment_divide(mask, numels, means).mul_(grad)
+            grad_weights = _combine_backward(grad_delta, vectors, weights, numels)
+            del grad_delta
+        if ctx.needs_input_grad[3]:  # as _RescaledMaskMerge, with δ recomputed
+            grad_mask = grad * combine(vectors, weights, ctx.layout)
+            dots = torch.segment_reduce(grad_mask * mask, "sum", lengths=lengths)
+            correction = dots / (lengths * means * means) * unclamped
+            _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
+        return (grad if ctx.needs_input_grad[0] else None), None, grad_weights, grad_mask, None, None
+
+
 def merge_flat(
     theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None
 ) -> Tensor:
     """Flat θ = θ0 + Σ_i w_i τ_i (⊙ m / mean(m) per tensor when a mask is given)."""
+    if mask is not None and vectors.dtype == weights.dtype and not vectors.requires_grad:
+        if weights.dim() == 1 and weights.shape[0] != vectors.shape[0]:
+            raise ValueError(f"combine: {vectors.shape[0]} task vectors but weights of shape {tuple(weights.shape)}")
+        return _MaskedCombine.apply(theta0, vectors, weights, mask, layout, mean_floor(mask.dtype)).to(theta0.dtype)
     return apply_mask_flat(theta0, combine(vectors, weights, layout), mask, layout)

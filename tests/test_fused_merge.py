@@ -109,3 +109,31 @@ def test_sample_then_merge_then_layer_wise_combine_gradients_flow():
     assert weights.grad is not None and logits.grad is not None
     assert torch.isfinite(weights.grad).all() and logits.grad.abs().sum() > 0
     assert same_bits(combine(vectors, weights.detach(), layout)[:15], (weights.detach()[:, 0] @ vectors[:, :15]))
+
+
+@pytest.mark.parametrize("granularity", ["task", "layer"])
+@pytest.mark.parametrize("wants", [(True, True), (True, False), (False, True)])
+def test_masked_combine_equals_combine_then_merge_bitwise(granularity, wants):
+    """merge_flat with a mask (δ recomputed in backward, not kept) against combine → apply_mask_flat (δ kept)."""
+    g = torch.Generator().manual_seed(4)
+    shapes = [torch.Size([9, 11]), torch.Size([2]), torch.Size([5000]), torch.Size([33])]
+    layout = ParamLayout(tuple(f"k{i}" for i in range(len(shapes))), tuple(shapes))
+    p, t = layout.num_params, 4
+    theta0, upstream = torch.randn(p, generator=g), torch.randn(p, generator=g)
+    vectors = torch.randn(t, p, generator=g) * 1e-3
+    base = torch.rand((t,) if granularity == "task" else (t, len(shapes)), generator=g)
+    mask_base = torch.rand(p, generator=g)
+    outs, grads = [], []
+    for fused in (True, False):
+        weights = base.clone().requires_grad_(wants[0])
+        mask = mask_base.clone().requires_grad_(wants[1])
+        if fused:
+            out = merge_flat(theta0, vectors, weights.clamp(0, 1), layout, mask)
+        else:
+            out = apply_mask_flat(theta0, combine(vectors, weights.clamp(0, 1), layout), mask, layout)
+        leaves = [x for x in (weights, mask) if x.requires_grad]
+        outs.append(out.detach())
+        grads.append(torch.autograd.grad(out, leaves, upstream))
+    assert same_bits(outs[0], outs[1])
+    for a, b in zip(*grads):
+        assert same_bits(a, b)
