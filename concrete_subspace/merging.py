@@ -193,7 +193,9 @@ def _combine_backward(grad: Tensor, vectors: Tensor, weights: Tensor, numels: tu
     runs for it: ``g_k[None] @ block_kᵀ`` per tensor (layer-wise) or ``g[None] @ τᵀ`` (task-wise)."""
     if weights.dim() == 1:
         return grad.unsqueeze(0).mm(vectors.t()).squeeze(0)
-    columns = [g.unsqueeze(0).mm(block.t()).squeeze(0) for g, block in zip(grad.split(numels), vectors.split(numels, 1))]
+    columns = [
+        g.unsqueeze(0).mm(block.t()).squeeze(0) for g, block in zip(grad.split(numels), vectors.split(numels, 1))
+    ]
     return torch.stack(columns, dim=1)
 
 
