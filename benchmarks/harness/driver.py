@@ -97,16 +97,25 @@ def load_reference(results_dir: Path = RESULTS_DIR, pattern: str = "fusion_bench
     for path in sorted(Path(results_dir).glob(pattern)):
         payload = json.loads(path.read_text())
         machine = (payload.get("versions") or {}).get("cpu_model")
-        rows.extend({"cpu_model": machine, **r, "source_file": str(path)} for r in payload.get("rows", []))
+        capability = kernel_path(payload.get("versions") or {})
+        rows.extend(
+            {"cpu_model": machine, "cpu_capability": capability, **r, "source_file": str(path)}
+            for r in payload.get("rows", [])
+        )
     return rows
+
+
+def kernel_path(versions_record: dict) -> str | None:
+    """The CPU kernel path torch used (``AVX2``, ``AVX512``, ...; forced by ATEN_CPU_CAPABILITY), None if unrecorded."""
+    return (versions_record.get("torch_cpu_supports") or {}).get("cpu_capability")
 
 
 def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
     """Our rows beside fusion_bench's for the same case, method, stage, device, threads and batch size: ratios.
 
-    Where our rows name their CPU (``cpu_model``), fusion_bench rows of the same CPU are used; rows of an unrecorded
-    CPU (older files) only for keys that no same-CPU row covers (``fb_same_machine`` False), and rows of another
-    recorded CPU never."""
+    Where our rows name their CPU (``cpu_model``), fusion_bench rows of the same CPU are used (and of the same kernel
+    path, ``cpu_capability``, where both record it); rows of an unrecorded CPU (older files) only for keys that no
+    same-CPU row covers (``fb_same_machine`` False), and rows of another recorded CPU never."""
     import pandas as pd
 
     if ours.empty or not theirs:
@@ -119,6 +128,9 @@ def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
     machines = set(ours["cpu_model"].dropna()) if "cpu_model" in ours else set()
     if machines:
         same = them[them["cpu_model"].isin(machines)]
+        paths = set(ours["cpu_capability"].dropna()) if "cpu_capability" in ours else set()
+        if paths and "cpu_capability" in same:  # an AVX2-forced run is not compared with an AVX-512 one
+            same = same[same["cpu_capability"].isna() | same["cpu_capability"].isin(paths)]
         covered = set(map(tuple, same[keys].astype(str).to_numpy()))
         unknown = them[them["cpu_model"].isna()]
         unknown = unknown[[tuple(k) not in covered for k in unknown[keys].astype(str).to_numpy()]]

@@ -308,6 +308,7 @@ def measure(
                 "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                 "load_average_start": load_start,
                 "cpu_model": cpu_model(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "build_vectors_seconds": probe.build_seconds[0] if probe.build_seconds else None,
                 "setup_seconds": setup_seconds,
                 "total_seconds": total_seconds,
