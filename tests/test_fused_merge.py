@@ -137,3 +137,18 @@ def test_masked_combine_equals_combine_then_merge_bitwise(granularity, wants):
     assert same_bits(outs[0], outs[1])
     for a, b in zip(*grads):
         assert same_bits(a, b)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_foreach_adam_on_logits_equals_single_tensor_adam_bitwise(weight_decay):
+    """The mask logits' Adam runs the foreach implementation (fewer passes): the same bits as the default one."""
+    g = torch.Generator().manual_seed(5)
+    params = [torch.zeros(10_007, requires_grad=True) for _ in range(2)]
+    single = torch.optim.Adam([params[0]], lr=1e-3, weight_decay=weight_decay, foreach=False)
+    foreach = torch.optim.Adam([params[1]], lr=1e-3, weight_decay=weight_decay, foreach=True)
+    for _ in range(10):
+        grad = torch.randn(10_007, generator=g)
+        for p, opt in zip(params, (single, foreach)):
+            p.grad = grad.clone()
+            opt.step()
+    assert same_bits(params[0].detach(), params[1].detach())
