@@ -119,11 +119,38 @@ def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
         )
     # layer-wise: one [T] @ [T, n_k] product per tensor on views of the matrix: a single pass over it, no P-sized
     # per-task coefficient vectors (and only the [T, n_k] slice is widened when the vectors are stored narrower)
-    parts = [
-        column @ block.to(weights.dtype)
-        for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))
-    ]
-    return torch.cat(parts)
+    return _LayerwiseCombine.apply(weights, vectors, tuple(layout.numels))
+
+
+class _LayerwiseCombine(torch.autograd.Function):
+    """Σ_i w_ik τ_i per tensor k, written straight into one P-sized output; backward recomputes what it needs.
+
+    Plain autograd over ``torch.cat([w[:, k] @ block_k.to(w.dtype)])`` held the parts and the concatenation (2 P-sized
+    buffers) at once, and with vectors stored narrower (bf16) kept every widened [T, n_k] block for the backward: a
+    float32 copy of all T task vectors. Here each block is widened only while its product runs, in the forward and
+    again in the backward, which runs the products autograd ran (``g_k[None] @ block_kᵀ``): bit-identical values
+    and gradients (tests/test_fused_merge.py).
+    """
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, vectors: Tensor, numels: tuple[int, ...]) -> Tensor:
+        out = torch.empty(vectors.shape[1], dtype=weights.dtype, device=vectors.device)
+        for column, block, target in zip(weights.unbind(1), vectors.split(numels, dim=1), out.split(numels)):
+            torch.mm(column.unsqueeze(0), block.to(weights.dtype), out=target.view(1, -1))
+        ctx.numels = numels
+        ctx.save_for_backward(weights, vectors)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weights, vectors = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        blocks = vectors.split(ctx.numels, dim=1)
+        columns = [
+            g.unsqueeze(0).mm(b.to(weights.dtype).t()).squeeze(0) for g, b in zip(grad.split(ctx.numels), blocks)
+        ]
+        return torch.stack(columns, dim=1), None, None
 
 
 def _segment_divide(flat: Tensor, numels: tuple[int, ...], divisors: Tensor) -> Tensor:

@@ -152,3 +152,18 @@ def test_foreach_adam_on_logits_equals_single_tensor_adam_bitwise(weight_decay):
             p.grad = grad.clone()
             opt.step()
     assert same_bits(params[0].detach(), params[1].detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layer_wise_combine_equals_concatenated_products_bitwise(dtype):
+    """combine (one output buffer, blocks widened only while used) against the plain autograd concatenation."""
+    g = torch.Generator().manual_seed(6)
+    shapes = [torch.Size([6, 7]), torch.Size([3]), torch.Size([4000])]
+    layout = ParamLayout(("a", "b", "c"), tuple(shapes))
+    vectors = torch.randn(5, layout.num_params, generator=g).to(dtype)
+    base, upstream = torch.rand(5, 3, generator=g), torch.randn(layout.num_params, generator=g)
+    w1, w2 = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    fused = combine(vectors, w1, layout)
+    plain = torch.cat([c @ b.float() for c, b in zip(w2.unbind(1), vectors.split(layout.numels, dim=1))])
+    assert same_bits(fused.detach(), plain.detach())
+    assert same_bits(torch.autograd.grad(fused, w1, upstream)[0], torch.autograd.grad(plain, w2, upstream)[0])
