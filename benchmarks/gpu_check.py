@@ -132,7 +132,14 @@ def fusion_bench_python(candidate: str | None) -> tuple[str | None, str]:
 
 
 def timing(
-    device: str, case: str, steps: int, warmup: int, fb_python: str | None, timeout: float, configs: list[str]
+    device: str,
+    case: str,
+    steps: int,
+    warmup: int,
+    fb_python: str | None,
+    timeout: float,
+    configs: list[str],
+    threads: int = 4,
 ) -> dict:
     """Ours (one harness worker per method) and fusion_bench (its own loops), one fresh process per method."""
     import pandas as pd
@@ -143,7 +150,7 @@ def timing(
     rows: list[dict] = []
     for method in METHODS:
         for config in configs:
-            got = _worker(case, method, device, steps, warmup, 1, "float32", 16, timeout, config)
+            got = _worker(case, method, device, steps, warmup, threads, "float32", 16, timeout, config)
             rows += [{"implementation": "concrete_subspace", **r} for r in got]
     theirs: list[dict] = []
     if fb_python:
@@ -207,6 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--configs", nargs="+", default=["fp32:per_task"], help="ours: PRECISION:FORWARD_MODE")
+    parser.add_argument("--threads", type=int, default=4, help="CPU threads per worker (the task-vector build)")
     parser.add_argument("--rtol", type=float, default=2e-3)
     parser.add_argument("--atol", type=float, default=1e-9)
     parser.add_argument("--fb-python", default=None, help="python that imports fusion_bench (default: this one)")
@@ -249,7 +257,9 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "correctness": check,
         "fusion_bench": fb_note,
-        "timing": timing(args.device, case, args.steps, args.warmup, fb_python, args.timeout, args.configs),
+        "timing": timing(
+            args.device, case, args.steps, args.warmup, fb_python, args.timeout, args.configs, args.threads
+        ),
     }
     report["seconds"] = time.perf_counter() - start
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu_check_{args.device.replace(':', '')}.json")
