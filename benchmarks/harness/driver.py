@@ -255,11 +255,13 @@ def format_table(table: pandas.DataFrame) -> str:
         lines += [
             "",
             "vs fusion_bench 0.2.33 (ours / theirs; < 1 is better)",
-            f"{'case':8} {'method':32} {'config':13} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}",
+            f"{'case':8} {'method':32} {'config':13} {'stage':26} {'fb cpu s':>9} {'fb GiB':>7} "
+            f"{'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}",
         ]
         for r in comparison.to_dict(orient="records"):
             lines.append(
-                f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_time_ratio']:10.2f} "
+                f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['fb_step_cpu_seconds']:9.3f} "
+                f"{r['fb_peak_bytes'] / 2**30:7.2f} {r['step_time_ratio']:10.2f} "
                 f"{r['step_cpu_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}"
             )
     return "\n".join(lines)
