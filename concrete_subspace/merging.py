@@ -161,6 +161,16 @@ def _segment_divide(flat: Tensor, numels: tuple[int, ...], divisors: Tensor) -> 
     return out
 
 
+def _segment_dots(a: Tensor, b: Tensor, numels: tuple[int, ...]) -> Tensor:
+    """Σ a ⊙ b per tensor segment, with the product built one segment at a time (no P-sized temporary); each
+    segment's sum is ``segment_reduce``'s, the same sequential sum as one call over the whole product."""
+    dots = [
+        torch.segment_reduce(x * y, "sum", lengths=torch.tensor([x.numel()], device=a.device))
+        for x, y in zip(a.split(numels), b.split(numels))
+    ]
+    return torch.cat(dots)
+
+
 def _segment_apply_(flat: Tensor, numels: tuple[int, ...], fn, *per_segment: Tensor) -> Tensor:
     """In place on ``flat``: ``fn(segment_view, *(v[s] for v in per_segment))`` for each tensor's segment s.
 
@@ -200,7 +210,7 @@ class _RescaledMaskMerge(torch.autograd.Function):
             grad_delta = _segment_divide(mask, numels, means).mul_(grad)
         if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_{k in tensor} g_k δ_k m_k / (n μ²)
             grad_mask = grad * delta
-            dots = torch.segment_reduce(grad_mask * mask, "sum", lengths=lengths)
+            dots = _segment_dots(grad_mask, mask, numels)
             correction = dots / (lengths * means * means) * unclamped
             # (g δ) / μ − c in one pass per tensor: addcdiv(−c, g δ, μ) = −c + (g δ) / μ, the same rounding
             _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
@@ -257,8 +267,8 @@ class _MaskedCombine(torch.autograd.Function):
             grad_weights = _combine_backward(grad_delta, vectors, weights, numels)
             del grad_delta
         if ctx.needs_input_grad[3]:  # as _RescaledMaskMerge, with δ recomputed
-            grad_mask = grad * combine(vectors, weights, ctx.layout)
-            dots = torch.segment_reduce(grad_mask * mask, "sum", lengths=lengths)
+            grad_mask = combine(vectors, weights, ctx.layout).mul_(grad)  # g ⊙ δ in δ's buffer (δ ⊙ g: same bits)
+            dots = _segment_dots(grad_mask, mask, numels)
             correction = dots / (lengths * means * means) * unclamped
             _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
         return (grad if ctx.needs_input_grad[0] else None), None, grad_weights, grad_mask, None, None
