@@ -40,12 +40,48 @@ def logistic_noise(
     return torch.log(u).sub_(u.neg_().log1p_())  # in place: two P-sized buffers, not five
 
 
+def _owns_storage(tensor: Tensor) -> bool:
+    """True when ``tensor`` spans its whole storage (not a view of a larger buffer)."""
+    return tensor.storage_offset() == 0 and tensor.numel() * tensor.element_size() == tensor.untyped_storage().nbytes()
+
+
+class _RelaxedBernoulli(torch.autograd.Function):
+    """m = clamp(σ((noise + x) / t), tiny, 1 − eps) computed in place in ``noise``, keeping only m for backward.
+
+    Same values and gradient, bit for bit, as ``torch.sigmoid(noise.add_(x).div_(t)).clamp(tiny, 1 - eps)`` under
+    autograd, which kept both σ's output and the clamped copy (two P-sized buffers; one here): for an unclamped
+    element m = σ, so σ's backward g (1 − m) m / t reads m; where the clamp bit (m at or beyond a bound: its
+    backward passes only strictly inside the bounds) the gradient is 0 (tests/test_fused_merge.py checks both).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, noise: Tensor, temperature: float) -> Tensor:
+        eps, tiny = torch.finfo(logits.dtype).eps, torch.finfo(logits.dtype).tiny
+        noise.add_(logits).div_(temperature)
+        # a view of a larger noise buffer (a shard's block) gets its own storage, so the whole buffer is freed
+        out = noise.sigmoid_() if _owns_storage(noise) else noise.sigmoid()
+        out.clamp_(tiny, 1 - eps)
+        ctx.temperature, ctx.bounds = temperature, (tiny, 1 - eps)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (mask,) = ctx.saved_tensors
+        low, high = ctx.bounds
+        grad_logits = torch.ops.aten.sigmoid_backward(grad, mask).div_(ctx.temperature)
+        grad_logits.masked_fill_((mask <= low).logical_or_(mask >= high), 0.0)
+        return grad_logits, None, None
+
+
 def relaxed_bernoulli(logits: Tensor, noise: Tensor, temperature: float) -> Tensor:
     """σ((noise + x) / temperature), differentiable in the logits x; ``noise`` (from :func:`logistic_noise`) is consumed."""
     temperature = check_temperature(temperature)
-    eps = torch.finfo(logits.dtype).eps
     # clipped like torch's SigmoidTransform, so a sample is strictly inside (0, 1) even where σ rounds to 0 or 1
-    return torch.sigmoid(noise.add_(logits).div_(temperature)).clamp(torch.finfo(logits.dtype).tiny, 1 - eps)
+    if not (logits.requires_grad and torch.is_grad_enabled()):
+        eps = torch.finfo(logits.dtype).eps
+        return torch.sigmoid(noise.add_(logits).div_(temperature)).clamp_(torch.finfo(logits.dtype).tiny, 1 - eps)
+    return _RelaxedBernoulli.apply(logits, noise, temperature)
 
 
 def sample_concrete(

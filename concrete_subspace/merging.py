@@ -119,11 +119,56 @@ def combine(vectors: Tensor, weights: Tensor, layout: ParamLayout) -> Tensor:
         )
     # layer-wise: one [T] @ [T, n_k] product per tensor on views of the matrix: a single pass over it, no P-sized
     # per-task coefficient vectors (and only the [T, n_k] slice is widened when the vectors are stored narrower)
-    parts = [
-        column @ block.to(weights.dtype)
-        for column, block in zip(weights.unbind(1), vectors.split(layout.numels, dim=1))
+    return _LayerwiseCombine.apply(weights, vectors, tuple(layout.numels))
+
+
+class _LayerwiseCombine(torch.autograd.Function):
+    """Σ_i w_ik τ_i per tensor k, written straight into one P-sized output; backward recomputes what it needs.
+
+    Plain autograd over ``torch.cat([w[:, k] @ block_k.to(w.dtype)])`` held the parts and the concatenation (2 P-sized
+    buffers) at once, and with vectors stored narrower (bf16) kept every widened [T, n_k] block for the backward: a
+    float32 copy of all T task vectors. Here each block is widened only while its product runs, in the forward and
+    again in the backward, which runs the products autograd ran (``g_k[None] @ block_kᵀ``): bit-identical values
+    and gradients (tests/test_fused_merge.py).
+    """
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, vectors: Tensor, numels: tuple[int, ...]) -> Tensor:
+        out = torch.empty(vectors.shape[1], dtype=weights.dtype, device=vectors.device)
+        for column, block, target in zip(weights.unbind(1), vectors.split(numels, dim=1), out.split(numels)):
+            torch.mm(column.unsqueeze(0), block.to(weights.dtype), out=target.view(1, -1))
+        ctx.numels = numels
+        ctx.save_for_backward(weights, vectors)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weights, vectors = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        blocks = vectors.split(ctx.numels, dim=1)
+        columns = [
+            g.unsqueeze(0).mm(b.to(weights.dtype).t()).squeeze(0) for g, b in zip(grad.split(ctx.numels), blocks)
+        ]
+        return torch.stack(columns, dim=1), None, None
+
+
+def _segment_divide(flat: Tensor, numels: tuple[int, ...], divisors: Tensor) -> Tensor:
+    """A new buffer of ``flat`` / divisors[s] per tensor segment s: one pass (read + write), no clone first."""
+    out = torch.empty_like(flat)
+    for source, target, divisor in zip(flat.split(numels), out.split(numels), divisors.unbind()):
+        torch.div(source, divisor, out=target)
+    return out
+
+
+def _segment_dots(a: Tensor, b: Tensor, numels: tuple[int, ...]) -> Tensor:
+    """Σ a ⊙ b per tensor segment, with the product built one segment at a time (no P-sized temporary); each
+    segment's sum is ``segment_reduce``'s, the same sequential sum as one call over the whole product."""
+    dots = [
+        torch.segment_reduce(x * y, "sum", lengths=torch.tensor([x.numel()], device=a.device))
+        for x, y in zip(a.split(numels), b.split(numels))
     ]
-    return torch.cat(parts)
+    return torch.cat(dots)
 
 
 def _segment_apply_(flat: Tensor, numels: tuple[int, ...], fn, *per_segment: Tensor) -> Tensor:
@@ -150,7 +195,7 @@ class _RescaledMaskMerge(torch.autograd.Function):
         lengths = torch.tensor(numels, device=mask.device)
         raw = torch.segment_reduce(mask, "mean", lengths=lengths)
         means = raw.clamp_min(floor)
-        out = _segment_apply_(mask.clone(), numels, Tensor.div_, means)  # m / mean, per tensor
+        out = _segment_divide(mask, numels, means)  # m / mean, per tensor
         out.mul_(delta).add_(theta0)  # == θ0 + δ ⊙ (m / mean): elementwise ops commute exactly
         ctx.numels = numels
         ctx.save_for_backward(delta, mask, means, raw >= floor, lengths)
@@ -162,12 +207,13 @@ class _RescaledMaskMerge(torch.autograd.Function):
         numels = ctx.numels
         grad_delta = grad_mask = None
         if ctx.needs_input_grad[1]:  # ∂/∂δ = g ⊙ m / mean
-            grad_delta = _segment_apply_(mask.clone(), numels, Tensor.div_, means).mul_(grad)
+            grad_delta = _segment_divide(mask, numels, means).mul_(grad)
         if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_{k in tensor} g_k δ_k m_k / (n μ²)
             grad_mask = grad * delta
-            dots = torch.segment_reduce(grad_mask * mask, "sum", lengths=lengths)
+            dots = _segment_dots(grad_mask, mask, numels)
             correction = dots / (lengths * means * means) * unclamped
-            _segment_apply_(grad_mask, numels, lambda g, mu, c: g.div_(mu).sub_(c), means, correction)
+            # (g δ) / μ − c in one pass per tensor: addcdiv(−c, g δ, μ) = −c + (g δ) / μ, the same rounding
+            _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
         return (grad if ctx.needs_input_grad[0] else None), grad_delta, grad_mask, None, None
 
 
@@ -179,8 +225,61 @@ def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: 
     return _RescaledMaskMerge.apply(theta0, delta, mask, tuple(layout.numels), mean_floor(mask.dtype)).to(theta0.dtype)
 
 
+def _combine_backward(grad: Tensor, vectors: Tensor, weights: Tensor, numels: tuple[int, ...]) -> Tensor:
+    """∂/∂w of :func:`combine` (same-dtype vectors) given the gradient of its output, with the products autograd
+    runs for it: ``g_k[None] @ block_kᵀ`` per tensor (layer-wise) or ``g[None] @ τᵀ`` (task-wise)."""
+    if weights.dim() == 1:
+        return grad.unsqueeze(0).mm(vectors.t()).squeeze(0)
+    columns = [
+        g.unsqueeze(0).mm(block.t()).squeeze(0) for g, block in zip(grad.split(numels), vectors.split(numels, 1))
+    ]
+    return torch.stack(columns, dim=1)
+
+
+class _MaskedCombine(torch.autograd.Function):
+    """θ0 + (Σ_i w_i τ_i) ⊙ m / mean_s(m) that does not keep the combined vector δ = Σ_i w_i τ_i for backward.
+
+    Plain autograd (``combine`` then :class:`_RescaledMaskMerge`) keeps δ, a P-sized buffer, alive from the merge
+    to the end of the backward, i.e. through every task's activations; here the mask gradient recomputes δ from the
+    [T, P] vectors (one more pass over them, after the activations are freed). Same operations, same order: values
+    and both gradients are bit-identical to the plain chain (tests/test_fused_merge.py).
+    """
+
+    @staticmethod
+    def forward(ctx, theta0: Tensor, vectors: Tensor, weights: Tensor, mask: Tensor, layout: ParamLayout, floor: float):
+        numels = tuple(layout.numels)
+        lengths = torch.tensor(numels, device=mask.device)
+        raw = torch.segment_reduce(mask, "mean", lengths=lengths)
+        means = raw.clamp_min(floor)
+        out = _segment_divide(mask, numels, means)  # m / mean, per tensor
+        out.mul_(combine(vectors, weights, layout)).add_(theta0)  # the same products as θ0 + δ ⊙ (m / mean)
+        ctx.layout, ctx.numels = layout, numels
+        ctx.save_for_backward(vectors, weights, mask, means, raw >= floor, lengths)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        vectors, weights, mask, means, unclamped, lengths = ctx.saved_tensors
+        numels = ctx.numels
+        grad_weights = grad_mask = None
+        if ctx.needs_input_grad[2]:  # through δ: ∂/∂δ = g ⊙ m / mean, then δ's products
+            grad_delta = _segment_divide(mask, numels, means).mul_(grad)
+            grad_weights = _combine_backward(grad_delta, vectors, weights, numels)
+            del grad_delta
+        if ctx.needs_input_grad[3]:  # as _RescaledMaskMerge, with δ recomputed
+            grad_mask = combine(vectors, weights, ctx.layout).mul_(grad)  # g ⊙ δ in δ's buffer (δ ⊙ g: same bits)
+            dots = _segment_dots(grad_mask, mask, numels)
+            correction = dots / (lengths * means * means) * unclamped
+            _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
+        return (grad if ctx.needs_input_grad[0] else None), None, grad_weights, grad_mask, None, None
+
+
 def merge_flat(
     theta0: Tensor, vectors: Tensor, weights: Tensor, layout: ParamLayout, mask: Tensor | None = None
 ) -> Tensor:
     """Flat θ = θ0 + Σ_i w_i τ_i (⊙ m / mean(m) per tensor when a mask is given)."""
+    if mask is not None and vectors.dtype == weights.dtype and not vectors.requires_grad:
+        if weights.dim() == 1 and weights.shape[0] != vectors.shape[0]:
+            raise ValueError(f"combine: {vectors.shape[0]} task vectors but weights of shape {tuple(weights.shape)}")
+        return _MaskedCombine.apply(theta0, vectors, weights, mask, layout, mean_floor(mask.dtype)).to(theta0.dtype)
     return apply_mask_flat(theta0, combine(vectors, weights, layout), mask, layout)

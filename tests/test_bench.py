@@ -105,3 +105,20 @@ def test_compare_keeps_to_fusion_bench_rows_of_the_same_cpu():
     assert merged.loc["a", "step_cpu_ratio"] == 0.5 and bool(merged.loc["a", "fb_same_machine"])
     assert merged.loc["b", "step_cpu_ratio"] == 0.25 and not bool(merged.loc["b", "fb_same_machine"])
     assert merged.loc["a", "peak_memory_ratio"] == 0.5
+
+
+def test_compare_keeps_to_fusion_bench_rows_of_the_same_kernel_path():
+    """An AVX2-forced fusion_bench run (ATEN_CPU_CAPABILITY=avx2) is not the reference of an AVX-512 run of ours."""
+    import pandas as pd
+
+    from benchmarks.harness import compare
+
+    key = {"case": "vit_b32", "method": "a", "stage": "s", "device": "cpu", "threads": 1, "batch_size": 16}
+    values = {"step_seconds_median": 2.0, "step_cpu_seconds_median": 2.0, "peak_bytes": 2, "steps": 2}
+    ours = pd.DataFrame([{**key, **values, "config": "fp32:per_task", "cpu_model": "A", "cpu_capability": "AVX512"}])
+    theirs = [
+        {**key, **values, "cpu_model": "A", "cpu_capability": "AVX2", "step_cpu_seconds_median": 8.0},
+        {**key, **values, "cpu_model": "A", "cpu_capability": "AVX512", "step_cpu_seconds_median": 4.0},
+    ]
+    merged = compare(ours, theirs)
+    assert len(merged) == 1 and merged["step_cpu_ratio"].item() == 0.5

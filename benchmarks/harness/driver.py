@@ -97,16 +97,25 @@ def load_reference(results_dir: Path = RESULTS_DIR, pattern: str = "fusion_bench
     for path in sorted(Path(results_dir).glob(pattern)):
         payload = json.loads(path.read_text())
         machine = (payload.get("versions") or {}).get("cpu_model")
-        rows.extend({"cpu_model": machine, **r, "source_file": str(path)} for r in payload.get("rows", []))
+        capability = kernel_path(payload.get("versions") or {})
+        rows.extend(
+            {"cpu_model": machine, "cpu_capability": capability, **r, "source_file": str(path)}
+            for r in payload.get("rows", [])
+        )
     return rows
+
+
+def kernel_path(versions_record: dict) -> str | None:
+    """The CPU kernel path torch used (``AVX2``, ``AVX512``, ...; forced by ATEN_CPU_CAPABILITY), None if unrecorded."""
+    return (versions_record.get("torch_cpu_supports") or {}).get("cpu_capability")
 
 
 def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
     """Our rows beside fusion_bench's for the same case, method, stage, device, threads and batch size: ratios.
 
-    Where our rows name their CPU (``cpu_model``), fusion_bench rows of the same CPU are used; rows of an unrecorded
-    CPU (older files) only for keys that no same-CPU row covers (``fb_same_machine`` False), and rows of another
-    recorded CPU never."""
+    Where our rows name their CPU (``cpu_model``), fusion_bench rows of the same CPU are used (and of the same kernel
+    path, ``cpu_capability``, where both record it); rows of an unrecorded CPU (older files) only for keys that no
+    same-CPU row covers (``fb_same_machine`` False), and rows of another recorded CPU never."""
     import pandas as pd
 
     if ours.empty or not theirs:
@@ -119,6 +128,9 @@ def compare(ours: pandas.DataFrame, theirs: Sequence[dict]) -> pandas.DataFrame:
     machines = set(ours["cpu_model"].dropna()) if "cpu_model" in ours else set()
     if machines:
         same = them[them["cpu_model"].isin(machines)]
+        paths = set(ours["cpu_capability"].dropna()) if "cpu_capability" in ours else set()
+        if paths and "cpu_capability" in same:  # an AVX2-forced run is not compared with an AVX-512 one
+            same = same[same["cpu_capability"].isna() | same["cpu_capability"].isin(paths)]
         covered = set(map(tuple, same[keys].astype(str).to_numpy()))
         unknown = them[them["cpu_model"].isna()]
         unknown = unknown[[tuple(k) not in covered for k in unknown[keys].astype(str).to_numpy()]]
@@ -243,11 +255,13 @@ def format_table(table: pandas.DataFrame) -> str:
         lines += [
             "",
             "vs fusion_bench 0.2.33 (ours / theirs; < 1 is better)",
-            f"{'case':8} {'method':32} {'config':13} {'stage':26} {'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}",
+            f"{'case':8} {'method':32} {'config':13} {'stage':26} {'fb cpu s':>9} {'fb GiB':>7} "
+            f"{'wall ratio':>10} {'cpu ratio':>10} {'peak ratio':>10}",
         ]
         for r in comparison.to_dict(orient="records"):
             lines.append(
-                f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['step_time_ratio']:10.2f} "
+                f"{r['case']:8} {r['method']:32} {r['config']:13} {r['stage']:26} {r['fb_step_cpu_seconds']:9.3f} "
+                f"{r['fb_peak_bytes'] / 2**30:7.2f} {r['step_time_ratio']:10.2f} "
                 f"{r['step_cpu_ratio']:10.2f} {r['peak_memory_ratio']:10.2f}"
             )
     return "\n".join(lines)

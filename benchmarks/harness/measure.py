@@ -168,6 +168,10 @@ def method_params(
 CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 
 
+# environment variables that force a narrower kernel path (e.g. AVX2 on an AVX-512 CPU): recorded with every timing
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
+
+
 def machine_info() -> dict:
     """The machine a timing was taken on: CPU model, the bf16-relevant CPU flags, usable cores, load average."""
     flags: list[str] = []
@@ -191,9 +195,15 @@ def machine_info() -> dict:
             "amx_tile": bool(torch.cpu._is_amx_tile_supported()),
             "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
         }
+    with contextlib.suppress(Exception):  # the kernel path torch dispatches to (ATEN_CPU_CAPABILITY can force avx2)
+        import torch
+
+        torch_sees["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    forced = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
     return {
         "cpu_flags": flags,
         "torch_cpu_supports": torch_sees,
+        "kernel_env": forced,
         "nproc": nproc,
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -298,6 +308,7 @@ def measure(
                 "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                 "load_average_start": load_start,
                 "cpu_model": cpu_model(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "build_vectors_seconds": probe.build_seconds[0] if probe.build_seconds else None,
                 "setup_seconds": setup_seconds,
                 "total_seconds": total_seconds,
