@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 00 · Concrete Subspace Learning, step by step
 #
-# *Runtime at the mini scale: 44 s in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06); 121 s alone from an empty cache, whose Concrete TA run notebook 01 otherwise shares.*
+# *Runtime at the mini scale: 66 s in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs); 121 s alone from an empty cache, whose Concrete TA run notebook 01 otherwise shares.*
 #
 # This notebook walks a reading group through the method of Tang et al., *Concrete Subspace Learning based
 # Interference Elimination for Multi-task Model Fusion* (arXiv 2312.06173): task vectors, why merging them

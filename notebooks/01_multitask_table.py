@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 01 · Multi-task merging table (paper Tables 1 and 2)
 #
-# *Runtime at the mini scale: 15 min (927 s) in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06).*
+# *Runtime at the mini scale: 31 min (1,838 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs).*
 #
 # **The question.** Eight models were fine-tuned from one pre-trained model, one per task. Can a single set of
 # weights do all eight tasks, without the training data and without training a multi-task model? Every merging

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 02 · Language models: Flan-T5 + LoRA-16 on GLUE (paper Table 3), and the mini-text zoo
 #
-# *Runtime at the mini scale: 11 min (682 s) in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06).*
+# *Runtime at the mini scale: 18 min (1,104 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs).*
 #
 # **The question.** Does Concrete Subspace Learning carry over from image encoders to language models fine-tuned with
 # low-rank adapters? Here each task's model is the base model plus one LoRA adapter: the adapter's low-rank update

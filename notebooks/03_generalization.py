@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 03 · Generalization to unseen tasks (paper Table 5)
 #
-# *Runtime at the mini scale: 5 min (297 s) in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06).*
+# *Runtime at the mini scale: 8 min (457 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs).*
 #
 # **The question.** The test-time methods adapt the merge, and the Concrete methods learn their mask, on the
 # unlabeled test inputs of the tasks being merged. Does what they learn only fit those tasks, or does it also help

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 04 · Robustness to corrupted test data (paper Table 4)
 #
-# *Runtime at the mini scale: 5 min (279 s) in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06).*
+# *Runtime at the mini scale: 7 min (418 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs).*
 #
 # **The question.** The test-time methods learn from the test inputs themselves. In deployment those inputs are
 # often degraded: blurred, noisy, compressed. Does learning the merge (and the mask) on corrupted inputs still work,

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 05 · Accuracy over meta-learning and test-time-adaptation steps (paper Figure 3)
 #
-# *Runtime at the mini scale: 37 s in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06); it reuses notebook 01's cached runs.*
+# *Runtime at the mini scale: 10 min (617 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs); it reuses notebook 01's cached runs and adds one 2,000-step Concrete TA run.*
 #
 # **The question.** A final accuracy says whether a test-time method helped; the curve along its steps says how:
 # whether the entropy it minimises pulls accuracy up steadily, saturates early, or overshoots. Concrete AdaMerging

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 06 · What the learned mask looks like
 #
-# *Runtime at the mini scale: 2 min (104 s) in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06); it reuses notebook 01's cached runs.*
+# *Runtime at the mini scale: 2 min (126 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs); it reuses notebook 01's cached runs.*
 #
 # **The question.** The accuracy tables say whether the Concrete methods helped; this notebook opens the mask
 # itself. The Concrete methods learn one logit x per merged parameter, shared by all tasks: σ(x) is the probability

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 07 · Ablations of Concrete Task Arithmetic
 #
-# *Runtime at the mini scale: 8 min (469 s) in a cold `make figures` on the project's 2-core CPU (one torch
-# thread, two notebooks at a time, 2026-12-06).*
+# *Runtime at the mini scale: 13 min (754 s) in a cold `make figures` on the project's 2-core CPU (one torch
+# thread, two notebooks at a time, 2026-12-06, the machine shared with other jobs).*
 #
 # **The question.** Concrete Task Arithmetic (CTA) has few knobs: the temperature of its Concrete samples, the
 # number of steps, the fixed Task Arithmetic coefficient λ_TA it merges with, and how the learned logits are turned
