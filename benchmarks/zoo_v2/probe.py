@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -88,6 +89,9 @@ def embed(encoder, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
 
 
 def config(args) -> zoo.MiniConfig:
+    fixed = {}
+    if getattr(args, "logit_scale", None):  # init = max = log(S), and not learned (cmd_pretrain)
+        fixed = {"logit_scale_init": math.log(args.logit_scale), "logit_scale_max": math.log(args.logit_scale)}
     return replace(
         zoo.mini_config(),
         domain_shift=not args.no_shift,
@@ -95,6 +99,7 @@ def config(args) -> zoo.MiniConfig:
         generic_classes=unnamed_classes(args.generic or "none"),
         pretrain_per_task=args.per_task,
         pretrain_steps=args.steps,
+        **fixed,
     )
 
 
@@ -116,6 +121,8 @@ def cmd_pretrain(args) -> None:
         t_data = time.perf_counter() - t0
         tokenizer = zoo.build_tokenizer(mini.vocabulary(), cfg.max_text_len)
         clip = seeded_init(args.seed, lambda: CLIPModel(zoo.build_clip_config(cfg, len(tokenizer))))
+        if args.logit_scale:  # issue 26 lever: the logit scale fixed (not learned) at a CLIP-like value
+            clip.logit_scale.requires_grad_(False)
         losses = zoo.pretrain(clip, tokenizer, pre_x, pre_captions, cfg, args.seed)
         clip.save_pretrained(out / "pretrained")
         zoo.build_processor(tokenizer).save_pretrained(out / "pretrained")
@@ -320,6 +327,7 @@ def main(argv=None) -> None:
     a.add_argument("--no-shift", action="store_true")
     a.add_argument("--generic", default="", choices=("", "third", "half"), help="classes captioned generically")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--logit-scale", type=float, default=0.0, help="fix the logit scale at this value (0: learned)")
     b = sub.add_parser("finetune")
     b.add_argument("out")
     b.add_argument("tag")
