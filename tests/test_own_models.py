@@ -70,7 +70,9 @@ def test_exported_smoke_zoo_merged_by_the_command_matches_the_library_run(smoke_
         "batch_size": 16,
         "out": str(tmp_path / "merged"),
     }
-    (tmp_path / "merge.yaml").write_text(yaml.safe_dump(config))
+    # sort_keys=False: the config's task order is the problem's task order (batched forward concatenates the tasks'
+    # batches in that order), so the library run below must see the same order to be bit-identical
+    (tmp_path / "merge.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     assert main(["merge", "--config", str(tmp_path / "merge.yaml"), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "Concrete Task Arithmetic" in printed and "mnist" in printed and "digits" in printed
