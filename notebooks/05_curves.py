@@ -137,7 +137,11 @@ fig = pl.budget_figure(
     path=out / "concrete_ta_budget",
     title="Concrete TA: mini default vs the paper's budget",
 )
-ex.show(ex.story.paper_budget_story(budget_curves, budget_records, config.scale))
+ex.show(
+    ex.story.paper_budget_story(
+        budget_records["concrete_task_arithmetic"], budget_records[ex.PAPER_BUDGET_RUN], config.scale
+    )
+)
 
 # %%
 path = ex.write_outputs(

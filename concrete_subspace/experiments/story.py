@@ -387,13 +387,10 @@ def ablation_story(tables: Mapping[str, pd.DataFrame], scale: str) -> str:
     return f"**What we see.** {sentence[:1].upper()}{sentence[1:]}." + departure("zoo", scale)
 
 
-def paper_budget_story(curves: pd.DataFrame, records: Mapping, scale: str) -> str:
-    """After the budget figure: Concrete TA's final accuracy at the mini default and at the paper's budget."""
-    ends = {}
-    for name, record in records.items():
-        p = record.params
-        ends[name] = (record.average, p.get("lr"), p.get("steps"))
-    (mini, (a_mini, lr_mini, s_mini)), (paper, (a_paper, lr_paper, s_paper)) = list(ends.items())[:2]
+def paper_budget_story(default, paper, scale: str) -> str:
+    """After the budget figure: Concrete TA's final accuracy at the mini default and at the paper's budget (two runs)."""
+    budgets = [(r.average, r.params["lr"], r.params["steps"]) for r in (default, paper)]
+    (a_mini, lr_mini, s_mini), (a_paper, lr_paper, s_paper) = budgets
     return (
         f"**What we see.** Concrete TA ends at {a_mini:.1f}% with the mini default (lr {lr_mini:g} × {s_mini} steps) "
         f"and at {a_paper:.1f}% with the paper's budget (lr {lr_paper:g} × {s_paper} steps), {a_paper - a_mini:+.1f} "
