@@ -47,5 +47,11 @@ case $stream in
       # task-wise AdaMerging's best budget at seed 1
     probe $TW inner_lr=0.1 outer_lr=3e-2 meta_steps=200 tta_lr=1e-3 tta_steps=200
     probe task_wise_adamerging lr=1e-3 steps=200 --seed 1 ;;
+  h)  # after the test outcome (3e-2 gained less on test than 1e-2 had): Concrete TA's two lrs at validation seeds 1, 2
+    probe concrete_task_arithmetic lr=1e-2 steps=400 --seed 1
+    probe concrete_task_arithmetic lr=3e-2 steps=400 --seed 1 ;;
+  i)  # beside h
+    probe concrete_task_arithmetic lr=1e-2 steps=400 --seed 2
+    probe concrete_task_arithmetic lr=3e-2 steps=400 --seed 2 ;;
   *) echo "unknown stream $stream" >&2; exit 2 ;;
 esac
