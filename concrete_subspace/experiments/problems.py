@@ -87,30 +87,15 @@ def load_problem(
         )
     from ..models.templates import VISION_TASKS
 
+    vision_tasks = tuple(tasks or VISION_TASKS)
+    common = {"device": device, "batch_size": batch_size, "seed": run_seed, "limit": limit, "progress": True}
     if checkpoints is not None:
         from ..models.open_clip_ckpt import build_open_clip_problem
 
-        return build_open_clip_problem(
-            checkpoints,
-            arch,
-            tuple(tasks or VISION_TASKS),
-            device=device,
-            batch_size=batch_size,
-            seed=run_seed,
-            limit=limit,
-            progress=True,
-        )
+        return build_open_clip_problem(checkpoints, arch, vision_tasks, **common)
     from ..models.clip_hub import build_clip_hub_problem
 
-    return build_clip_hub_problem(
-        arch,
-        tuple(tasks or VISION_TASKS),
-        device=device,
-        batch_size=batch_size,
-        seed=run_seed,
-        limit=limit,
-        progress=True,
-    )
+    return build_clip_hub_problem(arch, vision_tasks, **common)
 
 
 def problem_for(config: BaseConfig, tasks: Sequence[str] | None = None, **kwargs) -> MergeProblem:
