@@ -32,7 +32,7 @@ BUILD_THREADS = 1
 MINI_DEFAULTS: dict[str, dict[str, Any]] = {
     "task_arithmetic": {"scaling": 0.3},
     "ties_merging": {"scaling": 0.5, "density": 0.3},
-    "concrete_task_arithmetic": {"scaling": 0.3, "lr": 3e-2, "steps": 400},
+    "concrete_task_arithmetic": {"scaling": 0.3, "lr": 1e-2, "steps": 400},
     "task_wise_adamerging": {"lr": 1e-3, "steps": 200},
     "layer_wise_adamerging": {"lr": 1e-2, "steps": 200},
     "task_wise_concrete_adamerging": {
