@@ -32,6 +32,10 @@ RUNS: dict[str, tuple[str, dict]] = {
     "layer_adamerging": ("layer_wise_adamerging", STEPS),
     "task_adamerging_pp": ("task_wise_adamerging_pp", STEPS),
     "layer_adamerging_pp": ("layer_wise_adamerging_pp", STEPS),
+    # one forward/backward per task: the gradient of the merged parameters accumulates over the tasks
+    "cta_per_task": ("concrete_task_arithmetic", {**STEPS, "forward_mode": "per_task"}),
+    "layer_cam_per_task": ("layer_wise_concrete_adamerging", {**META, "forward_mode": "per_task"}),
+    "layer_adamerging_per_task": ("layer_wise_adamerging", {**STEPS, "forward_mode": "per_task"}),
 }
 RUN_OPTIONS = {"eval_every": 2, "log_every": 1, "checkpoint_every": 2, "progress": False}
 
