@@ -167,3 +167,30 @@ def test_layer_wise_combine_equals_concatenated_products_bitwise(dtype):
     plain = torch.cat([c @ b.float() for c, b in zip(w2.unbind(1), vectors.split(layout.numels, dim=1))])
     assert same_bits(fused.detach(), plain.detach())
     assert same_bits(torch.autograd.grad(fused, w1, upstream)[0], torch.autograd.grad(plain, w2, upstream)[0])
+
+
+def test_flat_grad_buffer_accumulates_every_task_in_place_with_the_concatenated_values():
+    """loop.flat_grad_buffer: the leaves' gradients land in one flat buffer (their .grad are views of it), equal to
+    the per-tensor gradients summed over two backwards and concatenated, as entropy_backward computed them before."""
+    from concrete_subspace.loop import flat_grad_buffer
+
+    torch.manual_seed(0)
+    shapes = {"w": (5, 3), "b": (5,), "unused": (2,)}
+    layout = ParamLayout(tuple(shapes), tuple(torch.Size(s) for s in shapes.values()))
+    flat = torch.randn(sum(layout.numels))
+    x = torch.randn(4, 3)
+
+    def two_losses(params):  # two "tasks", each with its own backward (per-task mode); "unused" gets no gradient
+        for scale in (1.0, -0.5):
+            (scale * (x @ params["w"].T + params["b"]).tanh().sum()).backward()
+
+    plain = {k: v.clone().requires_grad_(True) for k, v in layout.unflatten(flat.clone()).items()}
+    two_losses(plain)
+    expected = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in plain.values()])
+
+    params = {k: v.requires_grad_(True) for k, v in layout.unflatten(flat.clone()).items()}
+    grad = flat_grad_buffer(params, layout, flat)
+    two_losses(params)
+    assert torch.equal(grad, expected)
+    for p in params.values():  # no per-tensor copy was made: every .grad still lives in the buffer
+        assert p.grad.untyped_storage().data_ptr() == grad.untyped_storage().data_ptr()
