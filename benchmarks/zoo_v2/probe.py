@@ -3,7 +3,8 @@
 Research script, kept as run; the chosen recipe lives in concrete_subspace.zoo. Every number is on the VALIDATION
 split (the test split is never scored here). Stages, each writing JSON next to its models:
 
-  probe.py pretrain OUT --unnamed none|third|half [--per-task N] [--steps N] [--no-shift]
+  probe.py pretrain OUT --unnamed none|third|half [--per-task N] [--steps N] [--no-shift] [--logit-scale S]
+                   [--vision-hidden W] [--vision-layers L] [--vision-mlp M]
       pre-train, then zero-shot and linear-probe accuracy of theta0 per task (train -> validation)
   probe.py finetune OUT TAG [--lr 3e-4] [--steps 1400]
       experts on OUT's pre-trained model -> OUT/TAG is a complete zoo directory (manifest, symlinked data);
@@ -100,7 +101,14 @@ def config(args) -> zoo.MiniConfig:
         pretrain_per_task=args.per_task,
         pretrain_steps=args.steps,
         **fixed,
+        **architecture(args),
     )
+
+
+def architecture(args) -> dict:
+    """Vision tower width / depth / MLP size where the pretrain flags set them (issue 26 item 4), else MiniConfig's."""
+    names = ("vision_hidden", "vision_layers", "vision_mlp")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def cmd_pretrain(args) -> None:
@@ -188,6 +196,11 @@ def cmd_finetune(args) -> None:
         finetune_lr=args.lr,
         finetune_steps=args.steps,
         weight_decay=args.weight_decay,
+        # the pre-trained tower's architecture (pretrain.json from before the flags: MiniConfig's)
+        **{
+            k: pre["config"].get(k, getattr(base, k))
+            for k in ("vision_hidden", "vision_layers", "vision_heads", "vision_mlp")
+        },
     )
     if args.shifts != "own" and not (dst / "datasets").exists():  # this variant's own task data
         from concrete_subspace.data import shifts
@@ -208,6 +221,9 @@ def cmd_finetune(args) -> None:
     t0 = time.perf_counter()
     with zoo.deterministic():
         clip = CLIPModel.from_pretrained(src / "pretrained").eval()
+        vision = clip.config.vision_config
+        built = (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.intermediate_size)
+        assert built == (cfg.vision_hidden, cfg.vision_layers, cfg.vision_heads, cfg.vision_mlp), built
         tokenizer = AutoTokenizer.from_pretrained(src / "pretrained")
         heads = {
             t: zero_shot_head(clip, tokenizer, mini.TASKS[t].classnames, mini.TASKS[t].templates) for t in cfg.tasks
@@ -328,6 +344,9 @@ def main(argv=None) -> None:
     a.add_argument("--generic", default="", choices=("", "third", "half"), help="classes captioned generically")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--logit-scale", type=float, default=0.0, help="fix the logit scale at this value (0: learned)")
+    a.add_argument("--vision-hidden", type=int, default=None, help="vision tower width (default: MiniConfig's, 96)")
+    a.add_argument("--vision-layers", type=int, default=None, help="vision tower depth (default: MiniConfig's, 4)")
+    a.add_argument("--vision-mlp", type=int, default=None, help="vision MLP size (default: MiniConfig's, 384)")
     b = sub.add_parser("finetune")
     b.add_argument("out")
     b.add_argument("tag")

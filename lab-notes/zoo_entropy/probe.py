@@ -109,6 +109,7 @@ def cmd_coupling(args) -> None:
     row = {
         "probe": "coupling",
         "zoo": Path(args.zoo).name,
+        "zoo_dir": str(args.zoo),  # the name alone is ambiguous across probe zoos (tag v3signs)
         "lambdas": LAMBDAS,
         "avg_accuracy": [round(average(r[1]), 2) for r in rows],
         "by_k": summary,
@@ -131,6 +132,7 @@ def cmd_method(args) -> None:
     row = {
         "probe": "method",
         "zoo": Path(args.zoo).name,
+        "zoo_dir": str(args.zoo),  # the name alone is ambiguous across probe zoos (tag v3signs)
         "name": args.name,
         "k": args.k[0],
         "params": params,
