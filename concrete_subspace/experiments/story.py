@@ -47,9 +47,9 @@ MINI_DEPARTURES = {
     "zoo": "The mini zoo departs from the paper in size, not in kind: its task vectors are small next to the "
     "pre-trained weights and the entropy signal the Concrete mask follows is weak (docs/zoo.md), so expect the "
     "gaps between methods to be much smaller than the published ones. Tried on the validation split to widen them "
-    "(docs/method.md §7a): a smaller inner lr for Concrete AdaMerging (kept: its meta stage now rises) and larger mask "
-    "budgets (kept); the frozen heads' temperature (0.25-2x the zoo's logit scale) and a pre-training logit scale "
-    "fixed at CLIP's 100 (no gain; the zoo's own kept). "
+    "(docs/method.md §7a): a smaller inner lr and larger mask budgets for Concrete AdaMerging (kept: its meta stage "
+    "now rises); the frozen heads' temperature (0.25-2x the zoo's logit scale), a pre-training logit scale fixed at "
+    "CLIP's 100, and a narrower (width 64) or deeper (6 layers) vision tower (no gain; the shipped zoo kept). "
     "The paper's +8 of Concrete TA over task arithmetic is not reached at this scale.",
     "steps": "The mini runs use the zoo's validation-chosen step counts (`MINI_DEFAULTS`), far fewer than the "
     "paper's defaults (2000 Concrete TA steps; 2000 meta steps and 1000 adaptation steps for Concrete AdaMerging, "
