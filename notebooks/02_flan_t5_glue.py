@@ -128,6 +128,21 @@ if config.scale != "paper":
     ex.show(ex.claim_lines(claims, value="value"))
 
 # %% [markdown]
+# ## The mask's own effect
+# At mini scale: each Concrete run's learned mask applied at the method's initial coefficients (Concrete TA: its
+# final model at λ; Concrete AdaMerging: stage 2's step 0, before any coefficient is adapted), against Task
+# Arithmetic at the same λ (read from the λ sweep where Task Arithmetic's own run uses another λ), over the seeds.
+# A positive effect is the mask removing interference by itself.
+
+# %%
+effect, effect_summary = None, None
+if config.scale != "paper":
+    average_at = sweep[sweep["task"] == "average"].set_index("scaling")["accuracy"].to_dict()
+    effect = ex.mask_effect_table(records, baseline_at=average_at)
+    effect_summary = ex.mask_effect_summary(effect)
+    ex.show(ex.story.mask_effect_story(effect_summary))
+
+# %% [markdown]
 # At paper scale: average scores beside the published ones (the authors' result files). At mini scale the models
 # are different, so no published number is comparable and none is shown.
 
@@ -138,6 +153,7 @@ if config.scale == "paper":
     display(tables["beside_published"])
 else:
     tables.update(runs=runs, seed_spread=spread, lambda_sweep=sweep, claims=claims)  # claims.md: the gates as a table
+    tables.update(mask_effect=effect, mask_effect_summary=effect_summary)
 
 # %%
 extra = {"skipped": False}

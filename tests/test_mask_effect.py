@@ -64,6 +64,18 @@ def test_mask_effect_table_refuses_task_arithmetic_at_another_lambda():
         mask_effect_table(records)
 
 
+def test_mask_effect_table_reads_task_arithmetic_at_another_lambda_from_baseline_at():
+    """The mini-text case: task arithmetic's run at 0.2, the Concrete runs at 0.3, a λ sweep gives TA at 0.3."""
+    records = records_for_two_seeds()
+    records["task_arithmetic"].params["scaling"] = 0.2
+    table = mask_effect_table(records, baseline_at={0.0: 40.0, 0.3: 61.5})
+    assert (table["task_arithmetic"] == 61.5).all()
+    cta = table[table["method"] == "concrete_task_arithmetic"].set_index("seed")
+    assert cta.loc[1, "mask_effect"] == 72.0 - 61.5
+    with pytest.raises(ValueError, match="pass baseline_at with λ 0.3"):
+        mask_effect_table(records, baseline_at={0.2: 65.0})
+
+
 def test_mask_effect_table_needs_the_baseline():
     records = records_for_two_seeds()
     del records["task_arithmetic"]

@@ -152,12 +152,18 @@ def mask_only_scores(record: RunRecord) -> dict[str, float]:
     return dict(record.scores) if info.get("final_model") else dict(info["scores"])
 
 
-def mask_effect_table(records: Mapping[str, RunRecord], baseline: str = "task_arithmetic") -> pd.DataFrame:
+def mask_effect_table(
+    records: Mapping[str, RunRecord],
+    baseline: str = "task_arithmetic",
+    baseline_at: Mapping[float, float] | None = None,
+) -> pd.DataFrame:
     """One row per Concrete run (every seed): the mask-only effect against task arithmetic at the same λ.
 
     Columns: method, seed, coefficients (λ), mask_only (average accuracy of the learned mask at λ), task_arithmetic
     (TA at λ), mask_effect (the difference), headline (the run's final, sampled-mask model), expected_mask (the same
-    final model under σ(x), a diagnostic). ``records`` must hold one ``baseline`` run whose ``scaling`` is that λ.
+    final model under σ(x), a diagnostic). Task arithmetic at λ is the ``baseline`` run when its ``scaling`` is that
+    λ, else ``baseline_at[λ]`` (average accuracy by λ, e.g. a λ sweep: the mini-text zoo runs task arithmetic at 0.2
+    while Concrete AdaMerging starts at 0.3).
     """
     if baseline not in records:
         raise KeyError(f"mask_effect_table needs a {baseline!r} record among {sorted(records)}")
@@ -167,10 +173,15 @@ def mask_effect_table(records: Mapping[str, RunRecord], baseline: str = "task_ar
         info = record.extras.get("mask_only")
         if not isinstance(info, dict):
             continue  # not a Concrete run
-        if float(ta.params.get("scaling")) != float(info["coefficients"]):
+        at = float(info["coefficients"])
+        if float(ta.params.get("scaling")) == at:
+            ta_average = ta.average
+        elif baseline_at is not None and at in baseline_at:
+            ta_average = float(baseline_at[at])
+        else:
             raise ValueError(
-                f"run {key}: mask-only coefficients {info['coefficients']} differ from {baseline} scaling "
-                f"{ta.params.get('scaling')}; run {baseline} at the same λ"
+                f"run {key}: mask-only coefficients {at} differ from {baseline} scaling "
+                f"{ta.params.get('scaling')}; run {baseline} at the same λ or pass baseline_at with λ {at}"
             )
         mask_only = average(mask_only_scores(record))
         expected = record.extras.get("expected_mask_scores")
@@ -178,10 +189,10 @@ def mask_effect_table(records: Mapping[str, RunRecord], baseline: str = "task_ar
             {
                 "method": record.method,
                 "seed": record_seed(key, record),
-                "coefficients": float(info["coefficients"]),
+                "coefficients": at,
                 "mask_only": mask_only,
-                baseline: ta.average,
-                "mask_effect": mask_only - ta.average,
+                baseline: ta_average,
+                "mask_effect": mask_only - ta_average,
                 "headline": record.average,
                 "expected_mask": average(expected) if expected else float("nan"),
             }
