@@ -146,11 +146,7 @@ class _LayerwiseCombine(torch.autograd.Function):
         weights, vectors = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        blocks = vectors.split(ctx.numels, dim=1)
-        columns = [
-            g.unsqueeze(0).mm(b.to(weights.dtype).t()).squeeze(0) for g, b in zip(grad.split(ctx.numels), blocks)
-        ]
-        return torch.stack(columns, dim=1), None, None
+        return _combine_backward(grad, vectors, weights, ctx.numels), None, None
 
 
 def _segment_divide(flat: Tensor, numels: tuple[int, ...], divisors: Tensor) -> Tensor:
@@ -182,6 +178,24 @@ def _segment_apply_(flat: Tensor, numels: tuple[int, ...], fn, *per_segment: Ten
     return flat
 
 
+def _rescaled_mask(mask: Tensor, numels: tuple[int, ...], floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """m / mean_s(m) per tensor s (a new buffer), the clamped means, where they were not clamped, and the lengths."""
+    lengths = torch.tensor(numels, device=mask.device)
+    raw = torch.segment_reduce(mask, "mean", lengths=lengths)
+    means = raw.clamp_min(floor)
+    return _segment_divide(mask, numels, means), means, raw >= floor, lengths
+
+
+def _mask_grad_(
+    g_delta: Tensor, mask: Tensor, means: Tensor, unclamped: Tensor, lengths: Tensor, numels: tuple[int, ...]
+) -> Tensor:
+    """∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_{k in tensor} g_k δ_k m_k / (n μ²), in place on ``g_delta`` = g ⊙ δ."""
+    dots = _segment_dots(g_delta, mask, numels)
+    correction = dots / (lengths * means * means) * unclamped
+    # (g δ) / μ − c in one pass per tensor: addcdiv(−c, g δ, μ) = −c + (g δ) / μ, the same rounding
+    return _segment_apply_(g_delta, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
+
+
 class _RescaledMaskMerge(torch.autograd.Function):
     """θ0 + δ ⊙ m / mean_s(m), per tensor s, keeping only m, δ and the K means for backward.
 
@@ -192,13 +206,10 @@ class _RescaledMaskMerge(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta0: Tensor, delta: Tensor, mask: Tensor, numels: tuple[int, ...], floor: float) -> Tensor:
-        lengths = torch.tensor(numels, device=mask.device)
-        raw = torch.segment_reduce(mask, "mean", lengths=lengths)
-        means = raw.clamp_min(floor)
-        out = _segment_divide(mask, numels, means)  # m / mean, per tensor
+        out, means, unclamped, lengths = _rescaled_mask(mask, numels, floor)  # m / mean, per tensor
         out.mul_(delta).add_(theta0)  # == θ0 + δ ⊙ (m / mean): elementwise ops commute exactly
         ctx.numels = numels
-        ctx.save_for_backward(delta, mask, means, raw >= floor, lengths)
+        ctx.save_for_backward(delta, mask, means, unclamped, lengths)
         return out
 
     @staticmethod
@@ -208,12 +219,8 @@ class _RescaledMaskMerge(torch.autograd.Function):
         grad_delta = grad_mask = None
         if ctx.needs_input_grad[1]:  # ∂/∂δ = g ⊙ m / mean
             grad_delta = _segment_divide(mask, numels, means).mul_(grad)
-        if ctx.needs_input_grad[2]:  # ∂/∂m_j = g_j δ_j / μ − [μ unclamped] Σ_{k in tensor} g_k δ_k m_k / (n μ²)
-            grad_mask = grad * delta
-            dots = _segment_dots(grad_mask, mask, numels)
-            correction = dots / (lengths * means * means) * unclamped
-            # (g δ) / μ − c in one pass per tensor: addcdiv(−c, g δ, μ) = −c + (g δ) / μ, the same rounding
-            _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
+        if ctx.needs_input_grad[2]:
+            grad_mask = _mask_grad_(grad * delta, mask, means, unclamped, lengths, numels)
         return (grad if ctx.needs_input_grad[0] else None), grad_delta, grad_mask, None, None
 
 
@@ -226,12 +233,14 @@ def apply_mask_flat(theta0: Tensor, delta: Tensor, mask: Tensor | None, layout: 
 
 
 def _combine_backward(grad: Tensor, vectors: Tensor, weights: Tensor, numels: tuple[int, ...]) -> Tensor:
-    """∂/∂w of :func:`combine` (same-dtype vectors) given the gradient of its output, with the products autograd
-    runs for it: ``g_k[None] @ block_kᵀ`` per tensor (layer-wise) or ``g[None] @ τᵀ`` (task-wise)."""
+    """∂/∂w of :func:`combine` given the gradient of its output, with the products autograd runs for it:
+    ``g_k[None] @ block_kᵀ`` per tensor (layer-wise; a block stored narrower is widened only for its product) or
+    ``g[None] @ τᵀ`` (task-wise, same-dtype vectors)."""
     if weights.dim() == 1:
         return grad.unsqueeze(0).mm(vectors.t()).squeeze(0)
     columns = [
-        g.unsqueeze(0).mm(block.t()).squeeze(0) for g, block in zip(grad.split(numels), vectors.split(numels, 1))
+        g.unsqueeze(0).mm(block.to(weights.dtype).t()).squeeze(0)
+        for g, block in zip(grad.split(numels), vectors.split(numels, 1))
     ]
     return torch.stack(columns, dim=1)
 
@@ -248,13 +257,10 @@ class _MaskedCombine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta0: Tensor, vectors: Tensor, weights: Tensor, mask: Tensor, layout: ParamLayout, floor: float):
         numels = tuple(layout.numels)
-        lengths = torch.tensor(numels, device=mask.device)
-        raw = torch.segment_reduce(mask, "mean", lengths=lengths)
-        means = raw.clamp_min(floor)
-        out = _segment_divide(mask, numels, means)  # m / mean, per tensor
+        out, means, unclamped, lengths = _rescaled_mask(mask, numels, floor)  # m / mean, per tensor
         out.mul_(combine(vectors, weights, layout)).add_(theta0)  # the same products as θ0 + δ ⊙ (m / mean)
         ctx.layout, ctx.numels = layout, numels
-        ctx.save_for_backward(vectors, weights, mask, means, raw >= floor, lengths)
+        ctx.save_for_backward(vectors, weights, mask, means, unclamped, lengths)
         return out
 
     @staticmethod
@@ -266,11 +272,10 @@ class _MaskedCombine(torch.autograd.Function):
             grad_delta = _segment_divide(mask, numels, means).mul_(grad)
             grad_weights = _combine_backward(grad_delta, vectors, weights, numels)
             del grad_delta
-        if ctx.needs_input_grad[3]:  # as _RescaledMaskMerge, with δ recomputed
-            grad_mask = combine(vectors, weights, ctx.layout).mul_(grad)  # g ⊙ δ in δ's buffer (δ ⊙ g: same bits)
-            dots = _segment_dots(grad_mask, mask, numels)
-            correction = dots / (lengths * means * means) * unclamped
-            _segment_apply_(grad_mask, numels, lambda g, mu, c: torch.addcdiv(c.neg(), g, mu, out=g), means, correction)
+        if ctx.needs_input_grad[3]:  # as _RescaledMaskMerge, with δ recomputed; g ⊙ δ in δ's buffer (same bits)
+            grad_mask = _mask_grad_(
+                combine(vectors, weights, ctx.layout).mul_(grad), mask, means, unclamped, lengths, numels
+            )
         return (grad if ctx.needs_input_grad[0] else None), None, grad_weights, grad_mask, None, None
 
 
